@@ -1,0 +1,276 @@
+//! Garbage collection of a rewind [`History`]: which records a [`Policy`] keeps, and
+//! removing the rest.
+//!
+//! Removing a record frees the pages only it referenced; a delta whose parent page is
+//! freed is compacted first (into a full page, or re-based onto a live ancestor), so no
+//! retained iteration is ever rebuilt from freed bytes (see `rewind-store`).
+//!
+//! [`Collector::step`] is the per-iteration call: it removes what the window rules
+//! (keep-last, keep-from, abandoned age) drop, at a cost proportional to what it frees.
+//! [`Collector::collect`] examines every record and also applies the memory budget.
+//!
+//! ```
+//! use rewind_gc::{Collector, Policy};
+//! use rewind_history::{History, HistoryConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut history = History::new(HistoryConfig::new(1024)?.seed(1))?;
+//! let mut gc = Collector::new(Policy::default().keep_last(8).abandoned_max_age(0));
+//! let mut memory = vec![0u8; 16 * 1024];
+//! for frame in 0..100u64 {
+//!     let at = (frame as usize * 97) % memory.len();
+//!     memory[at] = frame as u8;
+//!     history.capture(frame, &memory, &[], None, None)?;
+//!     gc.step(&mut history)?;
+//! }
+//! assert_eq!(history.len(), 8);
+//! assert!(history.at(91).is_err()); // collected: a typed error, never stale data
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+use std::collections::BTreeSet;
+
+use rewind_history::{History, HistoryError, RecordId, Removed};
+
+/// Errors of garbage collection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GcError {
+    /// From the history (e.g. pinning an iteration that is not retained).
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+/// Which records to keep. The head is always kept, and so are pinned records. Rules
+/// compose as a union: a record is kept when any rule keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Keep the newest N records of the current timeline.
+    pub keep_last: Option<usize>,
+    /// Keep timeline records of iteration ≥ K (e.g. the oldest frame a peer has not
+    /// confirmed).
+    pub keep_from: Option<u64>,
+    /// Drop abandoned records (off the current timeline) captured more than this many
+    /// captures ago. `None` keeps abandoned branches.
+    pub abandoned_max_age: Option<u64>,
+    /// Thin old timeline records not kept by another rule until the history's resident
+    /// bytes fit: denser near the head, sparser in the past.
+    pub budget: Option<u64>,
+    /// Records that are never collected.
+    pub pins: BTreeSet<RecordId>,
+}
+
+impl Policy {
+    /// Keep the last `n` records of the timeline.
+    pub fn keep_last(mut self, n: usize) -> Self {
+        self.keep_last = Some(n);
+        self
+    }
+    /// Keep timeline records from iteration `k` on.
+    pub fn keep_from(mut self, k: u64) -> Self {
+        self.keep_from = Some(k);
+        self
+    }
+    /// Drop abandoned records older than `age` captures.
+    pub fn abandoned_max_age(mut self, age: u64) -> Self {
+        self.abandoned_max_age = Some(age);
+        self
+    }
+    /// Thin history to fit `bytes`.
+    pub fn budget(mut self, bytes: u64) -> Self {
+        self.budget = Some(bytes);
+        self
+    }
+
+    fn timeline_limited(&self) -> bool {
+        self.keep_last.is_some() || self.keep_from.is_some()
+    }
+}
+
+/// What a collection did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// What was removed and freed.
+    pub removed: Removed,
+    /// Records examined.
+    pub examined: u64,
+    /// Resident bytes of the history afterwards.
+    pub resident_bytes: u64,
+    /// True when a budget is set and could not be met (everything left is protected).
+    pub over_budget: bool,
+}
+
+/// Applies a [`Policy`] to a history.
+#[derive(Clone, Debug, Default)]
+pub struct Collector {
+    policy: Policy,
+}
+
+impl Collector {
+    /// A collector for a policy.
+    pub fn new(policy: Policy) -> Self {
+        Collector { policy }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Change the policy (takes effect at the next step or collect).
+    pub fn set_policy(&mut self, policy: Policy) {
+        let pins = std::mem::take(&mut self.policy.pins);
+        self.policy = policy;
+        self.policy.pins.extend(pins);
+    }
+
+    /// Pin the record of `iteration` on the current timeline. Fails with
+    /// [`HistoryError::NotRetained`] when it was collected or never captured.
+    pub fn pin(&mut self, history: &History, iteration: u64) -> Result<RecordId, GcError> {
+        let id = history.at(iteration)?.id();
+        self.policy.pins.insert(id);
+        Ok(id)
+    }
+
+    /// Unpin a record; true when it was pinned.
+    pub fn unpin(&mut self, id: RecordId) -> bool {
+        self.policy.pins.remove(&id)
+    }
+
+    fn protected(&self, history: &History, id: RecordId) -> bool {
+        self.policy.pins.contains(&id) || history.head().map(|h| h.id()) == Some(id)
+    }
+
+    /// The per-iteration step: drop what the window rules drop, looking only at the
+    /// oldest timeline records and the oldest abandoned records. Does not apply the
+    /// budget (see [`Collector::collect`]).
+    pub fn step(&mut self, history: &mut History) -> Result<GcReport, GcError> {
+        let mut report = GcReport::default();
+        if self.policy.timeline_limited() {
+            let keep_last = self.policy.keep_last.unwrap_or(0);
+            let mut skipped = 0usize;
+            loop {
+                let total = history.timeline_len();
+                let candidate = history.timeline().nth(skipped).map(|r| (r.id(), r.iteration()));
+                let Some((id, iteration)) = candidate else { break };
+                report.examined += 1;
+                let in_window = total.saturating_sub(skipped) <= keep_last;
+                let from_k = self.policy.keep_from.is_some_and(|k| iteration >= k);
+                if in_window || from_k {
+                    break;
+                }
+                if self.protected(history, id) {
+                    skipped += 1;
+                    continue;
+                }
+                report.removed += history.remove(id)?;
+            }
+        }
+        if let Some(age) = self.policy.abandoned_max_age {
+            let cutoff = history.next_record_id().0.saturating_sub(age);
+            let old: Vec<RecordId> = history
+                .records()
+                .take_while(|r| r.id().0 < cutoff)
+                .filter(|r| !history.on_timeline(r.id()))
+                .map(|r| r.id())
+                .collect();
+            for id in old {
+                report.examined += 1;
+                if !self.protected(history, id) {
+                    report.removed += history.remove(id)?;
+                }
+            }
+        }
+        report.resident_bytes = history.resident_bytes();
+        Ok(report)
+    }
+
+    /// A full collection: every rule, including the budget.
+    pub fn collect(&mut self, history: &mut History) -> Result<GcReport, GcError> {
+        let mut report = self.step(history)?;
+        if let Some(age) = self.policy.abandoned_max_age {
+            let cutoff = history.next_record_id().0.saturating_sub(age);
+            let old: Vec<RecordId> = history
+                .records()
+                .filter(|r| r.id().0 < cutoff && !history.on_timeline(r.id()))
+                .map(|r| r.id())
+                .collect();
+            for id in old {
+                report.examined += 1;
+                if !self.protected(history, id) {
+                    report.removed += history.remove(id)?;
+                }
+            }
+        }
+        if let Some(budget) = self.policy.budget {
+            report.over_budget = !self.thin(history, budget, &mut report)?;
+        }
+        report.resident_bytes = history.resident_bytes();
+        Ok(report)
+    }
+
+    /// Timeline records the window rules do not keep and that are not protected, as
+    /// (id, iteration), oldest first.
+    fn thinnable(&self, history: &History) -> Vec<(RecordId, u64)> {
+        let timeline: Vec<(RecordId, u64)> = history.timeline().map(|r| (r.id(), r.iteration())).collect();
+        let n = timeline.len();
+        let keep_last = self.policy.keep_last.unwrap_or(0);
+        timeline
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (id, it))| {
+                n - i > keep_last
+                    && self.policy.keep_from.is_none_or(|k| *it < k)
+                    && !self.protected(history, *id)
+            })
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// Exponential thinning: repeatedly remove the records that sit densest relative to
+    /// their age (gap to the next kept record divided by distance from the head), until
+    /// the history fits `budget`. True when it fits.
+    fn thin(&self, history: &mut History, budget: u64, report: &mut GcReport) -> Result<bool, GcError> {
+        // Abandoned records count against the budget first: drop unprotected ones.
+        if history.resident_bytes() > budget {
+            let abandoned: Vec<RecordId> = history.abandoned().map(|r| r.id()).collect();
+            for id in abandoned {
+                if history.resident_bytes() <= budget {
+                    break;
+                }
+                if !self.protected(history, id) {
+                    report.removed += history.remove(id)?;
+                }
+            }
+        }
+        while history.resident_bytes() > budget {
+            let candidates = self.thinnable(history);
+            if candidates.is_empty() {
+                return Ok(false);
+            }
+            let head = history.head().map_or(0, |h| h.iteration());
+            let all: Vec<u64> = history.timeline().map(|r| r.iteration()).collect();
+            let mut scored: Vec<(f64, RecordId)> = candidates
+                .iter()
+                .map(|&(id, it)| {
+                    let next = all.partition_point(|x| *x <= it);
+                    let gap = all.get(next).map_or(1, |n| n - it) as f64;
+                    let age = (head - it).max(1) as f64;
+                    (gap / age, id)
+                })
+                .collect();
+            scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let batch = (scored.len() / 8).max(1);
+            for (_, id) in scored.into_iter().take(batch) {
+                report.examined += 1;
+                report.removed += history.remove(id)?;
+                if history.resident_bytes() <= budget {
+                    break;
+                }
+            }
+        }
+        Ok(true)
+    }
+}

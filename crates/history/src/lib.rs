@@ -1,0 +1,771 @@
+//! The append-only history of a guest: one record per captured iteration.
+//!
+//! Records are numbered by a monotonic [`RecordId`] that is never reused; each names its
+//! iteration, its parent record and its snapshot. [`History::rollback`] moves the head
+//! back along the current timeline; the next capture starts a new branch from there and
+//! the superseded records stay readable (as abandoned branches) until they are removed.
+//!
+//! ```
+//! use rewind_history::{History, HistoryConfig, LiveMemory};
+//! use rewind_snapshot::GlobalValue;
+//!
+//! # fn main() -> Result<(), rewind_history::HistoryError> {
+//! let mut history = History::new(HistoryConfig::new(1024)?.seed(5))?;
+//! let mut memory = vec![0u8; 4096];
+//! for frame in 0..10u64 {
+//!     memory[100] = frame as u8;
+//!     history.capture(frame, &memory, &[GlobalValue::I64(frame as i64)], None, None)?;
+//! }
+//! // A late input: go back to frame 6 and re-simulate from there.
+//! let back = history.rollback_and_restore(6, &mut memory, LiveMemory::AtHead)?;
+//! assert_eq!(memory[100], 6);
+//! assert_eq!(back.globals, vec![GlobalValue::I64(6)]);
+//! memory[100] = 99;
+//! history.capture(7, &memory, &[GlobalValue::I64(7)], None, None)?;
+//! assert_eq!(history.abandoned().count(), 3); // frames 7, 8, 9 of the old branch
+//! assert_eq!(history.blame(7, 100, 1)?.map(|b| b.iteration), Some(7));
+//! assert_eq!(history.blame(6, 100, 1)?.map(|b| b.iteration), Some(6));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use rewind_snapshot::{capture, GlobalValue, Live, Restored, Snapshot, SnapshotError, StateHash};
+use rewind_store::{PageHash, PageSize, PageStore, StoreConfig, StoreError, StoreStats};
+
+/// The number of a record: monotonic, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordId(pub u64);
+
+impl std::fmt::Display for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// Errors of the history.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    /// From snapshots (bad memory length, hint, globals, reads out of bounds).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// From the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An iteration that the current timeline does not hold (never captured, rolled
+    /// back over, or collected).
+    #[error("iteration {iteration} is not retained on the current timeline{}", range_note(*.oldest, *.newest))]
+    NotRetained {
+        /// The iteration asked for.
+        iteration: u64,
+        /// The oldest retained iteration on the timeline.
+        oldest: Option<u64>,
+        /// The newest.
+        newest: Option<u64>,
+    },
+    /// A record number that is not (or no longer) in the history.
+    #[error("record {0} is not in the history")]
+    NoSuchRecord(RecordId),
+    /// The head record cannot be removed (the live guest is at it).
+    #[error("record {0} is the head and cannot be removed")]
+    HeadNotRemovable(RecordId),
+    /// A capture whose iteration does not come after the head's.
+    #[error("iteration {iteration} does not come after the head's iteration {head}")]
+    IterationNotAfterHead {
+        /// The iteration given.
+        iteration: u64,
+        /// The head's iteration.
+        head: u64,
+    },
+}
+
+fn range_note(oldest: Option<u64>, newest: Option<u64>) -> String {
+    match (oldest, newest) {
+        (Some(a), Some(b)) => format!(" (it holds {a}..={b})"),
+        _ => " (it is empty)".to_string(),
+    }
+}
+
+/// How a history is set up.
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    /// The page store's configuration (page size, seed, delta chain bound, cache).
+    pub store: StoreConfig,
+}
+
+impl HistoryConfig {
+    /// A configuration for a page size (checked: a power of two from 1 KiB to 64 KiB).
+    pub fn new(page_size: u64) -> Result<Self, HistoryError> {
+        Ok(HistoryConfig {
+            store: StoreConfig::new(PageSize::new(page_size)?),
+        })
+    }
+
+    /// Use this hash seed (peers comparing state hashes must share it).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.store.seed = Some(seed);
+        self
+    }
+
+    /// Bound delta chains to this depth.
+    pub fn max_chain(mut self, depth: u8) -> Self {
+        self.store.max_chain = depth;
+        self
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            store: StoreConfig::new(PageSize::DEFAULT),
+        }
+    }
+}
+
+/// One captured iteration.
+#[derive(Clone, Debug)]
+pub struct Record {
+    id: RecordId,
+    iteration: u64,
+    parent: Option<RecordId>,
+    children: Vec<RecordId>,
+    snapshot: Snapshot,
+    /// Pages this record set relative to its parent, by index. Together with the
+    /// snapshots of root records these are the store references the history owns.
+    changes: Vec<(u32, PageHash)>,
+    input: Option<PageHash>,
+    pages_changed: u32,
+    bytes_stored: u64,
+}
+
+impl Record {
+    /// The record number.
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+    /// The guest's iteration (frame, tick, step).
+    pub fn iteration(&self) -> u64 {
+        self.iteration
+    }
+    /// The record this one was captured after (`None` for a root: the first record, or
+    /// one whose parent was removed).
+    pub fn parent(&self) -> Option<RecordId> {
+        self.parent
+    }
+    /// Records captured after this one (more than one at a branch point).
+    pub fn children(&self) -> &[RecordId] {
+        &self.children
+    }
+    /// The guest state.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+    /// The state hash.
+    pub fn state_hash(&self) -> StateHash {
+        self.snapshot.state_hash()
+    }
+    /// The hash of the input recorded with this iteration.
+    pub fn input_hash(&self) -> Option<PageHash> {
+        self.input
+    }
+    /// Pages that changed at capture.
+    pub fn pages_changed(&self) -> u32 {
+        self.pages_changed
+    }
+    /// New bytes the store took at capture.
+    pub fn bytes_stored(&self) -> u64 {
+        self.bytes_stored
+    }
+    /// The pages set relative to the parent record, by index (after removals of
+    /// records in between, the union of their changes).
+    pub fn changes(&self) -> &[(u32, PageHash)] {
+        &self.changes
+    }
+}
+
+/// What [`History::capture`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureReport {
+    /// The new record.
+    pub record: RecordId,
+    /// Its state hash.
+    pub state_hash: StateHash,
+    /// Pages hashed.
+    pub pages_hashed: usize,
+    /// Pages that changed.
+    pub pages_changed: usize,
+    /// Of those, pages already stored (dedup).
+    pub dedup: usize,
+    /// New bytes stored.
+    pub bytes_stored: u64,
+}
+
+/// What is known about live memory when restoring.
+#[derive(Clone, Copy, Debug)]
+pub enum LiveMemory<'a> {
+    /// Memory holds exactly the head record's state (nothing ran since the last capture
+    /// or restore).
+    AtHead,
+    /// Memory holds the head's state except these pages, which may have been written
+    /// (e.g. the kernel's dirty list since the last capture).
+    WrittenSinceHead(&'a [u32]),
+    /// Unknown: every page is hashed and compared.
+    Unknown,
+}
+
+/// What a rollback restored.
+#[derive(Clone, Debug)]
+pub struct Rollback {
+    /// The record now at the head.
+    pub record: RecordId,
+    /// Its iteration.
+    pub iteration: u64,
+    /// Its state hash.
+    pub state_hash: StateHash,
+    /// The globals to set in the guest.
+    pub globals: Vec<GlobalValue>,
+    /// What was written to memory.
+    pub restored: Restored,
+}
+
+/// Where a byte range last changed, from [`History::blame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blame {
+    /// The record at which the bytes took the value they have at the asked iteration.
+    pub record: RecordId,
+    /// Its iteration.
+    pub iteration: u64,
+    /// True when this is the oldest retained record: the bytes may have changed earlier.
+    pub at_oldest: bool,
+}
+
+/// What removing records freed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Records removed.
+    pub records: u64,
+    /// Store objects freed.
+    pub objects: u64,
+    /// Store bytes freed (net of compaction).
+    pub bytes: u64,
+    /// Deltas compacted because their parent was freed.
+    pub compacted: u64,
+    /// Input blobs freed.
+    pub inputs: u64,
+}
+
+impl std::ops::AddAssign for Removed {
+    fn add_assign(&mut self, o: Removed) {
+        self.records += o.records;
+        self.objects += o.objects;
+        self.bytes += o.bytes;
+        self.compacted += o.compacted;
+        self.inputs += o.inputs;
+    }
+}
+
+struct Blob {
+    bytes: Box<[u8]>,
+    refs: u32,
+}
+
+/// The history of one guest.
+pub struct History {
+    store: PageStore,
+    records: BTreeMap<RecordId, Record>,
+    /// The current timeline: iteration → record, from the oldest retained to the head.
+    timeline: BTreeMap<u64, RecordId>,
+    head: Option<RecordId>,
+    next_id: u64,
+    inputs: HashMap<PageHash, Blob>,
+}
+
+impl History {
+    /// An empty history.
+    pub fn new(config: HistoryConfig) -> Result<Self, HistoryError> {
+        Ok(History {
+            store: PageStore::new(config.store),
+            records: BTreeMap::new(),
+            timeline: BTreeMap::new(),
+            head: None,
+            next_id: 0,
+            inputs: HashMap::new(),
+        })
+    }
+
+    /// The page store.
+    pub fn store(&self) -> &PageStore {
+        &self.store
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> PageSize {
+        self.store.page_size()
+    }
+
+    /// Store counters.
+    pub fn store_stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// The record number the next capture will get.
+    pub fn next_record_id(&self) -> RecordId {
+        RecordId(self.next_id)
+    }
+
+    /// The head record: the state the live guest was last captured or restored at.
+    pub fn head(&self) -> Option<&Record> {
+        self.head.and_then(|id| self.records.get(&id))
+    }
+
+    /// A record by number.
+    pub fn record(&self, id: RecordId) -> Option<&Record> {
+        self.records.get(&id)
+    }
+
+    /// Every retained record, by record number.
+    pub fn records(&self) -> impl DoubleEndedIterator<Item = &Record> + '_ {
+        self.records.values()
+    }
+
+    /// Number of retained records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when no record is retained.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The current timeline from its oldest retained record to the head.
+    pub fn timeline(&self) -> impl DoubleEndedIterator<Item = &Record> + '_ {
+        self.timeline.values().filter_map(|id| self.records.get(id))
+    }
+
+    /// Number of records on the current timeline.
+    pub fn timeline_len(&self) -> usize {
+        self.timeline.len()
+    }
+
+    /// Records not on the current timeline (superseded by a rollback).
+    pub fn abandoned(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.records
+            .values()
+            .filter(|r| self.timeline.get(&r.iteration) != Some(&r.id))
+    }
+
+    /// True when the record is on the current timeline.
+    pub fn on_timeline(&self, id: RecordId) -> bool {
+        self.records
+            .get(&id)
+            .is_some_and(|r| self.timeline.get(&r.iteration) == Some(&id))
+    }
+
+    fn not_retained(&self, iteration: u64) -> HistoryError {
+        HistoryError::NotRetained {
+            iteration,
+            oldest: self.timeline.keys().next().copied(),
+            newest: self.timeline.keys().next_back().copied(),
+        }
+    }
+
+    /// The record of `iteration` on the current timeline.
+    pub fn at(&self, iteration: u64) -> Result<&Record, HistoryError> {
+        self.timeline
+            .get(&iteration)
+            .and_then(|id| self.records.get(id))
+            .ok_or_else(|| self.not_retained(iteration))
+    }
+
+    /// The input blob recorded with a record.
+    pub fn input(&self, id: RecordId) -> Option<&[u8]> {
+        let h = self.records.get(&id)?.input?;
+        self.inputs.get(&h).map(|b| &*b.bytes)
+    }
+
+    /// Capture the guest state of `iteration` after the head.
+    ///
+    /// `hint` names pages that may have changed since the head was captured or restored
+    /// (`None`: hash all). `input` is stored content-addressed with the record. On
+    /// error the history is unchanged.
+    pub fn capture(
+        &mut self,
+        iteration: u64,
+        memory: &[u8],
+        globals: &[GlobalValue],
+        hint: Option<&[u32]>,
+        input: Option<&[u8]>,
+    ) -> Result<CaptureReport, HistoryError> {
+        if let Some(head) = self.head() {
+            if iteration <= head.iteration {
+                return Err(HistoryError::IterationNotAfterHead {
+                    iteration,
+                    head: head.iteration,
+                });
+            }
+        }
+        let before = self.store.stats();
+        let prev = self.head().map(|r| r.snapshot.clone());
+        let captured = capture(&mut self.store, prev.as_ref(), memory, globals, hint)?;
+        let after = self.store.stats();
+        let id = RecordId(self.next_id);
+        self.next_id += 1;
+        let changes: Vec<(u32, PageHash)> = {
+            let mut c: Vec<(u32, PageHash)> = captured.changes.iter().map(|c| (c.index, c.new)).collect();
+            c.sort_unstable_by_key(|e| e.0);
+            c
+        };
+        let input = input.map(|bytes| {
+            let h = self.store.hasher().bytes(bytes);
+            self.inputs
+                .entry(h)
+                .or_insert_with(|| Blob {
+                    bytes: bytes.into(),
+                    refs: 0,
+                })
+                .refs += 1;
+            h
+        });
+        let report = CaptureReport {
+            record: id,
+            state_hash: captured.snapshot.state_hash(),
+            pages_hashed: captured.pages_hashed,
+            pages_changed: captured.changes.len(),
+            dedup: (after.dedup_hits - before.dedup_hits) as usize,
+            bytes_stored: after.stored_bytes.saturating_sub(before.stored_bytes),
+        };
+        let record = Record {
+            id,
+            iteration,
+            parent: self.head,
+            children: Vec::new(),
+            snapshot: captured.snapshot,
+            changes,
+            input,
+            pages_changed: captured.changes.len() as u32,
+            bytes_stored: report.bytes_stored,
+        };
+        if let Some(p) = self.head.and_then(|h| self.records.get_mut(&h)) {
+            p.children.push(id);
+        }
+        self.records.insert(id, record);
+        self.timeline.insert(iteration, id);
+        self.head = Some(id);
+        Ok(report)
+    }
+
+    /// Move the head back to `iteration` on the current timeline. Later records leave the
+    /// timeline (they stay readable as an abandoned branch); the next capture branches
+    /// from here. Live memory is not touched: see [`History::rollback_and_restore`].
+    pub fn rollback(&mut self, iteration: u64) -> Result<&Record, HistoryError> {
+        let id = self.at(iteration)?.id;
+        self.timeline.split_off(&(iteration + 1));
+        self.head = Some(id);
+        self.at(iteration)
+    }
+
+    /// Make any retained record the head, switching to its branch: the timeline becomes
+    /// the chain of its retained ancestors.
+    pub fn checkout(&mut self, id: RecordId) -> Result<&Record, HistoryError> {
+        if !self.records.contains_key(&id) {
+            return Err(HistoryError::NoSuchRecord(id));
+        }
+        let mut timeline = BTreeMap::new();
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            let Some(r) = self.records.get(&c) else { break };
+            timeline.insert(r.iteration, c);
+            cur = r.parent;
+        }
+        self.timeline = timeline;
+        self.head = Some(id);
+        self.records.get(&id).ok_or(HistoryError::NoSuchRecord(id))
+    }
+
+    /// Roll back to `iteration` and write its state into `memory` (only the pages that
+    /// differ). `memory` must be the target's length already; on any error neither the
+    /// history nor `memory` changes.
+    pub fn rollback_and_restore(
+        &mut self,
+        iteration: u64,
+        memory: &mut [u8],
+        live: LiveMemory<'_>,
+    ) -> Result<Rollback, HistoryError> {
+        let target = self.at(iteration)?.id;
+        let restored = self.restore(target, memory, live)?;
+        let r = self.rollback(iteration)?;
+        Ok(Rollback {
+            record: r.id,
+            iteration: r.iteration,
+            state_hash: r.state_hash(),
+            globals: r.snapshot.globals().to_vec(),
+            restored,
+        })
+    }
+
+    /// Write record `id`'s pages into `memory`, given what is known of it. The head does
+    /// not move.
+    pub fn restore(
+        &self,
+        id: RecordId,
+        memory: &mut [u8],
+        live: LiveMemory<'_>,
+    ) -> Result<Restored, HistoryError> {
+        let target = &self
+            .records
+            .get(&id)
+            .ok_or(HistoryError::NoSuchRecord(id))?
+            .snapshot;
+        let live = match (live, self.head()) {
+            (LiveMemory::AtHead, Some(h)) => Live::Exact(&h.snapshot),
+            (LiveMemory::WrittenSinceHead(d), Some(h)) => Live::Dirty(&h.snapshot, d),
+            _ => Live::Unknown,
+        };
+        Ok(rewind_snapshot::restore(&self.store, memory, live, target)?)
+    }
+
+    /// Read bytes at `addr` of `iteration` on the current timeline, without restoring.
+    pub fn read(&self, iteration: u64, addr: u64, out: &mut [u8]) -> Result<(), HistoryError> {
+        let r = self.at(iteration)?;
+        Ok(rewind_snapshot::read(&self.store, &r.snapshot, addr, out)?)
+    }
+
+    /// The latest iteration ≤ `iteration` on the current timeline at which any byte of
+    /// `[addr, addr + len)` changed (a reverse watchpoint). `None` when the bytes are
+    /// the same in every retained record up to `iteration` and are all zero.
+    ///
+    /// Walks back record by record, but compares bytes only at records whose change
+    /// list touches the range's pages.
+    pub fn blame(&self, iteration: u64, addr: u64, len: u64) -> Result<Option<Blame>, HistoryError> {
+        let start = self.at(iteration)?;
+        let ps = self.page_size().bytes() as u64;
+        if len == 0
+            || addr
+                .checked_add(len)
+                .is_none_or(|e| e > start.snapshot.memory_len())
+        {
+            return Err(SnapshotError::OutOfBounds {
+                addr,
+                len,
+                memory_len: start.snapshot.memory_len(),
+            }
+            .into());
+        }
+        let (first_page, last_page) = ((addr / ps) as u32, ((addr + len - 1) / ps) as u32);
+        let mut here = vec![0u8; len as usize];
+        let mut before = vec![0u8; len as usize];
+        let mut cur = start;
+        rewind_snapshot::read(&self.store, &cur.snapshot, addr, &mut here)?;
+        loop {
+            let touches = {
+                let i = cur.changes.partition_point(|c| c.0 < first_page);
+                cur.changes.get(i).is_some_and(|c| c.0 <= last_page)
+            };
+            let Some(parent) = cur.parent.and_then(|p| self.records.get(&p)) else {
+                // The oldest retained record: the bytes are as they were here.
+                if here.iter().all(|b| *b == 0) {
+                    return Ok(None);
+                }
+                return Ok(Some(Blame {
+                    record: cur.id,
+                    iteration: cur.iteration,
+                    at_oldest: true,
+                }));
+            };
+            if touches {
+                // Bytes past a smaller parent memory count as zeros.
+                let present = parent.snapshot.memory_len().saturating_sub(addr).min(len) as usize;
+                before.fill(0);
+                if present > 0 {
+                    rewind_snapshot::read(&self.store, &parent.snapshot, addr, &mut before[..present])?;
+                }
+                if before != here {
+                    return Ok(Some(Blame {
+                        record: cur.id,
+                        iteration: cur.iteration,
+                        at_oldest: false,
+                    }));
+                }
+            }
+            cur = parent;
+        }
+    }
+
+    /// Remove a record, keeping every other record readable: its children are re-parented
+    /// onto its parent (inheriting its page changes), or become roots. Pages and inputs
+    /// that only it referenced are freed. The head cannot be removed.
+    pub fn remove(&mut self, id: RecordId) -> Result<Removed, HistoryError> {
+        if self.head == Some(id) {
+            return Err(HistoryError::HeadNotRemovable(id));
+        }
+        let Some(rec) = self.records.remove(&id) else {
+            return Err(HistoryError::NoSuchRecord(id));
+        };
+        let mut removed = Removed {
+            records: 1,
+            ..Removed::default()
+        };
+        let store_before = self.store.stats();
+        if self.timeline.get(&rec.iteration) == Some(&id) {
+            self.timeline.remove(&rec.iteration);
+        }
+        match rec.parent {
+            None => {
+                // A root owns every page of its snapshot. Its children become roots. Take
+                // the extra references for further children before the first child's
+                // releases, so no shared page drops to zero in between.
+                for &c in rec.children.iter().skip(1) {
+                    let Some(child) = self.records.get_mut(&c) else {
+                        continue;
+                    };
+                    child.parent = None;
+                    let changed: Vec<u32> = child.changes.iter().map(|c| c.0).collect();
+                    let pages: Vec<PageHash> = child.snapshot.pages().iter().copied().collect();
+                    for (i, h) in pages.into_iter().enumerate() {
+                        if changed.binary_search(&(i as u32)).is_err() {
+                            self.store.retain(h)?;
+                        }
+                    }
+                }
+                let mut first = true;
+                if let Some(child) = rec.children.first().and_then(|c| self.records.get_mut(c)) {
+                    child.parent = None;
+                    // This child takes over the root's pages: release the ones it replaced.
+                    let replaced: Vec<u32> = child.changes.iter().map(|c| c.0).collect();
+                    for i in replaced {
+                        self.store.release(rec.snapshot.page(i as usize))?;
+                    }
+                    first = false;
+                }
+                if first {
+                    for h in rec.snapshot.pages().iter() {
+                        self.store.release(*h)?;
+                    }
+                }
+            }
+            Some(p) => {
+                // Children inherit this record's changes (theirs win) and move to the parent.
+                for &c in &rec.children {
+                    let Some(child) = self.records.get_mut(&c) else {
+                        continue;
+                    };
+                    child.parent = Some(p);
+                    let merged = merge_changes(&rec.changes, &child.changes);
+                    for &(i, h) in &rec.changes {
+                        if child.changes.binary_search_by_key(&i, |e| e.0).is_err() {
+                            self.store.retain(h)?;
+                        }
+                    }
+                    child.changes = merged;
+                }
+                for &(_, h) in &rec.changes {
+                    self.store.release(h)?;
+                }
+                if let Some(parent) = self.records.get_mut(&p) {
+                    parent.children.retain(|c| *c != id);
+                    parent.children.extend(rec.children.iter().copied());
+                }
+            }
+        }
+        if let Some(h) = rec.input {
+            if let Some(b) = self.inputs.get_mut(&h) {
+                b.refs -= 1;
+                if b.refs == 0 {
+                    self.inputs.remove(&h);
+                    removed.inputs += 1;
+                }
+            }
+        }
+        let after = self.store.stats();
+        removed.objects = after.freed_objects - store_before.freed_objects;
+        removed.bytes = store_before.stored_bytes.saturating_sub(after.stored_bytes);
+        removed.compacted = (after.compacted_full + after.compacted_rebased)
+            - (store_before.compacted_full + store_before.compacted_rebased);
+        Ok(removed)
+    }
+
+    /// Bytes held by the history: stored page objects, input blobs, and an estimate of
+    /// record and snapshot metadata.
+    pub fn resident_bytes(&self) -> u64 {
+        let store = self.store.stats();
+        let inputs: u64 = self.inputs.values().map(|b| b.bytes.len() as u64).sum();
+        let records: u64 = self
+            .records
+            .values()
+            .map(|r| 128 + 20 * r.changes.len() as u64 + 16 * r.snapshot.globals().len() as u64)
+            .sum();
+        store.stored_bytes + store.objects as u64 * 48 + inputs + records
+    }
+
+    /// Check the history's invariants: every stored object's hash and reference count
+    /// agrees with what the records own. Returns a description of the first problem.
+    pub fn check(&self) -> Result<(), String> {
+        let mut expected: HashMap<PageHash, u32> = HashMap::new();
+        for r in self.records.values() {
+            if r.parent.is_none() {
+                for h in r.snapshot.pages().iter().filter(|h| !h.is_zero()) {
+                    *expected.entry(*h).or_default() += 1;
+                }
+            } else {
+                for (_, h) in r.changes.iter().filter(|c| !c.1.is_zero()) {
+                    *expected.entry(*h).or_default() += 1;
+                }
+            }
+        }
+        for (h, n) in &expected {
+            if self.store.refs(*h) != *n {
+                return Err(format!(
+                    "page {h}: {} references, records own {n}",
+                    self.store.refs(*h)
+                ));
+            }
+        }
+        let stored = self.store.iter().count();
+        if stored != expected.len() {
+            return Err(format!(
+                "store holds {stored} objects, records reference {}",
+                expected.len()
+            ));
+        }
+        if let Some(h) = self.store.verify().first() {
+            return Err(format!("object {h} does not rebuild to its hash"));
+        }
+        Ok(())
+    }
+}
+
+fn merge_changes(older: &[(u32, PageHash)], newer: &[(u32, PageHash)]) -> Vec<(u32, PageHash)> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let (mut i, mut j) = (0, 0);
+    while i < older.len() || j < newer.len() {
+        match (older.get(i), newer.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                out.push(*b);
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                out.push(*a);
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                out.push(*b);
+                j += 1;
+            }
+            (Some(a), None) => {
+                out.push(*a);
+                i += 1;
+            }
+            (None, Some(b)) => {
+                out.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}

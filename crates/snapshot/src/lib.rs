@@ -1,0 +1,542 @@
+//! Snapshots of a guest's state: which page sits in every slot of linear memory, the
+//! memory length and every global, with a state hash.
+//!
+//! A [`Snapshot`] keeps its page hashes in an `im` RRB vector ([`PageVec`]), so
+//! consecutive snapshots share all unchanged structure and cloning one is O(1).
+//! [`capture`] builds the next snapshot from live memory (hashing only the pages a dirty
+//! hint names, when one is given), [`restore`] writes back only the pages that differ,
+//! [`diff`] and [`diff_bytes`] compare two snapshots, and [`read`] reads bytes of any
+//! snapshot without restoring it.
+//!
+//! ```
+//! use rewind_store::{PageSize, PageStore, StoreConfig};
+//! use rewind_snapshot::{capture, read, GlobalValue};
+//!
+//! # fn main() -> Result<(), rewind_snapshot::SnapshotError> {
+//! let mut store = PageStore::new(StoreConfig::new(PageSize::new(1024)?).seed(1));
+//! let mut memory = vec![0u8; 8 * 1024];
+//! memory[5000] = 42;
+//! let first = capture(&mut store, None, &memory, &[GlobalValue::I32(7)], None)?;
+//! memory[5000] = 43;
+//! // Only page 4 may have changed: hash just that one.
+//! let second = capture(&mut store, Some(&first.snapshot), &memory, &[GlobalValue::I32(8)], Some(&[4]))?;
+//! assert_eq!(second.changes.len(), 1);
+//! let mut byte = [0u8; 1];
+//! read(&store, &first.snapshot, 5000, &mut byte)?;
+//! assert_eq!(byte, [42]);
+//! assert_ne!(first.snapshot.state_hash(), second.snapshot.state_hash());
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod global;
+pub mod merkle;
+
+use std::sync::Arc;
+
+pub use global::{GlobalType, GlobalValue};
+pub use merkle::Merkle;
+use rewind_store::codec::ChangedRuns;
+use rewind_store::{Hasher, PageHash, PageStore, StoreError};
+
+/// The persistent vector of page hashes of a snapshot. `im` is used only through this
+/// alias (see `docs/architecture.md` for why, and the advisories on the crate).
+pub type PageVec = im::Vector<PageHash>;
+
+/// The hash of a whole guest state: memory length, every page, every global.
+pub type StateHash = PageHash;
+
+/// Errors of capture, restore and reads.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// From the page store (bad page size, memory not a multiple of it, corrupt objects).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A dirty hint naming a page past the end of memory.
+    #[error("dirty hint names page {index}, memory has {pages} pages")]
+    HintOutOfRange {
+        /// The page index in the hint.
+        index: u32,
+        /// Pages in memory.
+        pages: usize,
+    },
+    /// Globals of a different count than the history's first snapshot.
+    #[error("expected {expected} globals, got {found}")]
+    GlobalsArity {
+        /// The count fixed by earlier snapshots.
+        expected: usize,
+        /// The count given.
+        found: usize,
+    },
+    /// A global of a different type than before.
+    #[error("global {index} is {found}, earlier snapshots have {expected}")]
+    GlobalType {
+        /// The global's index.
+        index: usize,
+        /// The type fixed by earlier snapshots.
+        expected: GlobalType,
+        /// The type given.
+        found: GlobalType,
+    },
+    /// A read outside the snapshot's memory.
+    #[error("bytes {addr}..{addr}+{len} are outside the {memory_len}-byte memory")]
+    OutOfBounds {
+        /// Start address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// The snapshot's memory length.
+        memory_len: u64,
+    },
+    /// Live memory of a different length than the snapshot to restore.
+    #[error("live memory is {live} bytes, the snapshot to restore has {target}: resize first")]
+    MemoryLength {
+        /// Live memory length.
+        live: u64,
+        /// The target snapshot's memory length.
+        target: u64,
+    },
+    /// More pages than a snapshot can index.
+    #[error("memory of {len} bytes has more pages than a snapshot can index")]
+    TooLarge {
+        /// The memory length.
+        len: u64,
+    },
+}
+
+/// One guest state: page hashes, memory length, globals, and their state hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pages: PageVec,
+    memory_len: u64,
+    globals: Arc<[GlobalValue]>,
+    tree: Merkle,
+    state_hash: StateHash,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            pages: PageVec::new(),
+            memory_len: 0,
+            globals: Arc::from(Vec::new()),
+            tree: Merkle::default(),
+            state_hash: PageHash::ZERO,
+        }
+    }
+}
+
+/// One page slot that changed between two snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageChange {
+    /// The page index in memory.
+    pub index: u32,
+    /// The hash before ([`PageHash::ZERO`] for a zero page or a slot that did not exist).
+    pub old: PageHash,
+    /// The hash after ([`PageHash::ZERO`] for a zero page or a slot that no longer exists).
+    pub new: PageHash,
+}
+
+/// The result of [`capture`].
+#[derive(Clone, Debug)]
+pub struct Captured {
+    /// The new snapshot.
+    pub snapshot: Snapshot,
+    /// The slots whose page changed, by increasing index. The store holds one reference
+    /// for every non-zero `new` hash here: the caller owns them.
+    pub changes: Vec<PageChange>,
+    /// Pages hashed to find the changes.
+    pub pages_hashed: usize,
+}
+
+/// A range of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    /// Start address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl Snapshot {
+    /// Rebuild a snapshot from its parts (e.g. read from an archive). The tree and state
+    /// hash are recomputed.
+    pub fn from_parts(hasher: &Hasher, pages: PageVec, memory_len: u64, globals: Vec<GlobalValue>) -> Self {
+        let tree = Merkle::build(hasher, &pages);
+        let globals: Arc<[GlobalValue]> = globals.into();
+        let state_hash = state_hash(hasher, memory_len, tree.root(), &globals);
+        Snapshot {
+            pages,
+            memory_len,
+            globals,
+            tree,
+            state_hash,
+        }
+    }
+
+    /// The page hashes.
+    pub fn pages(&self) -> &PageVec {
+        &self.pages
+    }
+
+    /// The page at `index` ([`PageHash::ZERO`] past the end).
+    pub fn page(&self, index: usize) -> PageHash {
+        self.pages.get(index).copied().unwrap_or(PageHash::ZERO)
+    }
+
+    /// The memory length in bytes.
+    pub fn memory_len(&self) -> u64 {
+        self.memory_len
+    }
+
+    /// The globals, in the order the guest defines them.
+    pub fn globals(&self) -> &[GlobalValue] {
+        &self.globals
+    }
+
+    /// The Merkle tree over the pages.
+    pub fn tree(&self) -> &Merkle {
+        &self.tree
+    }
+
+    /// The state hash: memory length, the Merkle root of the pages, every global.
+    pub fn state_hash(&self) -> StateHash {
+        self.state_hash
+    }
+
+    /// The first page at which two snapshots differ, found in O(log pages) comparisons.
+    pub fn first_differing_page(&self, other: &Snapshot) -> Option<u32> {
+        Merkle::first_difference((&self.tree, &self.pages), (&other.tree, &other.pages))
+    }
+}
+
+/// The state hash of a memory length, a page-tree root and globals.
+pub fn state_hash(hasher: &Hasher, memory_len: u64, root: PageHash, globals: &[GlobalValue]) -> StateHash {
+    let mut buf = Vec::with_capacity(32 + 17 * globals.len());
+    buf.extend_from_slice(b"rewind-state-v1\0");
+    buf.extend_from_slice(&memory_len.to_le_bytes());
+    buf.extend_from_slice(root.as_bytes());
+    buf.extend_from_slice(&(globals.len() as u64).to_le_bytes());
+    for g in globals {
+        buf.push(g.ty() as u8);
+        buf.extend_from_slice(&g.to_bits().to_le_bytes());
+    }
+    hasher.bytes(&buf)
+}
+
+fn check_globals(prev: Option<&Snapshot>, globals: &[GlobalValue]) -> Result<(), SnapshotError> {
+    let Some(prev) = prev else { return Ok(()) };
+    if prev.memory_len == 0 && prev.globals.is_empty() && prev.pages.is_empty() {
+        return Ok(());
+    }
+    if prev.globals.len() != globals.len() {
+        return Err(SnapshotError::GlobalsArity {
+            expected: prev.globals.len(),
+            found: globals.len(),
+        });
+    }
+    for (index, (a, b)) in prev.globals.iter().zip(globals).enumerate() {
+        if a.ty() != b.ty() {
+            return Err(SnapshotError::GlobalType {
+                index,
+                expected: a.ty(),
+                found: b.ty(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Capture the next snapshot of `memory` and `globals` after `prev`.
+///
+/// `hint` names the pages that may have changed since `prev` (from the OS or from guest
+/// instrumentation); `None` hashes every page. Pages past `prev`'s memory are always
+/// examined. New pages are stored in `store` (as deltas against the page they replace
+/// when small) and referenced once each; see [`Captured::changes`].
+///
+/// On error nothing is stored and `store` is as it was.
+pub fn capture(
+    store: &mut PageStore,
+    prev: Option<&Snapshot>,
+    memory: &[u8],
+    globals: &[GlobalValue],
+    hint: Option<&[u32]>,
+) -> Result<Captured, SnapshotError> {
+    let ps = store.page_size();
+    let page = ps.bytes();
+    let n = ps.pages_in(memory.len() as u64)?;
+    if n > u32::MAX as usize {
+        return Err(SnapshotError::TooLarge {
+            len: memory.len() as u64,
+        });
+    }
+    check_globals(prev, globals)?;
+    let empty = Snapshot::default();
+    let prev = prev.unwrap_or(&empty);
+    let old_n = prev.pages.len();
+    let mut candidates: Vec<u32> = match hint {
+        Some(h) => {
+            let mut v = Vec::with_capacity(h.len() + n.saturating_sub(old_n));
+            for &i in h {
+                if i as usize >= n {
+                    return Err(SnapshotError::HintOutOfRange { index: i, pages: n });
+                }
+                if (i as usize) < old_n {
+                    v.push(i);
+                }
+            }
+            v.sort_unstable();
+            v.dedup();
+            v.extend(old_n as u32..n as u32);
+            v
+        }
+        None => (0..n as u32).collect(),
+    };
+    let mut pages = prev.pages.clone();
+    let mut changes = Vec::new();
+    // Slots past a shrunken memory: their pages leave the snapshot.
+    if n < old_n {
+        let mut focus = prev.pages.focus();
+        for i in n..old_n {
+            let old = focus.get(i).copied().unwrap_or(PageHash::ZERO);
+            if !old.is_zero() {
+                changes.push(PageChange {
+                    index: i as u32,
+                    old,
+                    new: PageHash::ZERO,
+                });
+            }
+        }
+        pages.truncate(n);
+        candidates.retain(|&i| (i as usize) < n);
+    }
+    while pages.len() < n {
+        pages.push_back(PageHash::ZERO);
+    }
+    let hasher = *store.hasher();
+    let mut new_changes = Vec::new();
+    for &i in &candidates {
+        let start = i as usize * page;
+        let bytes = &memory[start..start + page];
+        let h = hasher.page(bytes);
+        let old = if (i as usize) < old_n {
+            prev.pages[i as usize]
+        } else {
+            PageHash::ZERO
+        };
+        if h != old {
+            if let Err(e) = store.put(h, bytes, old) {
+                for c in &new_changes {
+                    let c: &PageChange = c;
+                    let _ = store.release(c.new);
+                }
+                return Err(e.into());
+            }
+            pages.set(i as usize, h);
+            new_changes.push(PageChange {
+                index: i,
+                old,
+                new: h,
+            });
+        }
+    }
+    let mut changed_idx: Vec<u32> = new_changes.iter().map(|c| c.index).collect();
+    let shrink_changes = changes;
+    let mut changes = new_changes;
+    changes.extend(shrink_changes);
+    changed_idx.sort_unstable();
+    let mut tree = prev.tree.clone();
+    tree.update(&hasher, &pages, &changed_idx, old_n);
+    let globals: Arc<[GlobalValue]> = if *prev.globals == *globals {
+        prev.globals.clone()
+    } else {
+        globals.into()
+    };
+    let memory_len = memory.len() as u64;
+    let state_hash = state_hash(&hasher, memory_len, tree.root(), &globals);
+    Ok(Captured {
+        snapshot: Snapshot {
+            pages,
+            memory_len,
+            globals,
+            tree,
+            state_hash,
+        },
+        changes,
+        pages_hashed: candidates.len(),
+    })
+}
+
+/// What is known of live memory before a [`restore`].
+#[derive(Clone, Copy, Debug)]
+pub enum Live<'a> {
+    /// Memory holds exactly this snapshot's pages.
+    Exact(&'a Snapshot),
+    /// Memory holds this snapshot's pages except the listed ones, which may have been
+    /// written since (e.g. a kernel dirty list since the last capture).
+    Dirty(&'a Snapshot, &'a [u32]),
+    /// Nothing is known: every page is hashed and compared.
+    Unknown,
+}
+
+/// What a [`restore`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Pages written.
+    pub pages_written: usize,
+    /// Pages hashed (only for [`Live::Unknown`]).
+    pub pages_hashed: usize,
+}
+
+/// Make `memory` hold `target`'s pages, writing only the pages that differ.
+///
+/// `memory` must already be `target`'s length (wasm memory cannot shrink: a smaller
+/// target needs a fresh instance). Globals are the caller's to set from
+/// [`Snapshot::globals`]. On error `memory` is unchanged.
+pub fn restore(
+    store: &PageStore,
+    memory: &mut [u8],
+    live: Live<'_>,
+    target: &Snapshot,
+) -> Result<Restored, SnapshotError> {
+    if memory.len() as u64 != target.memory_len {
+        return Err(SnapshotError::MemoryLength {
+            live: memory.len() as u64,
+            target: target.memory_len,
+        });
+    }
+    let page = store.page_size().bytes();
+    let n = target.pages.len();
+    let mut out = Restored::default();
+    let mut to_write: Vec<u32> = match live {
+        Live::Exact(s) => diff(s, target),
+        Live::Dirty(s, dirty) => {
+            let mut v = diff(s, target);
+            v.extend(dirty.iter().copied().filter(|&i| (i as usize) < n));
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        Live::Unknown => {
+            let hasher = store.hasher();
+            let mut focus = target.pages.focus();
+            out.pages_hashed = n;
+            (0..n)
+                .filter(|&i| {
+                    hasher.page(&memory[i * page..(i + 1) * page])
+                        != focus.get(i).copied().unwrap_or_default()
+                })
+                .map(|i| i as u32)
+                .collect()
+        }
+    };
+    to_write.retain(|&i| (i as usize) < n);
+    // Decode everything first so a corrupt object leaves memory untouched... but only
+    // when it is cheap to hold; otherwise verify objects exist before writing.
+    for &i in &to_write {
+        let h = target.page(i as usize);
+        if !h.is_zero() && !store.contains(h) {
+            return Err(StoreError::MissingObject { hash: h }.into());
+        }
+    }
+    let mut focus = target.pages.focus();
+    for &i in &to_write {
+        let h = focus.get(i as usize).copied().unwrap_or_default();
+        let start = i as usize * page;
+        store.read(h, &mut memory[start..start + page])?;
+        out.pages_written += 1;
+    }
+    Ok(out)
+}
+
+/// The indices of the pages that differ between two snapshots (a missing slot counts as
+/// a zero page). Chunks the two vectors share are skipped without comparing them.
+pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<u32> {
+    let (pa, pb) = (&a.pages, &b.pages);
+    let common = pa.len().min(pb.len());
+    let mut out = Vec::new();
+    let (mut fa, mut fb) = (pa.focus(), pb.focus());
+    let mut i = 0;
+    while i < common {
+        let (ra, ca) = fa.chunk_at(i);
+        let (rb, cb) = fb.chunk_at(i);
+        let end = ra.end.min(rb.end).min(common);
+        if ra == rb && std::ptr::eq(ca.as_ptr(), cb.as_ptr()) {
+            i = end;
+            continue;
+        }
+        let (oa, ob) = (i - ra.start, i - rb.start);
+        for k in 0..end - i {
+            if ca[oa + k] != cb[ob + k] {
+                out.push((i + k) as u32);
+            }
+        }
+        i = end;
+    }
+    let longer = if pa.len() > pb.len() { pa } else { pb };
+    let mut f = longer.focus();
+    for i in common..longer.len() {
+        if f.get(i).is_some_and(|h| !h.is_zero()) {
+            out.push(i as u32);
+        }
+    }
+    out
+}
+
+/// The byte ranges that differ between two snapshots, merged across page boundaries.
+/// Memory present in only one of them is compared against zeros.
+pub fn diff_bytes(store: &PageStore, a: &Snapshot, b: &Snapshot) -> Result<Vec<ByteRange>, SnapshotError> {
+    let page = store.page_size().bytes();
+    let mut ba = vec![0u8; page];
+    let mut bb = vec![0u8; page];
+    let mut out: Vec<ByteRange> = Vec::new();
+    for i in diff(a, b) {
+        store.read(a.page(i as usize), &mut ba)?;
+        store.read(b.page(i as usize), &mut bb)?;
+        let base = i as u64 * page as u64;
+        for (s, e) in ChangedRuns::new(&ba, &bb) {
+            let addr = base + s as u64;
+            match out.last_mut() {
+                Some(last) if last.addr + last.len == addr => last.len += (e - s) as u64,
+                _ => out.push(ByteRange {
+                    addr,
+                    len: (e - s) as u64,
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Read `out.len()` bytes at `addr` of a snapshot, without restoring it.
+pub fn read(store: &PageStore, snapshot: &Snapshot, addr: u64, out: &mut [u8]) -> Result<(), SnapshotError> {
+    let len = out.len() as u64;
+    if addr.checked_add(len).is_none_or(|end| end > snapshot.memory_len) {
+        return Err(SnapshotError::OutOfBounds {
+            addr,
+            len,
+            memory_len: snapshot.memory_len,
+        });
+    }
+    let page = store.page_size().bytes() as u64;
+    let mut buf = vec![0u8; page as usize];
+    let mut done = 0usize;
+    let mut focus = snapshot.pages.focus();
+    while done < out.len() {
+        let a = addr + done as u64;
+        let idx = (a / page) as usize;
+        let off = (a % page) as usize;
+        let take = (page as usize - off).min(out.len() - done);
+        let h = focus.get(idx).copied().unwrap_or_default();
+        if h.is_zero() {
+            out[done..done + take].fill(0);
+        } else {
+            store.read(h, &mut buf)?;
+            out[done..done + take].copy_from_slice(&buf[off..off + take]);
+        }
+        done += take;
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! The content-addressed page store of rewind.
+//!
+//! A guest's linear memory is cut into pages of a fixed [`PageSize`]. Each page is named
+//! by its [`PageHash`] (seeded xxh3-128 of its bytes) and stored once, as a full page
+//! (lz4 or raw) or as a delta of changed byte runs against a parent page. The all-zero
+//! page has the reserved hash [`PageHash::ZERO`] and is never stored. Reference counts
+//! say when an object can go; freeing a page that deltas depend on first compacts those
+//! deltas, so no live page is ever rebuilt from freed bytes.
+//!
+//! ```
+//! use rewind_store::{PageSize, PageStore, StoreConfig, PageHash};
+//!
+//! # fn main() -> Result<(), rewind_store::StoreError> {
+//! let mut store = PageStore::new(StoreConfig::new(PageSize::new(4096)?).seed(42));
+//! let mut page = vec![0u8; 4096];
+//! page[10] = 7;
+//! let v1 = store.hash(&page);
+//! store.put(v1, &page, PageHash::ZERO)?;          // a full page
+//! page[11] = 8;
+//! let v2 = store.hash(&page);
+//! store.put(v2, &page, v1)?;                      // a small delta against v1
+//! store.release(v1)?;                             // v2 is compacted before v1 goes
+//! let mut out = vec![0u8; 4096];
+//! store.read(v2, &mut out)?;
+//! assert_eq!(out, page);
+//! assert_eq!(store.stats().objects, 1);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod codec;
+mod error;
+mod hash;
+mod page_size;
+mod store;
+
+pub use codec::Encoding;
+pub use error::{CodecError, StoreError};
+pub use hash::{Hasher, PageHash};
+pub use page_size::PageSize;
+pub use store::{Object, ObjectRef, PageStore, Put, StoreConfig, StoreStats};

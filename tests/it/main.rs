@@ -1,0 +1,5 @@
+//! Integration tests of rewind against simple models.
+
+mod bad_input;
+mod gc_model;
+mod model;
