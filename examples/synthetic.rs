@@ -149,9 +149,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         MEMORY / PAGE
     );
     println!(
-        "store: {} objects ({} full, {} delta), dedup hits {}, compacted {}",
+        "store: {} objects ({} full of which {} raw, {} delta), dedup hits {}, compacted {}",
         stats.objects,
         stats.full_pages,
+        stats.raw_pages,
         stats.delta_pages,
         stats.dedup_hits,
         stats.compacted_full + stats.compacted_rebased

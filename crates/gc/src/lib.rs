@@ -144,8 +144,9 @@ impl Collector {
     }
 
     /// The per-iteration step: drop what the window rules drop, looking only at the
-    /// oldest timeline records and the oldest abandoned records. Does not apply the
-    /// budget (see [`Collector::collect`]).
+    /// oldest timeline records and the oldest abandoned records, then compress pages
+    /// that aged raw ([`History::maintain`]). Does not apply the budget (see
+    /// [`Collector::collect`]).
     pub fn step(&mut self, history: &mut History) -> Result<GcReport, GcError> {
         let mut report = GcReport::default();
         if self.policy.timeline_limited() {
@@ -183,6 +184,7 @@ impl Collector {
                 }
             }
         }
+        history.maintain();
         report.resident_bytes = history.resident_bytes();
         Ok(report)
     }

@@ -30,6 +30,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod parts;
+
 use std::collections::{BTreeMap, HashMap};
 
 use rewind_snapshot::{capture, GlobalValue, Live, Restored, Snapshot, SnapshotError, StateHash};
@@ -92,7 +94,7 @@ fn range_note(oldest: Option<u64>, newest: Option<u64>) -> String {
 /// How a history is set up.
 #[derive(Clone, Debug)]
 pub struct HistoryConfig {
-    /// The page store's configuration (page size, seed, delta chain bound, cache).
+    /// The page store's configuration (page size, seed, delta chain bound, compression).
     pub store: StoreConfig,
 }
 
@@ -411,6 +413,7 @@ impl History {
         let before = self.store.stats();
         let prev = self.head().map(|r| r.snapshot.clone());
         let captured = capture(&mut self.store, prev.as_ref(), memory, globals, hint)?;
+        self.store.advance_frame();
         let after = self.store.stats();
         let id = RecordId(self.next_id);
         self.next_id += 1;
@@ -686,6 +689,13 @@ impl History {
         removed.compacted = (after.compacted_full + after.compacted_rebased)
             - (store_before.compacted_full + store_before.compacted_rebased);
         Ok(removed)
+    }
+
+    /// Store upkeep, once per iteration: compress raw pages that aged without being
+    /// replaced. Returns the pages examined (proportional to the pages stored that long
+    /// ago).
+    pub fn maintain(&mut self) -> usize {
+        self.store.compress_aged()
     }
 
     /// Bytes held by the history: stored page objects, input blobs, and an estimate of

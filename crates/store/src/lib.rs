@@ -2,10 +2,12 @@
 //!
 //! A guest's linear memory is cut into pages of a fixed [`PageSize`]. Each page is named
 //! by its [`PageHash`] (seeded xxh3-128 of its bytes) and stored once, as a full page
-//! (lz4 or raw) or as a delta of changed byte runs against a parent page. The all-zero
-//! page has the reserved hash [`PageHash::ZERO`] and is never stored. Reference counts
-//! say when an object can go; freeing a page that deltas depend on first compacts those
-//! deltas, so no live page is ever rebuilt from freed bytes.
+//! (raw when young, lz4 once it ages) or as a delta of changed byte runs against another
+//! page: a page that is replaced in its slot becomes a delta against its replacement
+//! (a reverse delta). The all-zero page has the reserved hash [`PageHash::ZERO`] and is
+//! never stored. Reference counts say when an object can go; freeing a page that deltas
+//! depend on first compacts those deltas, so no live page is ever rebuilt from freed
+//! bytes.
 //!
 //! ```
 //! use rewind_store::{PageSize, PageStore, StoreConfig, PageHash};
@@ -16,13 +18,15 @@
 //! page[10] = 7;
 //! let v1 = store.hash(&page);
 //! store.put(v1, &page, PageHash::ZERO)?;          // a full page
+//! let old = page.clone();
 //! page[11] = 8;
 //! let v2 = store.hash(&page);
-//! store.put(v2, &page, v1)?;                      // a small delta against v1
-//! store.release(v1)?;                             // v2 is compacted before v1 goes
+//! store.put(v2, &page, v1)?;                      // v1 becomes a delta against v2
+//! assert_eq!(store.stats().delta_pages, 1);
+//! store.release(v2)?;                             // v1 is compacted before v2 goes
 //! let mut out = vec![0u8; 4096];
-//! store.read(v2, &mut out)?;
-//! assert_eq!(out, page);
+//! store.read(v1, &mut out)?;
+//! assert_eq!(out, old);
 //! assert_eq!(store.stats().objects, 1);
 //! # Ok(())
 //! # }
@@ -39,4 +43,4 @@ pub use codec::Encoding;
 pub use error::{CodecError, StoreError};
 pub use hash::{Hasher, PageHash};
 pub use page_size::PageSize;
-pub use store::{Object, ObjectRef, PageStore, Put, StoreConfig, StoreStats};
+pub use store::{Freed, Object, ObjectRef, PageStore, Put, StoreConfig, StoreStats};

@@ -1,4 +1,13 @@
-//! The object store: pages by hash, with reference counts, deltas and compaction.
+//! The object store: pages by hash, with reference counts, reverse deltas and compaction.
+//!
+//! A new page is stored whole and raw: capture then costs one copy, and the newest
+//! version of every slot reads back at memcpy speed. When a slot's page is replaced, the
+//! page it replaces is re-encoded as a delta *against the new page* (a reverse delta, as
+//! git packs keep recent objects whole): history nearest the head stays cheapest to
+//! rebuild, and the oldest versions, which expire first, are leaves nobody depends on, so
+//! freeing them needs no compaction. Raw pages that nobody replaced for
+//! [`StoreConfig::compress_after`] frames are compressed with lz4 by
+//! [`PageStore::compress_aged`].
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher as StdHasher};
@@ -15,23 +24,23 @@ pub struct StoreConfig {
     pub seed: Option<u64>,
     /// The longest delta chain: reading a page applies at most this many deltas.
     pub max_chain: u8,
-    /// A delta this small (as a fraction `1/n` of the page) is taken without trying lz4.
-    pub delta_small_divisor: u32,
-    /// How many recently stored pages keep their plain bytes in memory, to diff against
-    /// and to read without decoding. 0 turns the cache off.
-    pub cache_pages: usize,
+    /// A replaced page becomes a delta only when the delta is at most `1/n` of the page.
+    pub delta_divisor: u32,
+    /// Frames a raw page waits before [`PageStore::compress_aged`] compresses it
+    /// (pages replaced sooner become deltas and are never compressed).
+    pub compress_after: u64,
 }
 
 impl StoreConfig {
-    /// Defaults for a page size: chains of at most 8 deltas, deltas of up to 1/16 page
-    /// taken outright, a cache of 4,096 pages.
+    /// Defaults for a page size: chains of at most 8 deltas, deltas of up to 1/4 page,
+    /// compression of pages left unreplaced for 16 frames.
     pub fn new(page_size: PageSize) -> Self {
         StoreConfig {
             page_size,
             seed: None,
             max_chain: 8,
-            delta_small_divisor: 16,
-            cache_pages: 4096,
+            delta_divisor: 4,
+            compress_after: 16,
         }
     }
 
@@ -47,9 +56,9 @@ impl StoreConfig {
         self
     }
 
-    /// Set the size of the cache of plain recent pages.
-    pub fn cache_pages(mut self, pages: usize) -> Self {
-        self.cache_pages = pages;
+    /// Set how many frames a raw page waits before it is compressed.
+    pub fn compress_after(mut self, frames: u64) -> Self {
+        self.compress_after = frames;
         self
     }
 }
@@ -68,8 +77,6 @@ pub enum Object {
     Delta {
         /// The page the runs apply to.
         parent: PageHash,
-        /// An upper bound of the number of deltas from this one down to a full page.
-        depth: u8,
         /// The runs, as encoded by [`codec::encode_delta`].
         runs: Box<[u8]>,
     },
@@ -89,8 +96,6 @@ pub enum ObjectRef<'a> {
     Delta {
         /// The page the runs apply to.
         parent: PageHash,
-        /// An upper bound of the chain length below this delta.
-        depth: u8,
         /// The encoded runs.
         runs: &'a [u8],
     },
@@ -104,9 +109,8 @@ impl Object {
                 encoding: *encoding,
                 bytes,
             },
-            Object::Delta { parent, depth, runs } => ObjectRef::Delta {
+            Object::Delta { parent, runs } => ObjectRef::Delta {
                 parent: *parent,
-                depth: *depth,
                 runs,
             },
         }
@@ -119,13 +123,6 @@ impl Object {
             Object::Delta { runs, .. } => runs.len(),
         }
     }
-
-    fn depth(&self) -> u8 {
-        match self {
-            Object::Full { .. } => 0,
-            Object::Delta { depth, .. } => *depth,
-        }
-    }
 }
 
 /// What [`PageStore::put`] did.
@@ -135,10 +132,8 @@ pub enum Put {
     Zero,
     /// The page was already stored: one more reference, no bytes.
     Dedup,
-    /// Stored as a full page of this many bytes.
+    /// Stored as a new full page of this many bytes.
     Full(usize),
-    /// Stored as a delta of this many bytes.
-    Delta(usize),
 }
 
 /// Counters of a store.
@@ -148,7 +143,7 @@ pub struct StoreStats {
     pub objects: usize,
     /// Of which full pages.
     pub full_pages: usize,
-    /// Of which full pages kept raw (lz4 did not pay).
+    /// Of which full pages kept raw (young, or lz4 did not pay).
     pub raw_pages: usize,
     /// Of which deltas.
     pub delta_pages: usize,
@@ -158,6 +153,10 @@ pub struct StoreStats {
     pub dedup_hits: u64,
     /// Puts that stored new bytes.
     pub new_objects: u64,
+    /// Replaced pages re-encoded as deltas against their replacement.
+    pub deltas_made: u64,
+    /// Raw pages compressed with lz4 after aging.
+    pub compressed: u64,
     /// Objects freed.
     pub freed_objects: u64,
     /// Encoded bytes freed.
@@ -201,6 +200,8 @@ struct Entry {
     refs: u32,
     /// Deltas whose parent is this object.
     children: Vec<PageHash>,
+    /// An upper bound of the longest chain of deltas that ends at this object.
+    height: u8,
 }
 
 /// The content-addressed store of pages of one history.
@@ -208,14 +209,15 @@ pub struct PageStore {
     page_size: PageSize,
     hasher: Hasher,
     max_chain: u8,
-    small_delta: usize,
+    delta_limit: usize,
+    compress_after: u64,
     objects: KeyMap<Entry>,
-    cache: KeyMap<Box<[u8]>>,
-    cache_order: VecDeque<PageHash>,
-    cache_cap: usize,
+    /// Raw pages in the order they were stored, with their frame, awaiting compression.
+    young: VecDeque<(PageHash, u64)>,
+    frame: u64,
     scratch: Scratch,
-    base_buf: Vec<u8>,
-    work_buf: Vec<u8>,
+    buf_a: Vec<u8>,
+    buf_b: Vec<u8>,
     stats: StoreStats,
 }
 
@@ -228,14 +230,14 @@ impl PageStore {
             page_size: config.page_size,
             hasher: Hasher::new(seed, config.page_size),
             max_chain: config.max_chain,
-            small_delta: ps / config.delta_small_divisor.max(1) as usize,
+            delta_limit: ps / config.delta_divisor.max(1) as usize,
+            compress_after: config.compress_after,
             objects: KeyMap::default(),
-            cache: KeyMap::default(),
-            cache_order: VecDeque::new(),
-            cache_cap: config.cache_pages,
+            young: VecDeque::new(),
+            frame: 0,
             scratch: Scratch::new(),
-            base_buf: vec![0; ps],
-            work_buf: vec![0; ps],
+            buf_a: vec![0; ps],
+            buf_b: vec![0; ps],
             stats: StoreStats::default(),
         }
     }
@@ -296,78 +298,144 @@ impl PageStore {
         Ok(())
     }
 
+    /// Count one frame: raw pages age by frames (see [`PageStore::compress_aged`]).
+    pub fn advance_frame(&mut self) {
+        self.frame += 1;
+    }
+
     /// Store `page` (whose hash is `hash`, from [`PageStore::hash`]) and take one
     /// reference to it. `base` is the page that held the same slot before (or
-    /// [`PageHash::ZERO`]): the page is stored as a delta against it when that is small.
+    /// [`PageHash::ZERO`]): when the new page is whole and the delta is small, `base` is
+    /// re-encoded as a delta against the new page.
     pub fn put(&mut self, hash: PageHash, page: &[u8], base: PageHash) -> Result<Put, StoreError> {
         self.check_len(page)?;
         if hash.is_zero() {
             return Ok(Put::Zero);
         }
-        if let Some(e) = self.objects.get_mut(&hash) {
+        let put = if let Some(e) = self.objects.get_mut(&hash) {
             e.refs += 1;
             self.stats.dedup_hits += 1;
-            return Ok(Put::Dedup);
-        }
-        let object = self.encode(page, base);
-        let put = match &object {
-            Object::Full { bytes, .. } => Put::Full(bytes.len()),
-            Object::Delta { runs, .. } => Put::Delta(runs.len()),
+            Put::Dedup
+        } else {
+            let object = Object::Full {
+                encoding: Encoding::Raw,
+                bytes: page.into(),
+            };
+            self.insert_entry(hash, object, 1);
+            self.stats.new_objects += 1;
+            self.young.push_back((hash, self.frame));
+            Put::Full(page.len())
         };
-        self.insert_entry(hash, object, 1);
-        self.stats.new_objects += 1;
-        self.cache_insert(hash, page);
+        self.demote(base, hash, page);
         Ok(put)
     }
 
-    /// Choose and build the encoding of a new page.
-    fn encode(&mut self, page: &[u8], base: PageHash) -> Object {
-        let ps = self.page_size.bytes();
-        let base_depth = if base.is_zero() {
-            None
-        } else {
-            self.objects.get(&base).map(|e| e.object.depth())
-        };
-        let mut delta: Option<Box<[u8]>> = None;
-        if let Some(depth) = base_depth.filter(|d| *d < self.max_chain) {
-            let base_bytes: Option<&[u8]> = match self.cache.get(&base) {
-                Some(b) => Some(b),
-                None => {
-                    let mut buf = std::mem::take(&mut self.base_buf);
-                    let ok = self.read(base, &mut buf).is_ok();
-                    self.base_buf = buf;
-                    ok.then_some(self.base_buf.as_slice())
-                }
-            };
-            if let Some(base_bytes) = base_bytes {
-                if let Some(d) = codec::encode_delta(base_bytes, page, ps / 4, &mut self.scratch) {
-                    if d.len() <= self.small_delta {
-                        return Object::Delta {
-                            parent: base,
-                            depth: depth + 1,
-                            runs: d.into(),
-                        };
-                    }
-                    delta = Some(d.into());
-                }
-            }
+    /// Re-encode `old` as a delta against `new` (whose bytes are `new_bytes`) when both
+    /// are whole pages, the chain bound allows it, and the delta is small.
+    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: &[u8]) {
+        if old.is_zero() || old == new {
+            return;
         }
-        let (encoding, bytes) = codec::encode_full(page, &mut self.scratch);
-        match delta {
-            Some(runs) if runs.len() * 2 <= bytes.len() => Object::Delta {
-                parent: base,
-                depth: base_depth.unwrap_or(0) + 1,
-                runs,
-            },
-            _ => Object::Full { encoding, bytes },
+        let PageStore {
+            objects,
+            scratch,
+            buf_a,
+            max_chain,
+            delta_limit,
+            stats,
+            ..
+        } = self;
+        let Some(new_entry) = objects.get(&new) else {
+            return;
+        };
+        if !matches!(new_entry.object, Object::Full { .. }) {
+            return;
+        }
+        let Some(old_entry) = objects.get(&old) else {
+            return;
+        };
+        if old_entry.height >= *max_chain {
+            return;
+        }
+        let (old_bytes, limit): (&[u8], usize) = match &old_entry.object {
+            Object::Full {
+                encoding: Encoding::Raw,
+                bytes,
+            } => (bytes, *delta_limit),
+            Object::Full {
+                encoding: Encoding::Lz4,
+                bytes,
+            } => {
+                if codec::decode_full(Encoding::Lz4, bytes, buf_a).is_err() {
+                    return;
+                }
+                (buf_a.as_slice(), (*delta_limit).min(bytes.len() / 2))
+            }
+            Object::Delta { .. } => return,
+        };
+        let Some(runs) = codec::encode_delta(new_bytes, old_bytes, limit, scratch) else {
+            return;
+        };
+        let runs: Box<[u8]> = runs.into();
+        let old_height = old_entry.height;
+        let Some(old_entry) = objects.get_mut(&old) else {
+            return;
+        };
+        let before = std::mem::replace(&mut old_entry.object, Object::Delta { parent: new, runs });
+        let after_len = old_entry.object.stored_len();
+        count_out(stats, &before);
+        stats.objects += 1;
+        stats.delta_pages += 1;
+        stats.stored_bytes += after_len as u64;
+        stats.deltas_made += 1;
+        if let Some(n) = objects.get_mut(&new) {
+            n.children.push(old);
+            n.height = n.height.max(old_height + 1);
         }
     }
 
+    /// Compress raw pages stored at least `compress_after` frames ago that are still
+    /// whole and raw. Returns how many pages were examined; the work is proportional to
+    /// the pages that aged out since the last call.
+    pub fn compress_aged(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(&(h, f)) = self.young.front() {
+            if f.saturating_add(self.compress_after) > self.frame {
+                break;
+            }
+            self.young.pop_front();
+            n += 1;
+            let Some(e) = self.objects.get_mut(&h) else {
+                continue;
+            };
+            let Object::Full {
+                encoding: Encoding::Raw,
+                bytes,
+            } = &e.object
+            else {
+                continue;
+            };
+            let (encoding, packed) = codec::encode_full(bytes, &mut self.scratch);
+            if encoding == Encoding::Lz4 {
+                let saved = (bytes.len() - packed.len()) as u64;
+                e.object = Object::Full {
+                    encoding,
+                    bytes: packed,
+                };
+                self.stats.raw_pages -= 1;
+                self.stats.stored_bytes -= saved;
+                self.stats.compressed += 1;
+            }
+        }
+        n
+    }
+
     fn insert_entry(&mut self, hash: PageHash, object: Object, refs: u32) {
-        self.count_in(&object);
+        count_in(&mut self.stats, &object);
         if let Object::Delta { parent, .. } = &object {
             if let Some(p) = self.objects.get_mut(parent) {
                 p.children.push(hash);
+                p.height = p.height.max(1);
             }
         }
         self.objects.insert(
@@ -376,59 +444,15 @@ impl PageStore {
                 object,
                 refs,
                 children: Vec::new(),
+                height: 0,
             },
         );
     }
 
-    fn count_in(&mut self, object: &Object) {
-        self.stats.objects += 1;
-        self.stats.stored_bytes += object.stored_len() as u64;
-        match object {
-            Object::Full { encoding, .. } => {
-                self.stats.full_pages += 1;
-                if *encoding == Encoding::Raw {
-                    self.stats.raw_pages += 1;
-                }
-            }
-            Object::Delta { .. } => self.stats.delta_pages += 1,
-        }
-    }
-
-    fn count_out(&mut self, object: &Object) {
-        self.stats.objects -= 1;
-        self.stats.stored_bytes -= object.stored_len() as u64;
-        match object {
-            Object::Full { encoding, .. } => {
-                self.stats.full_pages -= 1;
-                if *encoding == Encoding::Raw {
-                    self.stats.raw_pages -= 1;
-                }
-            }
-            Object::Delta { .. } => self.stats.delta_pages -= 1,
-        }
-    }
-
-    fn cache_insert(&mut self, hash: PageHash, page: &[u8]) {
-        if self.cache_cap == 0 {
-            return;
-        }
-        while self.cache_order.len() >= self.cache_cap {
-            match self.cache_order.pop_front() {
-                Some(old) => {
-                    self.cache.remove(&old);
-                }
-                None => break,
-            }
-        }
-        self.cache.insert(hash, page.into());
-        self.cache_order.push_back(hash);
-    }
-
     /// Insert an object read from elsewhere (an archive) with `refs` references.
     ///
-    /// The object is checked against the store's rules: a delta's parent must be stored
-    /// and its depth within the chain bound; a full page must decode to the page size.
-    /// The bytes are trusted to hash to `hash` only after [`PageStore::verify`].
+    /// A delta's parent must be stored and its chain within the store's bound. The
+    /// bytes are trusted to hash to `hash` only after [`PageStore::verify`].
     pub fn insert_object(&mut self, hash: PageHash, object: Object, refs: u32) -> Result<(), StoreError> {
         if hash.is_zero() {
             return Err(StoreError::InvalidObject {
@@ -442,18 +466,44 @@ impl PageStore {
                 reason: "already stored",
             });
         }
-        if let Object::Delta { parent, depth, .. } = &object {
-            let Some(p) = self.objects.get(parent) else {
+        if let Object::Delta { parent, .. } = &object {
+            if !self.objects.contains_key(parent) {
                 return Err(StoreError::InvalidObject {
                     hash,
                     reason: "delta parent is not stored",
                 });
-            };
-            if *depth > self.max_chain || *depth <= p.object.depth() {
+            }
+            // The chain below the new delta, and the heights above it.
+            let mut cur = *parent;
+            let mut dist = 1u8;
+            while let Some(e) = self.objects.get(&cur) {
+                let Object::Delta { parent, .. } = &e.object else {
+                    break;
+                };
+                if dist >= self.max_chain {
+                    return Err(StoreError::InvalidObject {
+                        hash,
+                        reason: "delta chain longer than the store's bound",
+                    });
+                }
+                dist += 1;
+                cur = *parent;
+            }
+            if !self.objects.contains_key(&cur) {
                 return Err(StoreError::InvalidObject {
                     hash,
-                    reason: "delta depth breaks the chain bound",
+                    reason: "delta chain reaches a missing object",
                 });
+            }
+            let mut cur = *parent;
+            let mut up = 1u8;
+            while let Some(e) = self.objects.get_mut(&cur) {
+                e.height = e.height.max(up);
+                let Object::Delta { parent, .. } = &e.object else {
+                    break;
+                };
+                cur = *parent;
+                up += 1;
             }
         }
         self.insert_entry(hash, object, refs);
@@ -474,7 +524,7 @@ impl PageStore {
     }
 
     /// Drop one reference. At zero the object is freed; deltas that depend on it are
-    /// first compacted (into full pages, or re-based onto its parent when that is small).
+    /// first compacted (re-based onto its parent when small, else whole).
     pub fn release(&mut self, hash: PageHash) -> Result<Freed, StoreError> {
         if hash.is_zero() {
             return Ok(Freed::default());
@@ -515,77 +565,73 @@ impl PageStore {
                 }
             }
         }
-        self.count_out(&entry.object);
+        count_out(&mut self.stats, &entry.object);
         self.stats.freed_objects += 1;
         self.stats.freed_bytes += entry.object.stored_len() as u64;
         freed.objects += 1;
-        if self.cache.remove(&hash).is_some() {
-            if let Some(i) = self.cache_order.iter().position(|h| *h == hash) {
-                self.cache_order.remove(i);
-            }
-        }
         Ok(freed)
     }
 
     /// Rewrite the deltas `children` of `hash` so they no longer need it.
     fn compact_children(&mut self, hash: PageHash, children: &[PageHash]) -> Result<u64, StoreError> {
-        let ps = self.page_size.bytes();
         // The grandparent, when `hash` is itself a delta: children may be re-based on it.
         let grand = match self.objects.get(&hash).map(|e| &e.object) {
-            Some(Object::Delta { parent, depth, .. }) => Some((*parent, depth.saturating_sub(1))),
+            Some(Object::Delta { parent, .. }) => Some(*parent),
             _ => None,
         };
-        let mut grand_bytes = None;
-        if let Some((g, _)) = grand {
-            let mut buf = vec![0u8; ps];
-            self.read(g, &mut buf)?;
-            grand_bytes = Some(buf);
-        }
-        let mut parent_bytes = vec![0u8; ps];
+        let mut grand_bytes = std::mem::take(&mut self.buf_b);
+        let have_grand = match grand {
+            Some(g) => self.read(g, &mut grand_bytes).is_ok(),
+            None => false,
+        };
+        let mut parent_bytes = vec![0u8; self.page_size.bytes()];
         self.read(hash, &mut parent_bytes)?;
-        let mut child_bytes = std::mem::take(&mut self.work_buf);
+        let mut child_bytes = std::mem::take(&mut self.buf_a);
         let mut compacted = 0;
         for &c in children {
             let runs = match self.objects.get(&c).map(|e| &e.object) {
-                Some(Object::Delta { parent, runs, .. }) if *parent == hash => runs.clone(),
+                Some(Object::Delta { parent, runs }) if *parent == hash => runs.clone(),
                 _ => continue,
             };
             child_bytes.copy_from_slice(&parent_bytes);
             codec::apply_delta(&mut child_bytes, &runs)
                 .map_err(|source| StoreError::Corrupt { hash: c, source })?;
-            let mut new_obj = None;
-            if let (Some((g, gdepth)), Some(gb)) = (grand, grand_bytes.as_deref()) {
-                if let Some(d) = codec::encode_delta(gb, &child_bytes, self.small_delta, &mut self.scratch) {
-                    new_obj = Some(Object::Delta {
-                        parent: g,
-                        depth: gdepth + 1,
-                        runs: d.into(),
-                    });
+            let rebased = match grand {
+                Some(g) if have_grand => {
+                    codec::encode_delta(&grand_bytes, &child_bytes, self.delta_limit, &mut self.scratch).map(
+                        |d| Object::Delta {
+                            parent: g,
+                            runs: d.into(),
+                        },
+                    )
                 }
-            }
-            let rebased = new_obj.is_some();
-            let new_obj = new_obj.unwrap_or_else(|| {
-                let (encoding, bytes) = codec::encode_full(&child_bytes, &mut self.scratch);
-                Object::Full { encoding, bytes }
-            });
-            if rebased {
-                if let Some((g, _)) = grand {
-                    if let Some(ge) = self.objects.get_mut(&g) {
-                        ge.children.push(c);
+                _ => None,
+            };
+            let new_obj = match rebased {
+                Some(obj) => {
+                    let child_height = self.objects.get(&c).map_or(0, |e| e.height);
+                    if let Some(g) = grand.and_then(|g| self.objects.get_mut(&g)) {
+                        g.children.push(c);
+                        g.height = g.height.max(child_height + 1);
                     }
+                    self.stats.compacted_rebased += 1;
+                    obj
                 }
-                self.stats.compacted_rebased += 1;
-            } else {
-                self.stats.compacted_full += 1;
-            }
-            self.count_in(&new_obj);
+                None => {
+                    let (encoding, bytes) = codec::encode_full(&child_bytes, &mut self.scratch);
+                    self.stats.compacted_full += 1;
+                    Object::Full { encoding, bytes }
+                }
+            };
+            count_in(&mut self.stats, &new_obj);
             if let Some(e) = self.objects.get_mut(&c) {
                 let old = std::mem::replace(&mut e.object, new_obj);
-                self.count_out(&old);
+                count_out(&mut self.stats, &old);
             }
             compacted += 1;
         }
-        self.work_buf = child_bytes;
+        self.buf_a = child_bytes;
+        self.buf_b = grand_bytes;
         Ok(compacted)
     }
 
@@ -596,18 +642,10 @@ impl PageStore {
             out.fill(0);
             return Ok(());
         }
-        if let Some(b) = self.cache.get(&hash) {
-            out.copy_from_slice(b);
-            return Ok(());
-        }
-        let limit = self.max_chain as usize + 1;
+        let limit = self.max_chain as usize;
         let mut chain: Vec<(PageHash, &[u8])> = Vec::new();
         let mut cur = hash;
         loop {
-            if let Some(b) = self.cache.get(&cur) {
-                out.copy_from_slice(b);
-                break;
-            }
             let e = self
                 .objects
                 .get(&cur)
@@ -618,7 +656,7 @@ impl PageStore {
                         .map_err(|source| StoreError::Corrupt { hash: cur, source })?;
                     break;
                 }
-                Object::Delta { parent, runs, .. } => {
+                Object::Delta { parent, runs } => {
                     if chain.len() >= limit {
                         return Err(StoreError::ChainTooLong { hash, limit });
                     }
@@ -663,22 +701,61 @@ impl PageStore {
     }
 }
 
+fn count_in(stats: &mut StoreStats, object: &Object) {
+    stats.objects += 1;
+    stats.stored_bytes += object.stored_len() as u64;
+    match object {
+        Object::Full { encoding, .. } => {
+            stats.full_pages += 1;
+            if *encoding == Encoding::Raw {
+                stats.raw_pages += 1;
+            }
+        }
+        Object::Delta { .. } => stats.delta_pages += 1,
+    }
+}
+
+fn count_out(stats: &mut StoreStats, object: &Object) {
+    stats.objects -= 1;
+    stats.stored_bytes -= object.stored_len() as u64;
+    match object {
+        Object::Full { encoding, .. } => {
+            stats.full_pages -= 1;
+            if *encoding == Encoding::Raw {
+                stats.raw_pages -= 1;
+            }
+        }
+        Object::Delta { .. } => stats.delta_pages -= 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn store() -> PageStore {
-        PageStore::new(
-            StoreConfig::new(PageSize::new(1024).unwrap())
-                .seed(9)
-                .cache_pages(0),
-        )
+        PageStore::new(StoreConfig::new(PageSize::new(1024).unwrap()).seed(9))
     }
 
     fn page(seed: u8) -> Vec<u8> {
         (0..1024u32)
             .map(|i| (i as u8).wrapping_mul(seed) ^ (i / 7) as u8)
             .collect()
+    }
+
+    /// Versions of one page, each a small change of the previous, stored slot-wise.
+    fn versions(s: &mut PageStore, n: usize) -> Vec<(PageHash, Vec<u8>)> {
+        let mut p = page(5);
+        let mut out: Vec<(PageHash, Vec<u8>)> = vec![];
+        let mut prev = PageHash::ZERO;
+        for i in 0..n {
+            p[(i * 37) % 1024] ^= 0xff;
+            let h = s.hash(&p);
+            s.put(h, &p, prev).unwrap();
+            out.push((h, p.clone()));
+            prev = h;
+        }
+        out
     }
 
     #[test]
@@ -725,59 +802,111 @@ mod tests {
     }
 
     #[test]
-    fn chain_depth_is_bounded_and_compaction_keeps_pages_readable() {
+    fn replaced_pages_become_reverse_deltas_within_the_bound() {
         let mut s = PageStore::new(
             StoreConfig::new(PageSize::new(1024).unwrap())
                 .seed(1)
-                .max_chain(4)
-                .cache_pages(0),
+                .max_chain(4),
         );
-        let mut p = page(5);
-        let mut versions = vec![];
-        let mut prev = PageHash::ZERO;
-        for i in 0..20 {
-            p[i * 3] ^= 0xff;
-            let h = s.hash(&p);
-            s.put(h, &p, prev).unwrap();
-            versions.push((h, p.clone()));
-            prev = h;
-        }
-        for (h, _) in &versions {
+        let v = versions(&mut s, 20);
+        // The newest is whole; older ones are deltas, chains bounded.
+        assert!(matches!(s.get(v[19].0), Some(ObjectRef::Full { .. })));
+        assert!(matches!(s.get(v[18].0), Some(ObjectRef::Delta { parent, .. }) if parent == v[19].0));
+        for (h, _) in &v {
             assert!(s.chain_len(*h).unwrap() <= 4);
         }
-        assert!(s.stats().delta_pages > 0);
-        // Free the oldest versions one by one; the rest must stay readable and bounded.
+        assert!(s.stats().delta_pages >= 15);
+        assert!(s.verify().is_empty());
+    }
+
+    #[test]
+    fn freeing_oldest_first_needs_no_compaction() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(1)
+                .max_chain(4),
+        );
+        let v = versions(&mut s, 20);
         let mut out = vec![0u8; 1024];
-        for k in 0..versions.len() {
-            s.release(versions[k].0).unwrap();
-            for (h, bytes) in &versions[k + 1..] {
+        for k in 0..v.len() {
+            s.release(v[k].0).unwrap();
+            for (h, bytes) in &v[k + 1..] {
+                s.read(*h, &mut out).unwrap();
+                assert_eq!(&out, bytes);
+            }
+        }
+        assert_eq!(s.stats().compacted_full + s.stats().compacted_rebased, 0);
+        assert_eq!(s.stats().objects, 0);
+        assert_eq!(s.stats().stored_bytes, 0);
+    }
+
+    #[test]
+    fn freeing_newest_first_compacts_and_keeps_pages_readable() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(1)
+                .max_chain(4),
+        );
+        let v = versions(&mut s, 20);
+        let mut out = vec![0u8; 1024];
+        for k in (0..v.len()).rev() {
+            s.release(v[k].0).unwrap();
+            for (h, bytes) in &v[..k] {
                 s.read(*h, &mut out).unwrap();
                 assert_eq!(&out, bytes);
                 assert!(s.chain_len(*h).unwrap() <= 4);
             }
         }
+        assert!(s.stats().compacted_full > 0);
         assert_eq!(s.stats().objects, 0);
         assert_eq!(s.stats().stored_bytes, 0);
-        assert!(s.stats().compacted_full + s.stats().compacted_rebased > 0);
     }
 
     #[test]
     fn freeing_a_middle_delta_rebases_its_child() {
         let mut s = store();
-        let mut p = page(7);
-        let h0 = s.hash(&p);
-        s.put(h0, &p, PageHash::ZERO).unwrap();
-        p[1] ^= 1;
-        let h1 = s.hash(&p);
-        s.put(h1, &p, h0).unwrap();
-        p[2] ^= 1;
-        let h2 = s.hash(&p);
-        s.put(h2, &p, h1).unwrap();
-        s.release(h1).unwrap();
-        assert!(matches!(s.get(h2), Some(ObjectRef::Delta { parent, .. }) if parent == h0));
+        let v = versions(&mut s, 3);
+        // v0 -> v1 -> v2 (whole)
+        assert!(matches!(s.get(v[0].0), Some(ObjectRef::Delta { parent, .. }) if parent == v[1].0));
+        s.release(v[1].0).unwrap();
+        assert!(matches!(s.get(v[0].0), Some(ObjectRef::Delta { parent, .. }) if parent == v[2].0));
+        assert_eq!(s.stats().compacted_rebased, 1);
         let mut out = vec![0u8; 1024];
-        s.read(h2, &mut out).unwrap();
-        assert_eq!(out, p);
+        s.read(v[0].0, &mut out).unwrap();
+        assert_eq!(out, v[0].1);
+        assert!(s.verify().is_empty());
+    }
+
+    #[test]
+    fn aged_raw_pages_are_compressed() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(1)
+                .compress_after(2),
+        );
+        let p = page(3);
+        let h = s.hash(&p);
+        s.put(h, &p, PageHash::ZERO).unwrap();
+        assert_eq!(s.stats().raw_pages, 1);
+        s.advance_frame();
+        assert_eq!(s.compress_aged(), 0);
+        s.advance_frame();
+        assert_eq!(s.compress_aged(), 1);
+        assert_eq!(s.stats().raw_pages, 0);
+        assert!(matches!(
+            s.get(h),
+            Some(ObjectRef::Full {
+                encoding: Encoding::Lz4,
+                ..
+            })
+        ));
+        assert!(s.stats().stored_bytes < 1024);
+        // A compressed page still becomes a delta when replaced.
+        let mut q = p.clone();
+        q[3] ^= 1;
+        let hq = s.hash(&q);
+        s.put(hq, &q, h).unwrap();
+        assert!(matches!(s.get(h), Some(ObjectRef::Delta { .. })));
         assert!(s.verify().is_empty());
     }
 
@@ -788,7 +917,6 @@ mod tests {
             PageHash::from_u128(1),
             Object::Delta {
                 parent: PageHash::from_u128(2),
-                depth: 1,
                 runs: Box::new([]),
             },
             1,

@@ -1,0 +1,142 @@
+//! The on-disk archive of a rewind history: an append-only file of checksummed,
+//! rkyv-archived segments, opened with memmap2 and read in place.
+//!
+//! An [`ArchiveWriter`] appends a [`History`] commit by commit, writing only what the file
+//! does not hold yet (new records as change lists against their parent, new page objects
+//! exactly as the store encodes them, new input blobs), so an append costs O(changed
+//! pages). An [`Archive`] maps the file, finds the last complete commit from the end of
+//! the file and answers queries from a small index without deserializing anything: the
+//! state hash of an iteration, its globals, any page or byte range, the timeline and the
+//! abandoned branches. A crash that tears the tail loses only the commit in progress;
+//! [`repair`] truncates it. [`compact`] rewrites the file under a retention policy.
+//! The byte layout is in `docs/format.md`.
+//!
+//! ```
+//! use rewind_archive::{Archive, ArchiveWriter, Durability};
+//! use rewind_history::{History, HistoryConfig};
+//! use rewind_snapshot::GlobalValue;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("rewind-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("guest.rwd");
+//! let mut history = History::new(HistoryConfig::new(1024)?.seed(3))?;
+//! let mut writer = ArchiveWriter::create(&path, &history, Durability::EveryAppend)?;
+//! let mut memory = vec![0u8; 8 * 1024];
+//! for frame in 0..20u64 {
+//!     memory[(frame as usize * 331) % 8192] = frame as u8;
+//!     history.capture(frame, &memory, &[GlobalValue::I64(frame as i64)], None, None)?;
+//!     writer.append(&history)?;
+//! }
+//! let archive = Archive::open(&path)?;
+//! assert_eq!(archive.state_hash(7)?, history.at(7)?.state_hash());
+//! let mut byte = [0u8; 1];
+//! archive.read_at(19, (19 * 331) % 8192, &mut byte)?;
+//! assert_eq!(byte, [19]);
+//! assert_eq!(archive.globals(archive.at(5)?.id)?, vec![GlobalValue::I64(5)]);
+//! let loaded = archive.to_history()?;
+//! assert_eq!(loaded.len(), 20);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+pub mod format;
+mod reader;
+mod writer;
+
+use std::path::Path;
+
+pub use error::ArchiveError;
+pub use reader::{Archive, ArchiveInfo, RecordInfo, TornTail, VerifyReport};
+pub use writer::{AppendReport, ArchiveWriter, Durability, CHECKPOINT_HOPS, MERGE_FANOUT};
+
+use rewind_gc::{Collector, Policy};
+use rewind_history::{History, Removed};
+
+/// Truncate a torn tail (bytes after the last complete commit) and sync the file.
+/// Returns what was cut, or `None` when the file was clean.
+pub fn repair(path: impl AsRef<Path>) -> Result<Option<TornTail>, ArchiveError> {
+    let path = path.as_ref();
+    let archive = Archive::open(path)?;
+    let Some(torn) = archive.torn_tail() else {
+        return Ok(None);
+    };
+    drop(archive);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(ArchiveError::io("open", path))?;
+    file.set_len(torn.offset)
+        .map_err(ArchiveError::io("truncate", path))?;
+    file.sync_all().map_err(ArchiveError::io("sync", path))?;
+    Ok(Some(torn))
+}
+
+/// What [`compact`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Records in the old file.
+    pub records_before: u64,
+    /// Records in the new file.
+    pub records_after: u64,
+    /// Page objects in the old file.
+    pub objects_before: u64,
+    /// Page objects in the new file.
+    pub objects_after: u64,
+    /// Bytes of the old file.
+    pub bytes_before: u64,
+    /// Bytes of the new file.
+    pub bytes_after: u64,
+    /// What the collection removed from the loaded history.
+    pub removed: Removed,
+}
+
+/// Rewrite an archive keeping only what `policy` retains.
+///
+/// Loads the file (its last complete commit; a torn tail is dropped) into a [`History`],
+/// runs [`Collector::collect`], writes the result to a temporary file in the same
+/// directory, syncs it, renames it over `path` and syncs the directory. A crash at any
+/// point leaves either the old file or the new one at `path`, never a mix.
+pub fn compact(path: impl AsRef<Path>, policy: &Policy) -> Result<CompactReport, ArchiveError> {
+    let path = path.as_ref();
+    let archive = Archive::open(path)?;
+    let before = archive.info()?;
+    let bytes_before = std::fs::metadata(path)
+        .map_err(ArchiveError::io("stat", path))?
+        .len();
+    let mut history: History = archive.to_history()?;
+    drop(archive);
+    let report = Collector::new(policy.clone()).collect(&mut history)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    let tmp = path.with_file_name(format!(".{name}.compact-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut w = ArchiveWriter::create(&tmp, &history, Durability::Manual)?;
+        w.append(&history)?;
+        w.sync()?;
+        Ok::<_, ArchiveError>(w.len())
+    })();
+    let bytes_after = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, path).map_err(ArchiveError::io("rename", path))?;
+    writer::sync_dir(path)?;
+    Ok(CompactReport {
+        records_before: before.records,
+        records_after: history.len() as u64,
+        objects_before: before.objects,
+        objects_after: history.store_stats().objects as u64,
+        bytes_before,
+        bytes_after,
+        removed: report.removed,
+    })
+}

@@ -1,0 +1,1207 @@
+//! Reading an archive in place.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use memmap2::Mmap;
+use rewind_history::{History, RecordId};
+use rewind_snapshot::{GlobalType, GlobalValue, PageVec, Snapshot, StateHash};
+use rewind_store::codec::{self, Encoding};
+use rewind_store::{Object, PageHash, PageSize, PageStore, StoreConfig};
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::format::*;
+use crate::ArchiveError;
+
+/// Bytes at the end of a file that no complete commit covers (a write torn by a crash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// Where the torn bytes start (the end of the last complete commit).
+    pub offset: u64,
+    /// How many bytes follow.
+    pub len: u64,
+}
+
+/// The creation parameters of an archive, from its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    /// Page size in bytes.
+    pub page_size: u32,
+    /// The hash seed.
+    pub seed: u64,
+    /// The longest delta chain.
+    pub max_chain: u8,
+    /// Change lists between checkpoints, at most.
+    pub checkpoint_hops: u32,
+    /// Index runs merged per level.
+    pub merge_fanout: u32,
+    /// Creation time (seconds since the Unix epoch).
+    pub created_unix: u64,
+    /// Commits in the file (the sequence number of the last one plus one; 0 for none).
+    pub commits: u64,
+    /// Records in the file.
+    pub records: u64,
+    /// Page objects in the file.
+    pub objects: u64,
+    /// Bytes covered by complete commits.
+    pub committed_len: u64,
+}
+
+/// The summary of one record in an archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// Record number.
+    pub id: RecordId,
+    /// Iteration.
+    pub iteration: u64,
+    /// Parent record (`None` for a root).
+    pub parent: Option<RecordId>,
+    /// Memory length in bytes.
+    pub memory_len: u64,
+    /// State hash.
+    pub state_hash: StateHash,
+    /// Hash of the recorded input.
+    pub input: Option<PageHash>,
+    /// True when the record is on the timeline of the last commit's head.
+    pub on_timeline: bool,
+}
+
+/// What [`Archive::verify`] checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segments whose checksum and validation passed.
+    pub segments: u64,
+    /// Commit trailers checked.
+    pub commits: u64,
+    /// Records whose page vector and state hash were rebuilt.
+    pub records: u64,
+    /// Objects rebuilt and hashed.
+    pub objects: u64,
+}
+
+enum Backing {
+    Map(Mmap),
+    Owned(AlignedVec<16>),
+    Empty,
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Owned(v) => v.as_slice(),
+            Backing::Empty => &[],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Commit {
+    trailer_off: u64,
+    trailer: Trailer,
+}
+
+/// An archive opened for reading: the file mapped into memory and read in place.
+///
+/// Opening checks the header, finds the last complete commit from the end of the file
+/// (its trailer checksum, its root segment's checksum and rkyv validation) and nothing
+/// else; every other segment is checksummed and validated the first time a query
+/// touches it. [`Archive::verify`] checks everything. The mapping is fixed at open:
+/// commits appended later are seen by opening again.
+pub struct Archive {
+    path: Option<PathBuf>,
+    backing: Backing,
+    header: Header,
+    commit: Option<Commit>,
+    torn: Option<TornTail>,
+    checked: Mutex<HashSet<u64>>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .field("commit", &self.commit)
+            .field("torn", &self.torn)
+            .finish()
+    }
+}
+
+fn vmsg(offset: u64) -> impl FnOnce(rancor::Error) -> ArchiveError {
+    move |e| ArchiveError::Validation {
+        offset,
+        message: e.to_string(),
+    }
+}
+
+fn usize_of(v: u64, offset: u64) -> Result<usize, ArchiveError> {
+    usize::try_from(v).map_err(|_| ArchiveError::Inconsistent {
+        offset,
+        reason: "length does not fit in memory",
+    })
+}
+
+fn slice_of<'v, T>(
+    v: &'v [T],
+    start: u64,
+    len: u64,
+    offset: u64,
+    what: &'static str,
+) -> Result<&'v [T], ArchiveError> {
+    let s = usize_of(start, offset)?;
+    let l = usize_of(len, offset)?;
+    s.checked_add(l)
+        .and_then(|e| v.get(s..e))
+        .ok_or(ArchiveError::Inconsistent { offset, reason: what })
+}
+
+pub(crate) fn own_obj(e: &ArchivedObjEntry) -> ObjEntry {
+    ObjEntry {
+        hash: e.hash,
+        seg: e.seg.to_native(),
+        pos: e.pos.to_native(),
+        depth: e.depth,
+        kind: e.kind,
+    }
+}
+
+pub(crate) fn own_rec(e: &ArchivedRecEntry) -> RecEntry {
+    RecEntry {
+        id: e.id.to_native(),
+        iteration: e.iteration.to_native(),
+        parent: e.parent.to_native(),
+        memory_len: e.memory_len.to_native(),
+        seg: e.seg.to_native(),
+        state_hash: e.state_hash,
+        input: e.input,
+        has_input: e.has_input,
+        pos: e.pos.to_native(),
+        hops: e.hops.to_native(),
+        since: e.since.to_native(),
+    }
+}
+
+pub(crate) fn own_input(e: &ArchivedInputEntry) -> InputEntry {
+    InputEntry {
+        hash: e.hash,
+        seg: e.seg.to_native(),
+        pos: e.pos.to_native(),
+    }
+}
+
+pub(crate) fn own_tl(e: &ArchivedTlEntry) -> TlEntry {
+    TlEntry {
+        iteration: e.iteration.to_native(),
+        id: e.id.to_native(),
+    }
+}
+
+pub(crate) fn own_run(r: &ArchivedRunRef) -> RunRef {
+    RunRef {
+        seg: r.seg.to_native(),
+        start: r.start.to_native(),
+        len: r.len.to_native(),
+        first: r.first.to_native(),
+        last: r.last.to_native(),
+        level: r.level,
+    }
+}
+
+fn info_of(e: &RecEntry) -> RecordInfo {
+    RecordInfo {
+        id: RecordId(e.id),
+        iteration: e.iteration,
+        parent: (e.parent != NONE).then_some(RecordId(e.parent)),
+        memory_len: e.memory_len,
+        state_hash: PageHash(e.state_hash),
+        input: (e.has_input != 0).then_some(PageHash(e.input)),
+        on_timeline: false,
+    }
+}
+
+fn global_of(g: &ArchivedGlobalRec, offset: u64) -> Result<GlobalValue, ArchiveError> {
+    let bits = u128::from_le_bytes(g.bits);
+    let ty = GlobalType::from_tag(g.ty).ok_or(ArchiveError::Inconsistent {
+        offset,
+        reason: "unknown global type",
+    })?;
+    Ok(match ty {
+        GlobalType::I32 => GlobalValue::I32(bits as u32 as i32),
+        GlobalType::I64 => GlobalValue::I64(bits as u64 as i64),
+        GlobalType::F32 => GlobalValue::F32(bits as u32),
+        GlobalType::F64 => GlobalValue::F64(bits as u64),
+        GlobalType::V128 => GlobalValue::V128(bits),
+    })
+}
+
+impl Archive {
+    /// Open an archive file: map it and find its last complete commit.
+    ///
+    /// A torn tail (bytes after the last complete commit) is not an error: it is
+    /// ignored and reported by [`Archive::torn_tail`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Archive, ArchiveError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(ArchiveError::io("open", path))?;
+        let len = file.metadata().map_err(ArchiveError::io("stat", path))?.len();
+        let backing = if len < HEADER_LEN as u64 {
+            let bytes = std::fs::read(path).map_err(ArchiveError::io("read", path))?;
+            let mut v = AlignedVec::<16>::new();
+            v.extend_from_slice(&bytes);
+            Backing::Owned(v)
+        } else {
+            // SAFETY: the mapping is read-only and private to this process's view. The
+            // only way it can change under us is another process truncating or
+            // rewriting the file in place, which rewind never does: writers only append
+            // past the length mapped here, and compaction replaces the file by rename
+            // (the old inode, and so this mapping, stays intact). Bytes are never
+            // trusted: every structure read from them is bounds-checked, checksummed
+            // and rkyv-validated before use. Documented in UNSAFE.md.
+            #[allow(unsafe_code)]
+            let map = unsafe { Mmap::map(&file) }.map_err(ArchiveError::io("map", path))?;
+            Backing::Map(map)
+        };
+        Self::from_backing(Some(path.to_path_buf()), backing)
+    }
+
+    /// Open an archive held in memory (copied into an aligned buffer). Used by tests and
+    /// the fuzz target; behaves exactly like [`Archive::open`] on a file of these bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Archive, ArchiveError> {
+        let backing = if bytes.is_empty() {
+            Backing::Empty
+        } else {
+            let mut v = AlignedVec::<16>::with_capacity(bytes.len());
+            v.extend_from_slice(bytes);
+            Backing::Owned(v)
+        };
+        Self::from_backing(None, backing)
+    }
+
+    fn from_backing(path: Option<PathBuf>, backing: Backing) -> Result<Archive, ArchiveError> {
+        let header = Header::decode(backing.bytes())?;
+        let mut a = Archive {
+            path,
+            backing,
+            header,
+            commit: None,
+            torn: None,
+            checked: Mutex::new(HashSet::new()),
+        };
+        a.find_commit();
+        Ok(a)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.backing.bytes()
+    }
+
+    /// Scan back from the end for the last trailer whose commit checks.
+    fn find_commit(&mut self) {
+        let len = self.bytes().len() as u64;
+        let mut p = len.saturating_sub(TRAILER_LEN as u64) & !(ALIGN - 1);
+        while p >= HEADER_LEN as u64 {
+            if let Ok(at) = usize::try_from(p) {
+                if Trailer::has_magic(self.bytes(), at) {
+                    if let Ok(t) = self.check_commit(p) {
+                        self.commit = Some(Commit {
+                            trailer_off: p,
+                            trailer: t,
+                        });
+                        break;
+                    }
+                }
+            }
+            p -= ALIGN;
+        }
+        let end = self.committed_end();
+        if end < len {
+            self.torn = Some(TornTail {
+                offset: end,
+                len: len - end,
+            });
+        }
+    }
+
+    fn check_commit(&self, p: u64) -> Result<Trailer, ArchiveError> {
+        let t = Trailer::decode(self.bytes(), p, self.header.seed)?;
+        let bad = |reason| ArchiveError::BadSegment { offset: p, reason };
+        if t.root >= p || t.start > t.root || t.start < HEADER_LEN as u64 {
+            return Err(bad("trailer offsets out of order"));
+        }
+        if t.prev != NONE && t.prev.checked_add(TRAILER_LEN as u64) != Some(t.start) {
+            return Err(bad("trailer does not follow the previous commit"));
+        }
+        let h = SegHeader::decode(self.bytes(), t.root, p, self.header.seed)?;
+        if h.kind != SegKind::Root {
+            return Err(bad("trailer does not point at a root segment"));
+        }
+        let seg_end = t
+            .root
+            .checked_add(SEG_HEADER_LEN as u64 + h.len)
+            .and_then(align_up);
+        if seg_end != Some(p) {
+            return Err(bad("root segment does not end at the trailer"));
+        }
+        let payload = self.payload_at(t.root, h, p)?;
+        let root = rkyv::access::<ArchivedRootSeg, rancor::Error>(payload).map_err(vmsg(t.root))?;
+        if root.seq.to_native() != t.seq || root.head.to_native() != t.head {
+            return Err(bad("trailer and root disagree"));
+        }
+        Ok(t)
+    }
+
+    /// The payload of a segment whose header is known, checksummed on first touch.
+    fn payload_at(&self, off: u64, h: SegHeader, end: u64) -> Result<&[u8], ArchiveError> {
+        let start = off
+            .checked_add(SEG_HEADER_LEN as u64)
+            .ok_or(ArchiveError::BadSegment {
+                offset: off,
+                reason: "offset overflows",
+            })?;
+        let stop = start
+            .checked_add(h.len)
+            .filter(|e| *e <= end)
+            .ok_or(ArchiveError::Truncated {
+                offset: off,
+                needed: h.len,
+                file_len: end,
+            })?;
+        let p = self
+            .bytes()
+            .get(usize_of(start, off)?..usize_of(stop, off)?)
+            .ok_or(ArchiveError::Truncated {
+                offset: off,
+                needed: h.len,
+                file_len: end,
+            })?;
+        let done = self.checked.lock().map(|c| c.contains(&off)).unwrap_or(false);
+        if !done {
+            let found = checksum(p, self.header.seed);
+            if found != h.sum {
+                return Err(ArchiveError::ChecksumMismatch {
+                    offset: off,
+                    expected: h.sum,
+                    found,
+                });
+            }
+            if let Ok(mut c) = self.checked.lock() {
+                c.insert(off);
+            }
+        }
+        Ok(p)
+    }
+
+    fn payload(&self, off: u64, kind: SegKind) -> Result<&[u8], ArchiveError> {
+        let end = self.committed_end();
+        let h = SegHeader::decode(self.bytes(), off, end, self.header.seed)?;
+        if h.kind != kind {
+            return Err(ArchiveError::BadSegment {
+                offset: off,
+                reason: "segment of an unexpected kind",
+            });
+        }
+        self.payload_at(off, h, end)
+    }
+
+    fn root(&self) -> Result<Option<&ArchivedRootSeg>, ArchiveError> {
+        let Some(c) = self.commit else { return Ok(None) };
+        let p = self.payload(c.trailer.root, SegKind::Root)?;
+        rkyv::access::<ArchivedRootSeg, rancor::Error>(p)
+            .map(Some)
+            .map_err(vmsg(c.trailer.root))
+    }
+
+    fn data(&self, off: u64) -> Result<&ArchivedDataSeg, ArchiveError> {
+        let p = self.payload(off, SegKind::Data)?;
+        rkyv::access::<ArchivedDataSeg, rancor::Error>(p).map_err(vmsg(off))
+    }
+
+    fn runs(&self, off: u64) -> Result<&ArchivedRunsSeg, ArchiveError> {
+        let p = self.payload(off, SegKind::Runs)?;
+        rkyv::access::<ArchivedRunsSeg, rancor::Error>(p).map_err(vmsg(off))
+    }
+
+    /// The end of the last complete commit (the header's end when there is none).
+    pub fn committed_end(&self) -> u64 {
+        self.commit
+            .map_or(HEADER_LEN as u64, |c| c.trailer_off + TRAILER_LEN as u64)
+    }
+
+    /// The bytes after the last complete commit, when a crash tore the tail.
+    pub fn torn_tail(&self) -> Option<TornTail> {
+        self.torn
+    }
+
+    /// The file this archive was opened from.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub(crate) fn last_trailer(&self) -> Option<(u64, Trailer)> {
+        self.commit.map(|c| (c.trailer_off, c.trailer))
+    }
+
+    /// The header's parameters and the last commit's counts.
+    pub fn info(&self) -> Result<ArchiveInfo, ArchiveError> {
+        let root = self.root()?;
+        Ok(ArchiveInfo {
+            page_size: self.header.page_size,
+            seed: self.header.seed,
+            max_chain: self.header.max_chain,
+            checkpoint_hops: self.header.checkpoint_hops,
+            merge_fanout: self.header.merge_fanout,
+            created_unix: self.header.created_unix,
+            commits: self.commit.map_or(0, |c| c.trailer.seq + 1),
+            records: root.map_or(0, |r| r.record_count.to_native()),
+            objects: root.map_or(0, |r| r.object_count.to_native()),
+            committed_len: self.committed_end(),
+        })
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> PageSize {
+        // The header was checked at open.
+        PageSize::new(self.header.page_size as u64).unwrap_or_default()
+    }
+
+    /// The head record at the last commit.
+    pub fn head(&self) -> Option<RecordId> {
+        self.commit
+            .and_then(|c| (c.trailer.head != NONE).then_some(RecordId(c.trailer.head)))
+    }
+
+    /// The next record number of the history at the last commit.
+    pub fn next_record_id(&self) -> Result<u64, ArchiveError> {
+        Ok(self.root()?.map_or(0, |r| r.next_record_id.to_native()))
+    }
+
+    // ---- index lookups ---------------------------------------------------------------
+
+    pub(crate) fn run_refs(&self) -> Result<[Vec<RunRef>; 4], ArchiveError> {
+        let Some(root) = self.root()? else {
+            return Ok(Default::default());
+        };
+        let f = |v: &rkyv::vec::ArchivedVec<ArchivedRunRef>| v.iter().map(own_run).collect::<Vec<_>>();
+        Ok([
+            f(&root.objects),
+            f(&root.records),
+            f(&root.inputs),
+            f(&root.timeline),
+        ])
+    }
+
+    fn run_slice<'a, T>(
+        &'a self,
+        r: &RunRef,
+        table: impl FnOnce(&'a ArchivedRunsSeg) -> &'a [T],
+    ) -> Result<&'a [T], ArchiveError> {
+        let seg = self.runs(r.seg)?;
+        slice_of(table(seg), r.start, r.len, r.seg, "index run out of its segment")
+    }
+
+    pub(crate) fn obj_run(&self, r: &RunRef) -> Result<&[ArchivedObjEntry], ArchiveError> {
+        self.run_slice(r, |s| s.objects.as_slice())
+    }
+    pub(crate) fn rec_run(&self, r: &RunRef) -> Result<&[ArchivedRecEntry], ArchiveError> {
+        self.run_slice(r, |s| s.records.as_slice())
+    }
+    pub(crate) fn input_run(&self, r: &RunRef) -> Result<&[ArchivedInputEntry], ArchiveError> {
+        self.run_slice(r, |s| s.inputs.as_slice())
+    }
+    pub(crate) fn tl_run(&self, r: &RunRef) -> Result<&[ArchivedTlEntry], ArchiveError> {
+        self.run_slice(r, |s| s.timeline.as_slice())
+    }
+
+    fn rec_entry(&self, id: u64) -> Result<RecEntry, ArchiveError> {
+        let root = self.root()?.ok_or(ArchiveError::NoSuchRecord(RecordId(id)))?;
+        for r in root.records.iter().rev() {
+            let r = own_run(r);
+            if r.first <= id && id <= r.last {
+                let run = self.rec_run(&r)?;
+                if let Ok(i) = run.binary_search_by_key(&id, |e| e.id.to_native()) {
+                    if let Some(e) = run.get(i) {
+                        return Ok(own_rec(e));
+                    }
+                }
+            }
+        }
+        Err(ArchiveError::NoSuchRecord(RecordId(id)))
+    }
+
+    fn tl_lookup(&self, iteration: u64) -> Result<Option<u64>, ArchiveError> {
+        let Some(root) = self.root()? else { return Ok(None) };
+        for r in root.timeline.iter().rev() {
+            let r = own_run(r);
+            if r.first <= iteration && iteration <= r.last {
+                let run = self.tl_run(&r)?;
+                if let Ok(i) = run.binary_search_by_key(&iteration, |e| e.iteration.to_native()) {
+                    return Ok(run.get(i).map(|e| e.id.to_native()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn obj_entry(&self, hash: PageHash) -> Result<Option<ObjEntry>, ArchiveError> {
+        let Some(root) = self.root()? else { return Ok(None) };
+        let key = hash_key(&hash.0);
+        for r in root.objects.iter().rev() {
+            let r = own_run(r);
+            if r.first <= key && key <= r.last {
+                let run = self.obj_run(&r)?;
+                if let Ok(i) = run.binary_search_by(|e| e.hash.cmp(&hash.0)) {
+                    return Ok(run.get(i).map(own_obj));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn input_entry(&self, hash: PageHash) -> Result<Option<InputEntry>, ArchiveError> {
+        let Some(root) = self.root()? else { return Ok(None) };
+        let key = hash_key(&hash.0);
+        for r in root.inputs.iter().rev() {
+            let r = own_run(r);
+            if r.first <= key && key <= r.last {
+                let run = self.input_run(&r)?;
+                if let Ok(i) = run.binary_search_by(|e| e.hash.cmp(&hash.0)) {
+                    return Ok(run.get(i).map(own_input));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn rec_meta(&self, e: &RecEntry) -> Result<(&ArchivedDataSeg, &ArchivedRecMeta), ArchiveError> {
+        let data = self.data(e.seg)?;
+        let m = data
+            .records
+            .get(e.pos as usize)
+            .ok_or(ArchiveError::Inconsistent {
+                offset: e.seg,
+                reason: "record index points past its segment",
+            })?;
+        if m.id.to_native() != e.id || m.parent.to_native() != e.parent {
+            return Err(ArchiveError::Inconsistent {
+                offset: e.seg,
+                reason: "record index and record disagree",
+            });
+        }
+        Ok((data, m))
+    }
+
+    // ---- records ---------------------------------------------------------------------
+
+    /// Every record in the file, by record number. Records on the last commit's
+    /// timeline have `on_timeline` set; the others are abandoned branches (or records a
+    /// collection dropped from memory before a compaction rewrote the file).
+    pub fn records(&self) -> Result<Vec<RecordInfo>, ArchiveError> {
+        let [_, recs, _, _] = self.run_refs()?;
+        let mut out = Vec::new();
+        for r in &recs {
+            for e in self.rec_run(r)? {
+                let e = own_rec(e);
+                let mut info = info_of(&e);
+                info.on_timeline = self.tl_lookup(e.iteration)? == Some(e.id);
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The timeline of the last commit's head, oldest first.
+    pub fn timeline(&self) -> Result<Vec<RecordInfo>, ArchiveError> {
+        let [_, _, _, tl] = self.run_refs()?;
+        let mut out = Vec::new();
+        for r in &tl {
+            for e in self.tl_run(r)? {
+                let mut info = info_of(&self.rec_entry(e.id.to_native())?);
+                info.on_timeline = true;
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records off the timeline (abandoned branches), by record number.
+    pub fn abandoned(&self) -> Result<Vec<RecordInfo>, ArchiveError> {
+        Ok(self.records()?.into_iter().filter(|r| !r.on_timeline).collect())
+    }
+
+    /// A record by number.
+    pub fn record(&self, id: RecordId) -> Result<RecordInfo, ArchiveError> {
+        let e = self.rec_entry(id.0)?;
+        let mut info = info_of(&e);
+        info.on_timeline = self.tl_lookup(e.iteration)? == Some(e.id);
+        Ok(info)
+    }
+
+    /// The record of `iteration` on the last commit's timeline.
+    pub fn at(&self, iteration: u64) -> Result<RecordInfo, ArchiveError> {
+        let id = self
+            .tl_lookup(iteration)?
+            .ok_or(ArchiveError::NotOnTimeline { iteration })?;
+        let mut info = info_of(&self.rec_entry(id)?);
+        if info.iteration != iteration {
+            return Err(ArchiveError::Inconsistent {
+                offset: self.committed_end(),
+                reason: "timeline entry names a record of another iteration",
+            });
+        }
+        info.on_timeline = true;
+        Ok(info)
+    }
+
+    /// The state hash of `iteration` on the timeline. Touches the index only.
+    pub fn state_hash(&self, iteration: u64) -> Result<StateHash, ArchiveError> {
+        Ok(self.at(iteration)?.state_hash)
+    }
+
+    /// The globals of a record.
+    pub fn globals(&self, id: RecordId) -> Result<Vec<GlobalValue>, ArchiveError> {
+        let e = self.rec_entry(id.0)?;
+        let (data, m) = self.rec_meta(&e)?;
+        let gs = slice_of(
+            &data.globals,
+            m.globals_start.to_native(),
+            m.globals_len.to_native() as u64,
+            e.seg,
+            "globals out of their segment",
+        )?;
+        gs.iter().map(|g| global_of(g, e.seg)).collect()
+    }
+
+    /// The input blob recorded with a record, borrowed from the file.
+    pub fn input(&self, id: RecordId) -> Result<Option<&[u8]>, ArchiveError> {
+        let e = self.rec_entry(id.0)?;
+        if e.has_input == 0 {
+            return Ok(None);
+        }
+        let hash = PageHash(e.input);
+        let ie = self.input_entry(hash)?.ok_or(ArchiveError::Inconsistent {
+            offset: e.seg,
+            reason: "record names an input the archive does not hold",
+        })?;
+        self.input_bytes(&ie).map(Some)
+    }
+
+    pub(crate) fn input_bytes(&self, ie: &InputEntry) -> Result<&[u8], ArchiveError> {
+        let data = self.data(ie.seg)?;
+        let m = data
+            .inputs
+            .get(ie.pos as usize)
+            .ok_or(ArchiveError::Inconsistent {
+                offset: ie.seg,
+                reason: "input index points past its segment",
+            })?;
+        if m.hash != ie.hash {
+            return Err(ArchiveError::Inconsistent {
+                offset: ie.seg,
+                reason: "input index and input disagree",
+            });
+        }
+        slice_of(
+            &data.input_bytes,
+            m.start.to_native(),
+            m.len.to_native(),
+            ie.seg,
+            "input bytes out of their segment",
+        )
+    }
+
+    fn pages_count(&self, memory_len: u64, offset: u64) -> Result<usize, ArchiveError> {
+        let ps = self.header.page_size as u64;
+        if memory_len > MAX_MEMORY || !memory_len.is_multiple_of(ps) {
+            return Err(ArchiveError::Inconsistent {
+                offset,
+                reason: "memory length is over 4 GiB or not a whole number of pages",
+            });
+        }
+        usize_of(memory_len / ps, offset)
+    }
+
+    /// Walk from a record towards its checkpoint, at most `checkpoint_hops` change lists.
+    /// Calls `visit` with each record's segment, meta and list; stops when `visit` says so.
+    fn walk<'a>(
+        &'a self,
+        id: u64,
+        mut visit: impl FnMut(&RecEntry, &'a ArchivedDataSeg, &'a ArchivedRecMeta) -> Result<bool, ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        let mut cur = self.rec_entry(id)?;
+        let mut hops = 0u32;
+        loop {
+            let (data, m) = self.rec_meta(&cur)?;
+            if visit(&cur, data, m)? || m.checkpoint != 0 {
+                return Ok(());
+            }
+            hops += 1;
+            let parent = m.parent.to_native();
+            if parent == NONE || parent >= cur.id || hops > self.header.checkpoint_hops {
+                return Err(ArchiveError::Inconsistent {
+                    offset: cur.seg,
+                    reason: "change list without a reachable checkpoint",
+                });
+            }
+            cur = self.rec_entry(parent)?;
+        }
+    }
+
+    /// The page hash in slot `index` of a record (zero past its memory).
+    pub fn page_at(&self, id: RecordId, index: u32) -> Result<PageHash, ArchiveError> {
+        let mut found = PageHash::ZERO;
+        let i = index as usize;
+        self.walk(id.0, |e, data, m| {
+            let n = self.pages_count(m.memory_len.to_native(), e.seg)?;
+            if i >= n {
+                found = PageHash::ZERO;
+                return Ok(true);
+            }
+            let (start, len) = (m.list_start.to_native(), m.list_len.to_native() as u64);
+            if m.checkpoint != 0 {
+                let pages = slice_of(&data.pages, start, len, e.seg, "page vector out of its segment")?;
+                found = PageHash(pages.get(i).copied().unwrap_or([0; 16]));
+                return Ok(true);
+            }
+            let ch = slice_of(&data.changes, start, len, e.seg, "change list out of its segment")?;
+            if let Ok(k) = ch.binary_search_by_key(&index, |c| c.index.to_native()) {
+                found = PageHash(ch.get(k).map_or([0; 16], |c| c.hash));
+                return Ok(true);
+            }
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    /// The full page vector of a record.
+    pub fn pages(&self, id: RecordId) -> Result<Vec<PageHash>, ArchiveError> {
+        let mut lists: Vec<(usize, &[ArchivedChangeRec])> = Vec::new();
+        let mut base: Vec<PageHash> = Vec::new();
+        self.walk(id.0, |e, data, m| {
+            let n = self.pages_count(m.memory_len.to_native(), e.seg)?;
+            let (start, len) = (m.list_start.to_native(), m.list_len.to_native() as u64);
+            if m.checkpoint != 0 {
+                let pages = slice_of(&data.pages, start, len, e.seg, "page vector out of its segment")?;
+                if pages.len() != n {
+                    return Err(ArchiveError::Inconsistent {
+                        offset: e.seg,
+                        reason: "checkpoint length differs from the memory length",
+                    });
+                }
+                base = pages.iter().map(|p| PageHash(*p)).collect();
+                return Ok(true);
+            }
+            let ch = slice_of(&data.changes, start, len, e.seg, "change list out of its segment")?;
+            lists.push((n, ch));
+            Ok(false)
+        })?;
+        for (n, ch) in lists.iter().rev() {
+            base.resize(*n, PageHash::ZERO);
+            for c in ch.iter() {
+                if let Some(slot) = base.get_mut(c.index.to_native() as usize) {
+                    *slot = PageHash(c.hash);
+                }
+            }
+        }
+        Ok(base)
+    }
+
+    /// The memory length of a record.
+    pub fn memory_len(&self, id: RecordId) -> Result<u64, ArchiveError> {
+        Ok(self.rec_entry(id.0)?.memory_len)
+    }
+
+    // ---- pages -----------------------------------------------------------------------
+
+    /// The stored object of a page, borrowed from the file (`None` when absent).
+    pub fn object(&self, hash: PageHash) -> Result<Option<rewind_store::ObjectRef<'_>>, ArchiveError> {
+        let Some(e) = self.obj_entry(hash)? else {
+            return Ok(None);
+        };
+        self.object_of(&e).map(Some)
+    }
+
+    pub(crate) fn object_of(&self, e: &ObjEntry) -> Result<rewind_store::ObjectRef<'_>, ArchiveError> {
+        let data = self.data(e.seg)?;
+        let bad = |reason| ArchiveError::Inconsistent {
+            offset: e.seg,
+            reason,
+        };
+        let m = data
+            .objects
+            .get(e.pos as usize)
+            .ok_or(bad("object index points past its segment"))?;
+        if m.hash != e.hash || m.kind != e.kind || m.depth != e.depth {
+            return Err(bad("object index and object disagree"));
+        }
+        let bytes = slice_of(
+            &data.object_bytes,
+            m.start.to_native(),
+            m.len.to_native() as u64,
+            e.seg,
+            "object bytes out of their segment",
+        )?;
+        match m.kind {
+            KIND_RAW | KIND_LZ4 => Ok(rewind_store::ObjectRef::Full {
+                encoding: if m.kind == KIND_RAW {
+                    Encoding::Raw
+                } else {
+                    Encoding::Lz4
+                },
+                bytes,
+            }),
+            KIND_DELTA => Ok(rewind_store::ObjectRef::Delta {
+                parent: PageHash(m.parent),
+                runs: bytes,
+            }),
+            _ => Err(bad("unknown object kind")),
+        }
+    }
+
+    /// Rebuild one page into `out` (page-size bytes): decompresses only this page and the
+    /// deltas under it, at most `max_chain` of them.
+    pub fn read_page(&self, hash: PageHash, out: &mut [u8]) -> Result<(), ArchiveError> {
+        let ps = self.header.page_size as usize;
+        if out.len() != ps {
+            return Err(ArchiveError::OutOfBounds {
+                addr: 0,
+                len: out.len() as u64,
+                memory_len: ps as u64,
+            });
+        }
+        let limit = self.header.max_chain as usize;
+        let mut chain: Vec<(PageHash, &[u8])> = Vec::new();
+        let mut cur = hash;
+        loop {
+            if cur.is_zero() {
+                out.fill(0);
+                break;
+            }
+            let e = self
+                .obj_entry(cur)?
+                .ok_or(ArchiveError::MissingObject { hash: cur })?;
+            match self.object_of(&e)? {
+                rewind_store::ObjectRef::Full { encoding, bytes } => {
+                    codec::decode_full(encoding, bytes, out)
+                        .map_err(|source| ArchiveError::Codec { hash: cur, source })?;
+                    break;
+                }
+                rewind_store::ObjectRef::Delta { parent, runs, .. } => {
+                    if chain.len() >= limit {
+                        return Err(ArchiveError::ChainTooLong { hash, limit });
+                    }
+                    chain.push((cur, runs));
+                    cur = parent;
+                }
+            }
+        }
+        for (h, runs) in chain.iter().rev() {
+            codec::apply_delta(out, runs).map_err(|source| ArchiveError::Codec { hash: *h, source })?;
+        }
+        Ok(())
+    }
+
+    /// Read `out.len()` bytes at `addr` of a record's memory.
+    pub fn read(&self, id: RecordId, addr: u64, out: &mut [u8]) -> Result<(), ArchiveError> {
+        let e = self.rec_entry(id.0)?;
+        let len = out.len() as u64;
+        if addr.checked_add(len).is_none_or(|end| end > e.memory_len) {
+            return Err(ArchiveError::OutOfBounds {
+                addr,
+                len,
+                memory_len: e.memory_len,
+            });
+        }
+        let ps = self.header.page_size as u64;
+        let mut buf = vec![0u8; ps as usize];
+        let mut done = 0usize;
+        while (done as u64) < len {
+            let a = addr + done as u64;
+            let idx = u32::try_from(a / ps).map_err(|_| ArchiveError::OutOfBounds {
+                addr,
+                len,
+                memory_len: e.memory_len,
+            })?;
+            let off = (a % ps) as usize;
+            let take = (ps as usize - off).min(out.len() - done);
+            let h = self.page_at(id, idx)?;
+            self.read_page(h, &mut buf)?;
+            let (Some(dst), Some(src)) = (out.get_mut(done..done + take), buf.get(off..off + take)) else {
+                break;
+            };
+            dst.copy_from_slice(src);
+            done += take;
+        }
+        Ok(())
+    }
+
+    /// Read bytes of `iteration` on the timeline.
+    pub fn read_at(&self, iteration: u64, addr: u64, out: &mut [u8]) -> Result<(), ArchiveError> {
+        let id = self.at(iteration)?.id;
+        self.read(id, addr, out)
+    }
+
+    // ---- whole-file operations -------------------------------------------------------
+
+    /// Load everything into a [`History`]: every record (timeline and abandoned), every
+    /// object, every input; the head is the last commit's. Rebuilds each record's
+    /// snapshot and checks its state hash.
+    pub fn to_history(&self) -> Result<History, ArchiveError> {
+        let seed = self.header.seed;
+        let config = StoreConfig::new(self.page_size())
+            .seed(seed)
+            .max_chain(self.header.max_chain);
+        let hasher = rewind_store::Hasher::new(seed, self.page_size());
+        let [objs, recs, inputs, _] = self.run_refs()?;
+        // Records and their snapshots, in id order (parents come first).
+        struct Loaded {
+            e: RecEntry,
+            snapshot: Snapshot,
+            changes: Vec<(u32, PageHash)>,
+            pages_changed: u32,
+            bytes_stored: u64,
+        }
+        let mut loaded: Vec<Loaded> = Vec::new();
+        let mut index: HashMap<u64, usize> = HashMap::new();
+        let mut refs: HashMap<PageHash, u32> = HashMap::new();
+        let mut last_id = None;
+        for r in &recs {
+            for e in self.rec_run(r)? {
+                let e = own_rec(e);
+                if last_id.is_some_and(|l| l >= e.id) {
+                    return Err(ArchiveError::Inconsistent {
+                        offset: r.seg,
+                        reason: "record index out of order",
+                    });
+                }
+                last_id = Some(e.id);
+                let (data, m) = self.rec_meta(&e)?;
+                let n = self.pages_count(e.memory_len, e.seg)?;
+                let (start, len) = (m.list_start.to_native(), m.list_len.to_native() as u64);
+                let parent = match e.parent {
+                    NONE => None,
+                    p => Some(*index.get(&p).ok_or(ArchiveError::Inconsistent {
+                        offset: e.seg,
+                        reason: "record's parent is not an earlier record",
+                    })?),
+                };
+                let pages: PageVec = if m.checkpoint != 0 {
+                    let v = slice_of(&data.pages, start, len, e.seg, "page vector out of its segment")?;
+                    if v.len() != n {
+                        return Err(ArchiveError::Inconsistent {
+                            offset: e.seg,
+                            reason: "checkpoint length differs from the memory length",
+                        });
+                    }
+                    v.iter().map(|p| PageHash(*p)).collect()
+                } else {
+                    let p = parent
+                        .and_then(|p| loaded.get(p))
+                        .ok_or(ArchiveError::Inconsistent {
+                            offset: e.seg,
+                            reason: "change list without a parent",
+                        })?;
+                    let mut v = p.snapshot.pages().clone();
+                    if v.len() > n {
+                        v.truncate(n);
+                    }
+                    while v.len() < n {
+                        v.push_back(PageHash::ZERO);
+                    }
+                    let ch = slice_of(&data.changes, start, len, e.seg, "change list out of its segment")?;
+                    for c in ch {
+                        let i = c.index.to_native() as usize;
+                        if i < n {
+                            v.set(i, PageHash(c.hash));
+                        }
+                    }
+                    v
+                };
+                let gs = slice_of(
+                    &data.globals,
+                    m.globals_start.to_native(),
+                    m.globals_len.to_native() as u64,
+                    e.seg,
+                    "globals out of their segment",
+                )?;
+                let globals = gs
+                    .iter()
+                    .map(|g| global_of(g, e.seg))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let snapshot = Snapshot::from_parts(&hasher, pages, e.memory_len, globals);
+                if snapshot.state_hash() != PageHash(e.state_hash) {
+                    return Err(ArchiveError::StateHashMismatch {
+                        record: RecordId(e.id),
+                        stored: PageHash(e.state_hash),
+                        computed: snapshot.state_hash(),
+                    });
+                }
+                let changes: Vec<(u32, PageHash)> = match parent.and_then(|p| loaded.get(p)) {
+                    Some(p) => rewind_snapshot::diff(&p.snapshot, &snapshot)
+                        .into_iter()
+                        .map(|i| (i, snapshot.page(i as usize)))
+                        .collect(),
+                    None => snapshot
+                        .pages()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, h)| !h.is_zero())
+                        .map(|(i, h)| (i as u32, *h))
+                        .collect(),
+                };
+                if parent.is_some() {
+                    for (_, h) in changes.iter().filter(|c| !c.1.is_zero()) {
+                        *refs.entry(*h).or_default() += 1;
+                    }
+                } else {
+                    for h in snapshot.pages().iter().filter(|h| !h.is_zero()) {
+                        *refs.entry(*h).or_default() += 1;
+                    }
+                }
+                index.insert(e.id, loaded.len());
+                loaded.push(Loaded {
+                    e,
+                    snapshot,
+                    changes,
+                    pages_changed: m.pages_changed.to_native(),
+                    bytes_stored: m.bytes_stored.to_native(),
+                });
+            }
+        }
+        // Objects: every referenced page and the delta bases under it, bases first.
+        let mut entries: HashMap<PageHash, ObjEntry> = HashMap::new();
+        for r in &objs {
+            for e in self.obj_run(r)? {
+                entries.insert(PageHash(e.hash), own_obj(e));
+            }
+        }
+        // Every referenced page goes into the store as a full page (lz4 or raw): the
+        // in-memory store chooses its own delta layout as the history moves on.
+        let mut store = PageStore::new(config);
+        let mut wanted: Vec<(PageHash, u32)> = refs.into_iter().collect();
+        wanted.sort_unstable();
+        let mut page = vec![0u8; self.header.page_size as usize];
+        let mut scratch = codec::Scratch::new();
+        for (h, n) in wanted {
+            if !entries.contains_key(&h) {
+                return Err(ArchiveError::MissingObject { hash: h });
+            }
+            self.read_page(h, &mut page)?;
+            let (encoding, bytes) = codec::encode_full(&page, &mut scratch);
+            store.insert_object(h, Object::Full { encoding, bytes }, n)?;
+        }
+        let mut history = History::from_loaded_store(store);
+        for r in &inputs {
+            for ie in self.input_run(r)? {
+                let ie = own_input(ie);
+                let bytes = self.input_bytes(&ie)?;
+                history.push_loaded_input(PageHash(ie.hash), bytes.into());
+            }
+        }
+        for l in loaded {
+            let input = (l.e.has_input != 0).then_some(PageHash(l.e.input));
+            history.push_loaded_record(
+                RecordId(l.e.id),
+                l.e.iteration,
+                (l.e.parent != NONE).then_some(RecordId(l.e.parent)),
+                l.snapshot,
+                l.changes,
+                input,
+                l.pages_changed,
+                l.bytes_stored,
+            )?;
+        }
+        let head = self.head();
+        if let Some(h) = head {
+            if history.record(h).is_none() {
+                return Err(ArchiveError::NoSuchRecord(h));
+            }
+        }
+        history.finish_loading(head, self.next_record_id()?)?;
+        Ok(history)
+    }
+
+    /// Check everything: every segment and trailer of the committed part (framing,
+    /// checksum, rkyv validation), every object rebuilds to its hash, every record's
+    /// state hash recomputes, and the whole archive loads into a consistent history.
+    pub fn verify(&self) -> Result<VerifyReport, ArchiveError> {
+        let mut rep = VerifyReport::default();
+        let end = self.committed_end();
+        let mut off = HEADER_LEN as u64;
+        let mut prev_trailer = NONE;
+        while off < end {
+            let at = usize_of(off, off)?;
+            if Trailer::has_magic(self.bytes(), at) {
+                let t = Trailer::decode(self.bytes(), off, self.header.seed)?;
+                if t.prev != prev_trailer {
+                    return Err(ArchiveError::BadSegment {
+                        offset: off,
+                        reason: "trailer does not name the previous trailer",
+                    });
+                }
+                prev_trailer = off;
+                rep.commits += 1;
+                off += TRAILER_LEN as u64;
+                continue;
+            }
+            let h = SegHeader::decode(self.bytes(), off, end, self.header.seed)?;
+            let p = self.payload_at(off, h, end)?;
+            match h.kind {
+                SegKind::Data => drop(rkyv::access::<ArchivedDataSeg, rancor::Error>(p).map_err(vmsg(off))?),
+                SegKind::Runs => drop(rkyv::access::<ArchivedRunsSeg, rancor::Error>(p).map_err(vmsg(off))?),
+                SegKind::Root => drop(rkyv::access::<ArchivedRootSeg, rancor::Error>(p).map_err(vmsg(off))?),
+            }
+            rep.segments += 1;
+            let payload_end = off + SEG_HEADER_LEN as u64 + h.len;
+            let next = align_up(payload_end).ok_or(ArchiveError::BadSegment {
+                offset: off,
+                reason: "segment length overflows",
+            })?;
+            let pad = self
+                .bytes()
+                .get(usize_of(payload_end, off)?..usize_of(next, off)?)
+                .ok_or(ArchiveError::Truncated {
+                    offset: off,
+                    needed: next - off,
+                    file_len: end,
+                })?;
+            if pad.iter().any(|b| *b != 0) {
+                return Err(ArchiveError::BadSegment {
+                    offset: off,
+                    reason: "non-zero padding after the payload",
+                });
+            }
+            off = next;
+        }
+        let [objs, _, _, _] = self.run_refs()?;
+        let hasher = rewind_store::Hasher::new(self.header.seed, self.page_size());
+        let mut buf = vec![0u8; self.header.page_size as usize];
+        for r in &objs {
+            for e in self.obj_run(r)? {
+                let h = PageHash(e.hash);
+                self.read_page(h, &mut buf)?;
+                let found = hasher.page(&buf);
+                if found != h {
+                    return Err(ArchiveError::ObjectHashMismatch { hash: h, found });
+                }
+                rep.objects += 1;
+            }
+        }
+        let history = self.to_history()?;
+        rep.records = history.len() as u64;
+        if let Err(_msg) = history.check() {
+            return Err(ArchiveError::Inconsistent {
+                offset: end,
+                reason: "the loaded history's reference counts do not add up",
+            });
+        }
+        Ok(rep)
+    }
+}

@@ -1,0 +1,910 @@
+//! Appending a history to an archive.
+#![deny(clippy::indexing_slicing)]
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rewind_history::History;
+use rewind_snapshot::GlobalValue;
+use rewind_store::codec::{self, Encoding, Scratch};
+use rewind_store::PageHash;
+use rkyv::rancor;
+
+use crate::format::*;
+use crate::reader::{own_input, own_obj, own_rec, own_tl, Archive};
+use crate::ArchiveError;
+
+/// A record's page vector is written in full (a checkpoint) when its change list would
+/// be the 257th since the last checkpoint on its chain of parents.
+pub const CHECKPOINT_HOPS: u32 = 256;
+/// Index runs of one level are merged into one run of the next level when this many
+/// have accumulated (a tiered LSM: every entry is rewritten once per level).
+pub const MERGE_FANOUT: u32 = 8;
+
+/// When appended commits are forced to stable storage.
+///
+/// Whatever the policy, every append that returned `Ok` has handed its bytes to the
+/// operating system: if only the *process* dies (a panic, `kill -9`), every such commit
+/// is in the file and reopens intact. The policies differ after an operating-system
+/// crash or power loss:
+///
+/// - [`Durability::EveryAppend`]: `append` returns only after its commit is on stable
+///   storage (the data, root and trailer are written, `fdatasync`ed, then the trailer
+///   written and `fdatasync`ed again, so a trailer never reaches the disk before the
+///   segments it covers). Every commit whose `append` returned survives; at most the
+///   commit in progress is lost, and it shows up as a torn tail.
+/// - [`Durability::EveryN`]`(n)`: the same two-phase sync on every `n`-th append (and on
+///   [`ArchiveWriter::sync`]). Commits up to the last synced one survive; up to `n - 1`
+///   later commits may be lost. Because their writes were not ordered by a sync, the OS
+///   may have kept a later trailer but not the segments before it: the file then opens
+///   at that commit and a read of a lost segment (or [`Archive::verify`]) reports a
+///   [`ArchiveError::ChecksumMismatch`] naming its offset; nothing is silently misread.
+/// - [`Durability::Manual`]: only [`ArchiveWriter::sync`] syncs; as `EveryN` otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Sync every commit before `append` returns.
+    EveryAppend,
+    /// Sync every `n`-th commit.
+    EveryN(u32),
+    /// Sync only on [`ArchiveWriter::sync`].
+    Manual,
+}
+
+/// What one [`ArchiveWriter::append`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Records written.
+    pub records: u64,
+    /// Page objects written.
+    pub objects: u64,
+    /// Input blobs written.
+    pub inputs: u64,
+    /// Of the records, those written with a full page vector (checkpoints).
+    pub checkpoints: u64,
+    /// Bytes appended to the file.
+    pub bytes: u64,
+    /// True when this commit was synced to stable storage.
+    pub synced: bool,
+    /// False when there was nothing to write (no commit was made).
+    pub committed: bool,
+}
+
+const PENDING: u64 = u64::MAX;
+
+#[derive(Clone, Debug)]
+struct MemRun<E> {
+    seg: u64,
+    start: u64,
+    level: u8,
+    entries: Arc<[E]>,
+    len: usize,
+}
+
+impl<E> MemRun<E> {
+    fn used(&self) -> &[E] {
+        self.entries.get(..self.len).unwrap_or(&[])
+    }
+    fn pending(entries: Vec<E>, level: u8) -> Self {
+        let len = entries.len();
+        MemRun {
+            seg: PENDING,
+            start: 0,
+            level,
+            entries: entries.into(),
+            len,
+        }
+    }
+}
+
+trait Keyed {
+    fn key(&self) -> u64;
+}
+impl Keyed for ObjEntry {
+    fn key(&self) -> u64 {
+        hash_key(&self.hash)
+    }
+}
+impl Keyed for RecEntry {
+    fn key(&self) -> u64 {
+        self.id
+    }
+}
+impl Keyed for InputEntry {
+    fn key(&self) -> u64 {
+        hash_key(&self.hash)
+    }
+}
+impl Keyed for TlEntry {
+    fn key(&self) -> u64 {
+        self.iteration
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Tables {
+    objects: Vec<MemRun<ObjEntry>>,
+    records: Vec<MemRun<RecEntry>>,
+    inputs: Vec<MemRun<InputEntry>>,
+    timeline: Vec<MemRun<TlEntry>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RecState {
+    iteration: u64,
+    parent: u64,
+    hops: u32,
+    since: u64,
+}
+
+/// Merge trailing runs of one level while `fanout` of them have accumulated.
+fn merge_tiers<E: Clone>(runs: &mut Vec<MemRun<E>>, fanout: usize, sort: impl Fn(&mut Vec<E>)) {
+    loop {
+        let Some(lvl) = runs.last().map(|r| r.level) else {
+            return;
+        };
+        let count = runs.iter().rev().take_while(|r| r.level == lvl).count();
+        if count < fanout {
+            return;
+        }
+        let tail = runs.split_off(runs.len() - count);
+        let mut merged: Vec<E> = Vec::with_capacity(tail.iter().map(|r| r.len).sum());
+        for r in &tail {
+            merged.extend_from_slice(r.used());
+        }
+        sort(&mut merged);
+        runs.push(MemRun::pending(merged, lvl.saturating_add(1)));
+    }
+}
+
+fn refs_of<E: Keyed>(runs: &[MemRun<E>], runs_off: u64) -> Vec<RunRef> {
+    runs.iter()
+        .map(|r| RunRef {
+            seg: if r.seg == PENDING { runs_off } else { r.seg },
+            start: r.start,
+            len: r.len as u64,
+            first: r.used().first().map_or(0, |e| e.key()),
+            last: r.used().last().map_or(0, |e| e.key()),
+            level: r.level,
+        })
+        .collect()
+}
+
+fn place<E: Clone>(runs: &mut [MemRun<E>], out: &mut Vec<E>) {
+    for r in runs.iter_mut().filter(|r| r.seg == PENDING) {
+        r.start = out.len() as u64;
+        out.extend_from_slice(r.used());
+    }
+}
+
+fn tl_lookup(tl: &[MemRun<TlEntry>], iteration: u64) -> Option<u64> {
+    for r in tl.iter().rev() {
+        let u = r.used();
+        match (u.first(), u.last()) {
+            (Some(f), Some(l)) if f.iteration <= iteration && iteration <= l.iteration => {
+                let i = u.binary_search_by_key(&iteration, |e| e.iteration).ok()?;
+                return u.get(i).map(|e| e.id);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn push_seg(buf: &mut Vec<u8>, base: u64, kind: SegKind, payload: &[u8], seed: u64) -> u64 {
+    let off = base + buf.len() as u64;
+    buf.extend_from_slice(&SegHeader::encode(kind, payload, seed));
+    buf.extend_from_slice(payload);
+    while !(buf.len() as u64).is_multiple_of(ALIGN) {
+        buf.push(0);
+    }
+    off
+}
+
+fn global_rec(g: &GlobalValue) -> GlobalRec {
+    GlobalRec {
+        ty: g.ty() as u8,
+        bits: g.to_bits().to_le_bytes(),
+    }
+}
+
+fn ser<T>(v: &T) -> Result<rkyv::util::AlignedVec, ArchiveError>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rancor::Error>(v).map_err(|e| ArchiveError::Validation {
+        offset: 0,
+        message: format!("serializing: {e}"),
+    })
+}
+
+/// Appends a [`History`] to an archive file, commit by commit.
+///
+/// The writer remembers what the file holds (records by number, objects and inputs by
+/// hash), so each [`ArchiveWriter::append`] writes only what is new: its cost is
+/// proportional to the new records' changed pages, not to memory or to the file.
+pub struct ArchiveWriter {
+    file: File,
+    path: PathBuf,
+    header: Header,
+    end: u64,
+    durability: Durability,
+    unsynced: u32,
+    seq: u64,
+    last_trailer: u64,
+    objects: HashMap<PageHash, u8>,
+    records: HashMap<u64, RecState>,
+    inputs: HashSet<PageHash>,
+    next_unwritten: u64,
+    tables: Tables,
+    head: u64,
+    scratch: Scratch,
+}
+
+impl std::fmt::Debug for ArchiveWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveWriter")
+            .field("path", &self.path)
+            .field("end", &self.end)
+            .field("seq", &self.seq)
+            .field("records", &self.records.len())
+            .field("objects", &self.objects.len())
+            .finish()
+    }
+}
+
+impl ArchiveWriter {
+    /// Create (or truncate) an archive for `history`'s configuration (page size, seed,
+    /// delta chain bound) and write an empty first commit. The new file is synced, and
+    /// so is its directory entry.
+    pub fn create(
+        path: impl AsRef<Path>,
+        history: &History,
+        durability: Durability,
+    ) -> Result<Self, ArchiveError> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(ArchiveError::io("create", path))?;
+        let created_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let header = Header {
+            page_size: history.page_size().bytes() as u32,
+            max_chain: history.store().max_chain(),
+            seed: history.store().hasher().seed(),
+            checkpoint_hops: CHECKPOINT_HOPS,
+            merge_fanout: MERGE_FANOUT,
+            created_unix,
+        };
+        file.write_all_at(&header.encode(), 0)
+            .map_err(ArchiveError::io("write", path))?;
+        let mut w = ArchiveWriter {
+            file,
+            path: path.to_path_buf(),
+            header,
+            end: HEADER_LEN as u64,
+            durability,
+            unsynced: 0,
+            seq: 0,
+            last_trailer: NONE,
+            objects: HashMap::new(),
+            records: HashMap::new(),
+            inputs: HashSet::new(),
+            next_unwritten: 0,
+            tables: Tables::default(),
+            head: NONE,
+            scratch: Scratch::new(),
+        };
+        w.append_inner(history, true)?;
+        w.sync()?;
+        sync_dir(path)?;
+        Ok(w)
+    }
+
+    /// Open an existing archive to append to it. A file with a torn tail is refused
+    /// ([`ArchiveError::TornTail`]): call [`crate::repair`] first.
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, ArchiveError> {
+        let path = path.as_ref();
+        let archive = Archive::open(path)?;
+        if let Some(t) = archive.torn_tail() {
+            return Err(ArchiveError::TornTail {
+                offset: t.offset,
+                len: t.len,
+            });
+        }
+        let header = *archive.header();
+        let [objs, recs, inputs, tl] = archive.run_refs()?;
+        let mut tables = Tables::default();
+        let mut objects = HashMap::new();
+        let mut records = HashMap::new();
+        let mut input_set = HashSet::new();
+        for r in &objs {
+            let v: Vec<ObjEntry> = archive.obj_run(r)?.iter().map(own_obj).collect();
+            for e in &v {
+                objects.insert(PageHash(e.hash), e.depth);
+            }
+            tables.objects.push(loaded_run(r, v));
+        }
+        for r in &recs {
+            let v: Vec<RecEntry> = archive.rec_run(r)?.iter().map(own_rec).collect();
+            for e in &v {
+                records.insert(
+                    e.id,
+                    RecState {
+                        iteration: e.iteration,
+                        parent: e.parent,
+                        hops: e.hops,
+                        since: e.since,
+                    },
+                );
+            }
+            tables.records.push(loaded_run(r, v));
+        }
+        for r in &inputs {
+            let v: Vec<InputEntry> = archive.input_run(r)?.iter().map(own_input).collect();
+            for e in &v {
+                input_set.insert(PageHash(e.hash));
+            }
+            tables.inputs.push(loaded_run(r, v));
+        }
+        for r in &tl {
+            let v: Vec<TlEntry> = archive.tl_run(r)?.iter().map(own_tl).collect();
+            tables.timeline.push(loaded_run(r, v));
+        }
+        let (seq, last_trailer, head) = match archive.last_trailer() {
+            Some((off, t)) => (t.seq + 1, off, t.head),
+            None => (0, NONE, NONE),
+        };
+        let next_unwritten = archive
+            .next_record_id()?
+            .max(records.keys().max().map_or(0, |m| m + 1));
+        let end = archive.committed_end();
+        drop(archive);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(ArchiveError::io("open", path))?;
+        Ok(ArchiveWriter {
+            file,
+            path: path.to_path_buf(),
+            header,
+            end,
+            durability,
+            unsynced: 0,
+            seq,
+            last_trailer,
+            objects,
+            records,
+            inputs: input_set,
+            next_unwritten,
+            tables,
+            head,
+            scratch: Scratch::new(),
+        })
+    }
+
+    /// The file's length after the last commit.
+    pub fn len(&self) -> u64 {
+        self.end
+    }
+
+    /// True when the archive holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Records in the file.
+    pub fn records(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Hands written bytes to the OS. Appends write straight to the file, so this only
+    /// exists for symmetry with [`ArchiveWriter::sync`]; after it (as after every append)
+    /// a process crash loses nothing.
+    pub fn flush(&mut self) -> Result<(), ArchiveError> {
+        use std::io::Write;
+        self.file.flush().map_err(ArchiveError::io("flush", &self.path))
+    }
+
+    /// Force every commit so far to stable storage (`fdatasync`).
+    pub fn sync(&mut self) -> Result<(), ArchiveError> {
+        self.file
+            .sync_data()
+            .map_err(ArchiveError::io("sync", &self.path))?;
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    /// Write every record, page object and input of `history` the file does not hold
+    /// yet, and the new head, as one commit. Nothing is written when nothing changed.
+    ///
+    /// `history` must be the history this archive was created for (same page size, seed
+    /// and chain bound), or one loaded from it with [`Archive::to_history`].
+    pub fn append(&mut self, history: &History) -> Result<AppendReport, ArchiveError> {
+        self.append_inner(history, false)
+    }
+
+    fn append_inner(&mut self, history: &History, force: bool) -> Result<AppendReport, ArchiveError> {
+        let store = history.store();
+        if store.page_size().bytes() as u32 != self.header.page_size {
+            return Err(ArchiveError::ConfigMismatch { what: "page size" });
+        }
+        if store.hasher().seed() != self.header.seed {
+            return Err(ArchiveError::ConfigMismatch { what: "hash seed" });
+        }
+        if store.max_chain() != self.header.max_chain {
+            return Err(ArchiveError::ConfigMismatch {
+                what: "delta chain bound",
+            });
+        }
+        let head = history.head().map_or(NONE, |r| r.id().0);
+        let mut fresh: Vec<&rewind_history::Record> = history
+            .records()
+            .rev()
+            .take_while(|r| r.id().0 >= self.next_unwritten)
+            .collect();
+        fresh.reverse();
+        if fresh.is_empty() && head == self.head && !force {
+            return Ok(AppendReport::default());
+        }
+        let seed = self.header.seed;
+        let data_off = self.end;
+        let mut data = DataSeg::default();
+        let mut rep = AppendReport::default();
+        let mut new_objs: HashMap<PageHash, u8> = HashMap::new();
+        let mut obj_entries: Vec<ObjEntry> = Vec::new();
+        let mut new_recs: HashMap<u64, RecState> = HashMap::new();
+        let mut rec_entries: Vec<RecEntry> = Vec::new();
+        let mut new_inputs: HashSet<PageHash> = HashSet::new();
+        let mut input_entries: Vec<InputEntry> = Vec::new();
+        let ps = self.header.page_size as usize;
+        let mut page_buf = vec![0u8; ps];
+        let mut base_buf = vec![0u8; ps];
+
+        for r in &fresh {
+            let id = r.id().0;
+            let snap = r.snapshot();
+            let parent = match r.parent() {
+                Some(p) => {
+                    let st = self
+                        .records
+                        .get(&p.0)
+                        .or_else(|| new_recs.get(&p.0))
+                        .copied()
+                        .ok_or(ArchiveError::NotAppendable {
+                            reason: "a record's parent is neither in the file nor in the history",
+                        })?;
+                    let psnap = history.record(p).ok_or(ArchiveError::NotAppendable {
+                        reason: "a record's parent is not in the history",
+                    })?;
+                    Some((p.0, st, psnap.snapshot()))
+                }
+                None => None,
+            };
+            let n = snap.pages().len();
+            let changed: Option<Vec<u32>> = parent.map(|(_, _, ps)| rewind_snapshot::diff(ps, snap));
+            // Objects first: every new page of this record, bases before deltas.
+            {
+                let mut ctx = ObjCtx {
+                    history,
+                    written: &self.objects,
+                    new: &mut new_objs,
+                    data: &mut data,
+                    entries: &mut obj_entries,
+                    data_off,
+                    max_chain: self.header.max_chain,
+                    scratch: &mut self.scratch,
+                    buf: &mut page_buf,
+                    base_buf: &mut base_buf,
+                };
+                match (&changed, &parent) {
+                    (Some(c), Some((_, _, psnap))) => {
+                        for &i in c {
+                            ctx.ensure(snap.page(i as usize), psnap.page(i as usize))?;
+                        }
+                    }
+                    _ => {
+                        for h in snap.pages().iter() {
+                            ctx.ensure(*h, PageHash::ZERO)?;
+                        }
+                    }
+                }
+            }
+            let (checkpoint, hops, since) = match (&parent, &changed) {
+                (Some((_, st, _)), Some(c))
+                    if st.hops < self.header.checkpoint_hops
+                        && st.since + c.len() as u64 <= (n as u64).max(64) =>
+                {
+                    (false, st.hops + 1, st.since + c.len() as u64)
+                }
+                _ => (true, 0, 0),
+            };
+            let globals_start = data.globals.len() as u64;
+            data.globals.extend(snap.globals().iter().map(global_rec));
+            let (list_start, list_len) = if checkpoint {
+                rep.checkpoints += 1;
+                let s = data.pages.len() as u64;
+                data.pages.extend(snap.pages().iter().map(|h| h.0));
+                (s, n)
+            } else {
+                let s = data.changes.len() as u64;
+                let c = changed.as_deref().unwrap_or(&[]);
+                data.changes.extend(c.iter().map(|&i| ChangeRec {
+                    index: i,
+                    hash: snap.page(i as usize).0,
+                }));
+                (s, c.len())
+            };
+            let input = r.input_hash();
+            if let Some(h) = input {
+                if !self.inputs.contains(&h) && !new_inputs.contains(&h) {
+                    let bytes = history.input(r.id()).ok_or(ArchiveError::NotAppendable {
+                        reason: "a record names an input blob the history does not hold",
+                    })?;
+                    let start = data.input_bytes.len() as u64;
+                    data.input_bytes.extend_from_slice(bytes);
+                    input_entries.push(InputEntry {
+                        hash: h.0,
+                        seg: data_off,
+                        pos: data.inputs.len() as u32,
+                    });
+                    data.inputs.push(InputMeta {
+                        hash: h.0,
+                        start,
+                        len: bytes.len() as u64,
+                    });
+                    new_inputs.insert(h);
+                }
+            }
+            let parent_id = parent.map_or(NONE, |p| p.0);
+            let meta = RecMeta {
+                id,
+                iteration: r.iteration(),
+                parent: parent_id,
+                memory_len: snap.memory_len(),
+                bytes_stored: r.bytes_stored(),
+                state_hash: r.state_hash().0,
+                input: input.map_or([0; 16], |h| h.0),
+                has_input: input.is_some() as u8,
+                checkpoint: checkpoint as u8,
+                pages_changed: r.pages_changed(),
+                hops,
+                globals_start,
+                globals_len: snap.globals().len() as u32,
+                list_start,
+                list_len: list_len as u32,
+            };
+            if snap.memory_len() > MAX_MEMORY {
+                return Err(ArchiveError::NotAppendable {
+                    reason: "memory over 4 GiB (the format's limit)",
+                });
+            }
+            rec_entries.push(RecEntry {
+                id,
+                iteration: meta.iteration,
+                parent: parent_id,
+                memory_len: meta.memory_len,
+                seg: data_off,
+                state_hash: meta.state_hash,
+                input: meta.input,
+                has_input: meta.has_input,
+                pos: data.records.len() as u32,
+                hops,
+                since,
+            });
+            data.records.push(meta);
+            new_recs.insert(
+                id,
+                RecState {
+                    iteration: r.iteration(),
+                    parent: parent_id,
+                    hops,
+                    since,
+                },
+            );
+        }
+        rep.records = rec_entries.len() as u64;
+        rep.objects = obj_entries.len() as u64;
+        rep.inputs = input_entries.len() as u64;
+
+        // The index: new level-0 runs, the new timeline, tiered merges.
+        let mut tables = self.tables.clone();
+        let fanout = self.header.merge_fanout as usize;
+        if !obj_entries.is_empty() {
+            obj_entries.sort_unstable_by_key(|e| e.hash);
+            tables.objects.push(MemRun::pending(obj_entries, 0));
+        }
+        if !rec_entries.is_empty() {
+            tables.records.push(MemRun::pending(rec_entries, 0));
+        }
+        if !input_entries.is_empty() {
+            input_entries.sort_unstable_by_key(|e| e.hash);
+            tables.inputs.push(MemRun::pending(input_entries, 0));
+        }
+        if head != self.head {
+            let state = |id: u64| self.records.get(&id).or_else(|| new_recs.get(&id)).copied();
+            let mut path: Vec<TlEntry> = Vec::new();
+            let mut cur = head;
+            let cut = loop {
+                if cur == NONE {
+                    break None;
+                }
+                let st = state(cur).ok_or(ArchiveError::NotAppendable {
+                    reason: "the head is not a written record",
+                })?;
+                if tl_lookup(&tables.timeline, st.iteration) == Some(cur) {
+                    break Some(st.iteration);
+                }
+                path.push(TlEntry {
+                    iteration: st.iteration,
+                    id: cur,
+                });
+                if st.parent != NONE && st.parent >= cur {
+                    return Err(ArchiveError::NotAppendable {
+                        reason: "a parent record number is not smaller than its child's",
+                    });
+                }
+                cur = st.parent;
+            };
+            match cut {
+                None => tables.timeline.clear(),
+                Some(c) => {
+                    tables
+                        .timeline
+                        .retain(|r| r.used().first().is_some_and(|e| e.iteration <= c));
+                    if let Some(last) = tables.timeline.last_mut() {
+                        last.len = last.used().partition_point(|e| e.iteration <= c);
+                    }
+                }
+            }
+            path.reverse();
+            if !path.is_empty() {
+                tables.timeline.push(MemRun::pending(path, 0));
+            }
+        }
+        merge_tiers(&mut tables.objects, fanout, |v| {
+            v.sort_unstable_by_key(|e| e.hash)
+        });
+        merge_tiers(&mut tables.records, fanout, |_| {});
+        merge_tiers(&mut tables.inputs, fanout, |v| v.sort_unstable_by_key(|e| e.hash));
+        merge_tiers(&mut tables.timeline, fanout, |_| {});
+        // One runs segment per table, so a query touching the (small) timeline or record
+        // runs never checksums a large merged object run.
+        let mut buf: Vec<u8> = Vec::new();
+        let has_data = !data.records.is_empty() || !data.objects.is_empty() || !data.inputs.is_empty();
+        if has_data {
+            let payload = ser(&data)?;
+            push_seg(&mut buf, data_off, SegKind::Data, &payload, seed);
+        }
+        let mut runs = RunsSeg::default();
+        place(&mut tables.objects, &mut runs.objects);
+        let objects_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
+        place(&mut tables.records, &mut runs.records);
+        let records_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
+        place(&mut tables.inputs, &mut runs.inputs);
+        let inputs_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
+        place(&mut tables.timeline, &mut runs.timeline);
+        let timeline_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
+        let runs_off = data_off + buf.len() as u64; // every run is placed by now
+        set_seg(&mut tables.objects, objects_off);
+        set_seg(&mut tables.records, records_off);
+        set_seg(&mut tables.inputs, inputs_off);
+        set_seg(&mut tables.timeline, timeline_off);
+        let record_count = (self.records.len() + new_recs.len()) as u64;
+        let object_count = (self.objects.len() + new_objs.len()) as u64;
+        let root = RootSeg {
+            seq: self.seq,
+            head,
+            next_record_id: history.next_record_id().0,
+            record_count,
+            object_count,
+            objects: refs_of(&tables.objects, runs_off),
+            records: refs_of(&tables.records, runs_off),
+            inputs: refs_of(&tables.inputs, runs_off),
+            timeline: refs_of(&tables.timeline, runs_off),
+        };
+        let payload = ser(&root)?;
+        let root_off = push_seg(&mut buf, data_off, SegKind::Root, &payload, seed);
+        let trailer_off = data_off + buf.len() as u64;
+        let trailer = Trailer {
+            seq: self.seq,
+            root: root_off,
+            head,
+            prev: self.last_trailer,
+            start: data_off,
+        }
+        .encode(seed);
+        let sync_now = match self.durability {
+            Durability::EveryAppend => true,
+            Durability::EveryN(n) => self.unsynced + 1 >= n.max(1),
+            Durability::Manual => false,
+        };
+        let written = self.write_commit(&buf, &trailer, data_off, trailer_off, sync_now);
+        if let Err(e) = written {
+            // Leave the file as it was: the torn bytes would be ignored anyway.
+            let _ = self.file.set_len(self.end);
+            return Err(e);
+        }
+        rep.synced = sync_now;
+        rep.committed = true;
+        rep.bytes = trailer_off + TRAILER_LEN as u64 - data_off;
+        if sync_now {
+            self.unsynced = 0;
+        } else {
+            self.unsynced += 1;
+        }
+        self.objects.extend(new_objs);
+        if let Some(max) = new_recs.keys().max() {
+            self.next_unwritten = self.next_unwritten.max(max + 1);
+        }
+        self.records.extend(new_recs);
+        self.inputs.extend(new_inputs);
+        self.tables = tables;
+        self.head = head;
+        self.seq += 1;
+        self.last_trailer = trailer_off;
+        self.end = trailer_off + TRAILER_LEN as u64;
+        Ok(rep)
+    }
+
+    fn write_commit(
+        &mut self,
+        buf: &[u8],
+        trailer: &[u8],
+        data_off: u64,
+        trailer_off: u64,
+        sync_now: bool,
+    ) -> Result<(), ArchiveError> {
+        let io = |op| ArchiveError::io(op, &self.path);
+        if sync_now {
+            self.file.write_all_at(buf, data_off).map_err(io("write"))?;
+            self.file
+                .sync_data()
+                .map_err(ArchiveError::io("sync", &self.path))?;
+            self.file
+                .write_all_at(trailer, trailer_off)
+                .map_err(ArchiveError::io("write", &self.path))?;
+            self.file
+                .sync_data()
+                .map_err(ArchiveError::io("sync", &self.path))?;
+        } else {
+            let mut all = Vec::with_capacity(buf.len() + trailer.len());
+            all.extend_from_slice(buf);
+            all.extend_from_slice(trailer);
+            self.file.write_all_at(&all, data_off).map_err(io("write"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `runs` as a segment when it holds anything (and empty it); its offset.
+fn write_runs(buf: &mut Vec<u8>, base: u64, runs: &mut RunsSeg, seed: u64) -> Result<u64, ArchiveError> {
+    let off = base + buf.len() as u64;
+    if runs.objects.is_empty()
+        && runs.records.is_empty()
+        && runs.inputs.is_empty()
+        && runs.timeline.is_empty()
+    {
+        return Ok(off);
+    }
+    let payload = ser(&*runs)?;
+    push_seg(buf, base, SegKind::Runs, &payload, seed);
+    *runs = RunsSeg::default();
+    Ok(off)
+}
+
+fn set_seg<E>(runs: &mut [MemRun<E>], off: u64) {
+    for r in runs.iter_mut().filter(|r| r.seg == PENDING) {
+        r.seg = off;
+    }
+}
+
+fn loaded_run<E>(r: &RunRef, v: Vec<E>) -> MemRun<E> {
+    let len = v.len();
+    MemRun {
+        seg: r.seg,
+        start: r.start,
+        level: r.level,
+        entries: v.into(),
+        len,
+    }
+}
+
+pub(crate) fn sync_dir(path: &Path) -> Result<(), ArchiveError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(ArchiveError::io("sync directory", dir))
+}
+
+struct ObjCtx<'a> {
+    history: &'a History,
+    written: &'a HashMap<PageHash, u8>,
+    new: &'a mut HashMap<PageHash, u8>,
+    data: &'a mut DataSeg,
+    entries: &'a mut Vec<ObjEntry>,
+    data_off: u64,
+    max_chain: u8,
+    scratch: &'a mut Scratch,
+    buf: &'a mut Vec<u8>,
+    base_buf: &'a mut Vec<u8>,
+}
+
+impl ObjCtx<'_> {
+    fn depth(&self, h: PageHash) -> Option<u8> {
+        self.written.get(&h).or_else(|| self.new.get(&h)).copied()
+    }
+
+    /// Write page `hash` unless the file has it. `base` is the page its slot held in
+    /// the parent record (already in the file): the page is written as a forward delta
+    /// against it when that is small and the chain *as stored in the file* stays within
+    /// the bound, else as a full page (lz4, or raw when lz4 does not pay). The file's
+    /// encoding is chosen here, independently of how the in-memory store encodes the
+    /// page; the file keeps the first encoding it wrote for a hash.
+    fn ensure(&mut self, hash: PageHash, base: PageHash) -> Result<(), ArchiveError> {
+        if hash.is_zero() || self.depth(hash).is_some() {
+            return Ok(());
+        }
+        let store = self.history.store();
+        let ps = self.buf.len();
+        store.read(hash, self.buf)?;
+        let mut chosen: Option<(u8, u8, PageHash, Vec<u8>)> = None;
+        if let Some(bd) = self
+            .depth(base)
+            .filter(|d| !base.is_zero() && *d < self.max_chain)
+        {
+            if store.read(base, self.base_buf).is_ok() {
+                if let Some(d) = codec::encode_delta(self.base_buf, self.buf, ps / 2, self.scratch) {
+                    chosen = Some((KIND_DELTA, bd + 1, base, d.to_vec()));
+                }
+            }
+        }
+        let small = chosen.as_ref().is_some_and(|c| c.3.len() <= ps / 16);
+        if !small {
+            let (enc, bytes) = codec::encode_full(self.buf, self.scratch);
+            if chosen.as_ref().is_none_or(|c| bytes.len() < c.3.len()) {
+                let kind = if enc == Encoding::Raw { KIND_RAW } else { KIND_LZ4 };
+                chosen = Some((kind, 0, PageHash::ZERO, bytes.into_vec()));
+            }
+        }
+        let Some((kind, depth, parent, bytes)) = chosen else {
+            return Err(ArchiveError::MissingObject { hash });
+        };
+        let start = self.data.object_bytes.len() as u64;
+        self.data.object_bytes.extend_from_slice(&bytes);
+        self.entries.push(ObjEntry {
+            hash: hash.0,
+            seg: self.data_off,
+            pos: self.data.objects.len() as u32,
+            depth,
+            kind,
+        });
+        self.data.objects.push(ObjMeta {
+            hash: hash.0,
+            parent: parent.0,
+            start,
+            len: bytes.len() as u32,
+            kind,
+            depth,
+        });
+        self.new.insert(hash, depth);
+        Ok(())
+    }
+}

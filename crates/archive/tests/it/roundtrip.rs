@@ -1,0 +1,196 @@
+use proptest::prelude::*;
+use rewind_archive::{Archive, ArchiveWriter, Durability};
+use rewind_gc::{Collector, Policy};
+use rewind_history::{History, HistoryConfig};
+use rewind_snapshot::GlobalValue;
+
+use crate::common::*;
+
+const PAGE: usize = 1024;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Capture after writing `(page, offset, len, byte)` runs; grow memory by pages.
+    Capture {
+        writes: Vec<(u8, u16, u8, u8)>,
+        grow: u8,
+        input: Option<u8>,
+    },
+    /// Roll back this many timeline records.
+    Rollback(u8),
+    /// Collect, keeping the last n timeline records and abandoned ones younger than age.
+    Gc { keep: u8, age: u8 },
+    /// Append to the archive now.
+    Append,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (proptest::collection::vec((0u8..16, 0u16..1024, 1u8..80, any::<u8>()), 0..5), prop_oneof![4 => Just(0u8), 1 => 1u8..3], proptest::option::of(0u8..4))
+            .prop_map(|(writes, grow, input)| Op::Capture { writes, grow, input }),
+        1 => (1u8..6).prop_map(Op::Rollback),
+        1 => (1u8..10, 0u8..10).prop_map(|(keep, age)| Op::Gc { keep, age }),
+        2 => Just(Op::Append),
+    ]
+}
+
+/// Run the ops; append after every op when `every`, else only on `Op::Append`.
+fn run(ops: &[Op], every: bool, max_chain: u8) -> (History, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tmpdir();
+    let path = dir.path().join("h.rwd");
+    let mut h = History::new(
+        HistoryConfig::new(PAGE as u64)
+            .expect("cfg")
+            .seed(11)
+            .max_chain(max_chain),
+    )
+    .expect("history");
+    let mut w = ArchiveWriter::create(&path, &h, Durability::Manual).expect("create");
+    let mut mem = vec![0u8; 4 * PAGE];
+    let mut iteration = 0u64;
+    for op in ops {
+        match op {
+            Op::Capture { writes, grow, input } => {
+                mem.resize(mem.len() + *grow as usize * PAGE, 0);
+                let pages = mem.len() / PAGE;
+                for &(p, off, len, b) in writes {
+                    let start = (p as usize % pages) * PAGE + off as usize;
+                    let end = (start + len as usize).min(mem.len());
+                    mem[start..end].fill(b);
+                }
+                let blob = input.map(|i| vec![i; 3 + i as usize]);
+                h.capture(
+                    iteration,
+                    &mem,
+                    &[GlobalValue::I64(iteration as i64), GlobalValue::F32(7)],
+                    None,
+                    blob.as_deref(),
+                )
+                .expect("capture");
+                iteration += 1;
+            }
+            Op::Rollback(k) => {
+                let tl: Vec<u64> = h.timeline().map(|r| r.iteration()).collect();
+                if tl.len() > *k as usize {
+                    let target = tl[tl.len() - 1 - *k as usize];
+                    let id = h.at(target).expect("at").id();
+                    let target_mem = memory_of(&h, id);
+                    h.rollback(target).expect("rollback");
+                    mem = target_mem;
+                }
+            }
+            Op::Gc { keep, age } => {
+                Collector::new(
+                    Policy::default()
+                        .keep_last(*keep as usize)
+                        .abandoned_max_age(*age as u64),
+                )
+                .collect(&mut h)
+                .expect("gc");
+            }
+            Op::Append => {
+                w.append(&h).expect("append");
+            }
+        }
+        if every {
+            w.append(&h).expect("append");
+        }
+    }
+    w.append(&h).expect("final append");
+    w.sync().expect("sync");
+    (h, dir, path)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn round_trip_every_op(ops in proptest::collection::vec(op(), 1..40)) {
+        let (h, _dir, path) = run(&ops, true, 8);
+        let a = Archive::open(&path).expect("open");
+        assert!(a.torn_tail().is_none());
+        check_same(&h, &a);
+        a.verify().expect("verify");
+    }
+
+    #[test]
+    fn round_trip_batches_and_export(ops in proptest::collection::vec(op(), 1..40), chain in 0u8..4) {
+        let (h, dir, path) = run(&ops, false, chain);
+        let a = Archive::open(&path).expect("open");
+        check_same(&h, &a);
+        // Export, check, rewrite, and read the rewrite back.
+        let loaded = a.to_history().expect("to_history");
+        loaded.check().expect("loaded history is consistent");
+        for r in h.records() {
+            let l = loaded.record(r.id()).expect("loaded record");
+            assert_eq!(l.state_hash(), r.state_hash());
+            assert_eq!(memory_of(&loaded, r.id()), memory_of(&h, r.id()));
+        }
+        let p2 = dir.path().join("copy.rwd");
+        let mut w2 = ArchiveWriter::create(&p2, &loaded, Durability::Manual).expect("create copy");
+        w2.append(&loaded).expect("append copy");
+        let a2 = Archive::open(&p2).expect("open copy");
+        check_same(&loaded, &a2);
+    }
+}
+
+#[test]
+fn reopen_and_continue_appending() {
+    let dir = tmpdir();
+    let path = dir.path().join("c.rwd");
+    let mut h = History::new(HistoryConfig::new(1024).expect("cfg").seed(2)).expect("history");
+    let mut w = ArchiveWriter::create(&path, &h, Durability::EveryAppend).expect("create");
+    let mut mem = vec![0u8; 8 * 1024];
+    for i in 0..30u64 {
+        let n = mem.len();
+        mem[(i as usize * 577) % n] = (i as u8).wrapping_add(1);
+        h.capture(i, &mem, &[], None, None).expect("capture");
+        w.append(&h).expect("append");
+    }
+    drop(w);
+    let a = Archive::open(&path).expect("open");
+    let mut h2 = a.to_history().expect("load");
+    drop(a);
+    let mut w = ArchiveWriter::open(&path, Durability::EveryAppend).expect("reopen");
+    for i in 30..400u64 {
+        let n = mem.len();
+        mem[(i as usize * 577) % n] = (i as u8).wrapping_add(1);
+        h2.capture(i, &mem, &[], None, None).expect("capture");
+        h.capture(i, &mem, &[], None, None).expect("capture");
+        w.append(&h2).expect("append");
+    }
+    let a = Archive::open(&path).expect("open");
+    check_same(&h, &a);
+    a.verify().expect("verify");
+}
+
+#[test]
+fn compact_frees_what_the_policy_drops() {
+    let dir = tmpdir();
+    let path = dir.path().join("gc.rwd");
+    let mut h = History::new(HistoryConfig::new(1024).expect("cfg").seed(4)).expect("history");
+    let mut w = ArchiveWriter::create(&path, &h, Durability::Manual).expect("create");
+    let mut mem = vec![0u8; 16 * 1024];
+    for i in 0..200u64 {
+        let at = (i as usize * 1031) % mem.len();
+        mem[at..at + 16].fill(i as u8);
+        h.capture(i, &mem, &[GlobalValue::I32(i as i32)], None, None)
+            .expect("capture");
+        w.append(&h).expect("append");
+    }
+    drop(w);
+    let policy = Policy::default().keep_last(20);
+    let rep = rewind_archive::compact(&path, &policy).expect("compact");
+    assert_eq!(rep.records_before, 200);
+    assert_eq!(rep.records_after, 20);
+    assert!(rep.bytes_after < rep.bytes_before);
+    let a = Archive::open(&path).expect("open");
+    assert_eq!(a.records().expect("records").len(), 20);
+    Collector::new(policy).collect(&mut h).expect("gc");
+    check_same(&h, &a);
+    a.verify().expect("verify");
+    assert!(matches!(
+        a.at(10),
+        Err(rewind_archive::ArchiveError::NotOnTimeline { iteration: 10 })
+    ));
+}
