@@ -206,6 +206,7 @@ impl Collector {
                 }
             }
         }
+        history.maintain_all();
         if let Some(budget) = self.policy.budget {
             report.over_budget = !self.thin(history, budget, &mut report)?;
         }

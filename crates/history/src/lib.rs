@@ -691,11 +691,16 @@ impl History {
         Ok(removed)
     }
 
-    /// Store upkeep, once per iteration: compress raw pages that aged without being
-    /// replaced. Returns the pages examined (proportional to the pages stored that long
-    /// ago).
+    /// Store upkeep, once per iteration: compress a bounded number of raw pages that
+    /// aged without being replaced (see `StoreConfig::compress_budget`). Returns the
+    /// pages examined.
     pub fn maintain(&mut self) -> usize {
         self.store.compress_aged()
+    }
+
+    /// Compress every raw page that has aged, with no per-call limit.
+    pub fn maintain_all(&mut self) -> usize {
+        self.store.compress_all_aged()
     }
 
     /// Bytes held by the history: stored page objects, input blobs, and an estimate of

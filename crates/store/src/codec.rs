@@ -37,10 +37,12 @@ pub const RUN_HEADER: usize = 4;
 /// [`RUN_HEADER`] bytes, so copying a short equal gap is cheaper.
 pub const MERGE_GAP: usize = RUN_HEADER;
 
-/// Reusable buffers for encoding pages.
+/// Reusable buffers for encoding pages: the lz4 output buffer and hash table are kept
+/// between calls (a fresh table per page costs an allocation and a zeroing).
 #[derive(Default)]
 pub struct Scratch {
     lz4: Vec<u8>,
+    table: lz4_flex::block::CompressTable,
     delta: Vec<u8>,
 }
 
@@ -57,7 +59,7 @@ pub fn encode_full(page: &[u8], scratch: &mut Scratch) -> (Encoding, Box<[u8]>) 
     if scratch.lz4.len() < max {
         scratch.lz4.resize(max, 0);
     }
-    match lz4_flex::block::compress_into(page, &mut scratch.lz4) {
+    match lz4_flex::block::compress_into_with_table(page, &mut scratch.lz4, &mut scratch.table) {
         Ok(n) if n < page.len() - page.len() / 8 => {
             (Encoding::Lz4, scratch.lz4.get(..n).unwrap_or(page).into())
         }
@@ -218,6 +220,23 @@ impl<'a> ChangedRuns<'a> {
 
 const BLOCK: usize = 64;
 
+/// Whether the `BLOCK` bytes at `i` are equal in both slices. Comparing fixed-size arrays
+/// lets the compiler emit inline vector compares instead of a `memcmp` call per block.
+#[inline(always)]
+fn block_eq(a: &[u8], b: &[u8], i: usize) -> bool {
+    let x = a.get(i..i + BLOCK).and_then(|s| <&[u8; BLOCK]>::try_from(s).ok());
+    let y = b.get(i..i + BLOCK).and_then(|s| <&[u8; BLOCK]>::try_from(s).ok());
+    matches!((x, y), (Some(x), Some(y)) if x == y)
+}
+
+/// The 8 bytes at `i` of a slice as a little-endian word, if there are 8.
+#[inline(always)]
+fn word(a: &[u8], i: usize) -> Option<u64> {
+    a.get(i..i + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_le_bytes)
+}
+
 impl Iterator for ChangedRuns<'_> {
     type Item = (usize, usize);
 
@@ -225,9 +244,17 @@ impl Iterator for ChangedRuns<'_> {
         let (a, b) = (self.a, self.b);
         let n = a.len();
         let mut i = self.pos;
-        // Skip equal blocks, then equal bytes.
-        while i + BLOCK <= n && a[i..i + BLOCK] == b[i..i + BLOCK] {
+        // Skip equal blocks, then equal words, then equal bytes.
+        while i + BLOCK <= n && block_eq(a, b, i) {
             i += BLOCK;
+        }
+        while let (Some(x), Some(y)) = (word(a, i), word(b, i)) {
+            let d = x ^ y;
+            if d != 0 {
+                i += (d.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
         }
         while i < n && a[i] == b[i] {
             i += 1;
@@ -240,9 +267,8 @@ impl Iterator for ChangedRuns<'_> {
         while i < n && a[i] != b[i] {
             i += 1;
         }
-        let end = i;
         self.pos = i;
-        Some((start, end))
+        Some((start, i))
     }
 }
 

@@ -29,11 +29,14 @@ pub struct StoreConfig {
     /// Frames a raw page waits before [`PageStore::compress_aged`] compresses it
     /// (pages replaced sooner become deltas and are never compressed).
     pub compress_after: u64,
+    /// The most pages one [`PageStore::compress_aged`] call compresses, so a per-frame
+    /// call has a bounded cost; [`PageStore::compress_all_aged`] has no limit.
+    pub compress_budget: usize,
 }
 
 impl StoreConfig {
     /// Defaults for a page size: chains of at most 8 deltas, deltas of up to 1/4 page,
-    /// compression of pages left unreplaced for 16 frames.
+    /// compression of pages left unreplaced for 16 frames, at most 16 per call.
     pub fn new(page_size: PageSize) -> Self {
         StoreConfig {
             page_size,
@@ -41,6 +44,7 @@ impl StoreConfig {
             max_chain: 8,
             delta_divisor: 4,
             compress_after: 16,
+            compress_budget: 16,
         }
     }
 
@@ -211,6 +215,7 @@ pub struct PageStore {
     max_chain: u8,
     delta_limit: usize,
     compress_after: u64,
+    compress_budget: usize,
     objects: KeyMap<Entry>,
     /// Raw pages in the order they were stored, with their frame, awaiting compression.
     young: VecDeque<(PageHash, u64)>,
@@ -232,6 +237,7 @@ impl PageStore {
             max_chain: config.max_chain,
             delta_limit: ps / config.delta_divisor.max(1) as usize,
             compress_after: config.compress_after,
+            compress_budget: config.compress_budget,
             objects: KeyMap::default(),
             young: VecDeque::new(),
             frame: 0,
@@ -394,13 +400,33 @@ impl PageStore {
         }
     }
 
-    /// Compress raw pages stored at least `compress_after` frames ago that are still
-    /// whole and raw. Returns how many pages were examined; the work is proportional to
-    /// the pages that aged out since the last call.
+    /// Compress up to `compress_budget` raw pages stored at least `compress_after` frames
+    /// ago that are still whole and raw, oldest first. Returns how many pages were
+    /// examined. Pages left over wait for the next call.
     pub fn compress_aged(&mut self) -> usize {
+        self.compress_some(self.compress_budget)
+    }
+
+    /// Compress every raw page that has aged (for explicit, idle-time collection).
+    pub fn compress_all_aged(&mut self) -> usize {
+        self.compress_some(usize::MAX)
+    }
+
+    /// Raw pages waiting to age or to be compressed.
+    pub fn young_pages(&self) -> usize {
+        self.young.len()
+    }
+
+    fn compress_some(&mut self, budget: usize) -> usize {
+        // A queue that outgrows what compression keeps up with drops its oldest entries:
+        // those pages stay raw (correct, only larger), and the queue stays bounded.
+        const QUEUE_CAP: usize = 1 << 20;
+        while self.young.len() > QUEUE_CAP {
+            self.young.pop_front();
+        }
         let mut n = 0;
         while let Some(&(h, f)) = self.young.front() {
-            if f.saturating_add(self.compress_after) > self.frame {
+            if n >= budget || f.saturating_add(self.compress_after) > self.frame {
                 break;
             }
             self.young.pop_front();
