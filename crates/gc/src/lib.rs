@@ -170,12 +170,13 @@ impl Collector {
             }
         }
         if let Some(age) = self.policy.abandoned_max_age {
+            // Abandoned records come oldest first: stop at the first young one. Pinned
+            // old ones are skipped (and looked at again next step: pins are few).
             let cutoff = history.next_record_id().0.saturating_sub(age);
             let old: Vec<RecordId> = history
-                .records()
-                .take_while(|r| r.id().0 < cutoff)
-                .filter(|r| !history.on_timeline(r.id()))
+                .abandoned()
                 .map(|r| r.id())
+                .take_while(|id| id.0 < cutoff)
                 .collect();
             for id in old {
                 report.examined += 1;
@@ -192,20 +193,6 @@ impl Collector {
     /// A full collection: every rule, including the budget.
     pub fn collect(&mut self, history: &mut History) -> Result<GcReport, GcError> {
         let mut report = self.step(history)?;
-        if let Some(age) = self.policy.abandoned_max_age {
-            let cutoff = history.next_record_id().0.saturating_sub(age);
-            let old: Vec<RecordId> = history
-                .records()
-                .filter(|r| r.id().0 < cutoff && !history.on_timeline(r.id()))
-                .map(|r| r.id())
-                .collect();
-            for id in old {
-                report.examined += 1;
-                if !self.protected(history, id) {
-                    report.removed += history.remove(id)?;
-                }
-            }
-        }
         history.maintain_all();
         if let Some(budget) = self.policy.budget {
             report.over_budget = !self.thin(history, budget, &mut report)?;

@@ -32,7 +32,7 @@
 
 mod parts;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rewind_snapshot::{capture, GlobalValue, Live, Restored, Snapshot, SnapshotError, StateHash};
 use rewind_store::{PageHash, PageSize, PageStore, StoreConfig, StoreError, StoreStats};
@@ -283,6 +283,16 @@ pub struct History {
     head: Option<RecordId>,
     next_id: u64,
     inputs: HashMap<PageHash, Blob>,
+    /// Records off the current timeline, by number (oldest first for GC).
+    abandoned: BTreeSet<RecordId>,
+    /// Running estimate of record metadata bytes (see [`History::resident_bytes`]).
+    meta_bytes: u64,
+    /// Bytes of input blobs held.
+    input_bytes: u64,
+}
+
+fn meta_bytes(changes: usize, globals: usize) -> u64 {
+    128 + 20 * changes as u64 + 16 * globals as u64
 }
 
 impl History {
@@ -295,7 +305,26 @@ impl History {
             head: None,
             next_id: 0,
             inputs: HashMap::new(),
+            abandoned: BTreeSet::new(),
+            meta_bytes: 0,
+            input_bytes: 0,
         })
+    }
+
+    /// Recompute the running counters and the abandoned set from scratch.
+    fn recount(&mut self) {
+        self.meta_bytes = self
+            .records
+            .values()
+            .map(|r| meta_bytes(r.changes.len(), r.snapshot.globals().len()))
+            .sum();
+        self.input_bytes = self.inputs.values().map(|b| b.bytes.len() as u64).sum();
+        self.abandoned = self
+            .records
+            .values()
+            .filter(|r| self.timeline.get(&r.iteration) != Some(&r.id))
+            .map(|r| r.id)
+            .collect();
     }
 
     /// The page store.
@@ -353,11 +382,9 @@ impl History {
         self.timeline.len()
     }
 
-    /// Records not on the current timeline (superseded by a rollback).
+    /// Records not on the current timeline (superseded by a rollback), oldest first.
     pub fn abandoned(&self) -> impl Iterator<Item = &Record> + '_ {
-        self.records
-            .values()
-            .filter(|r| self.timeline.get(&r.iteration) != Some(&r.id))
+        self.abandoned.iter().filter_map(|id| self.records.get(id))
     }
 
     /// True when the record is on the current timeline.
@@ -424,11 +451,15 @@ impl History {
         };
         let input = input.map(|bytes| {
             let h = self.store.hasher().bytes(bytes);
+            let input_bytes = &mut self.input_bytes;
             self.inputs
                 .entry(h)
-                .or_insert_with(|| Blob {
-                    bytes: bytes.into(),
-                    refs: 0,
+                .or_insert_with(|| {
+                    *input_bytes += bytes.len() as u64;
+                    Blob {
+                        bytes: bytes.into(),
+                        refs: 0,
+                    }
                 })
                 .refs += 1;
             h
@@ -455,6 +486,7 @@ impl History {
         if let Some(p) = self.head.and_then(|h| self.records.get_mut(&h)) {
             p.children.push(id);
         }
+        self.meta_bytes += meta_bytes(record.changes.len(), record.snapshot.globals().len());
         self.records.insert(id, record);
         self.timeline.insert(iteration, id);
         self.head = Some(id);
@@ -466,7 +498,8 @@ impl History {
     /// from here. Live memory is not touched: see [`History::rollback_and_restore`].
     pub fn rollback(&mut self, iteration: u64) -> Result<&Record, HistoryError> {
         let id = self.at(iteration)?.id;
-        self.timeline.split_off(&(iteration + 1));
+        let cut = self.timeline.split_off(&(iteration + 1));
+        self.abandoned.extend(cut.into_values());
         self.head = Some(id);
         self.at(iteration)
     }
@@ -486,6 +519,7 @@ impl History {
         }
         self.timeline = timeline;
         self.head = Some(id);
+        self.recount();
         self.records.get(&id).ok_or(HistoryError::NoSuchRecord(id))
     }
 
@@ -616,6 +650,8 @@ impl History {
         if self.timeline.get(&rec.iteration) == Some(&id) {
             self.timeline.remove(&rec.iteration);
         }
+        self.abandoned.remove(&id);
+        self.meta_bytes -= meta_bytes(rec.changes.len(), rec.snapshot.globals().len());
         match rec.parent {
             None => {
                 // A root owns every page of its snapshot. Its children become roots. Take
@@ -658,6 +694,7 @@ impl History {
                     };
                     child.parent = Some(p);
                     let merged = merge_changes(&rec.changes, &child.changes);
+                    self.meta_bytes += 20 * (merged.len() - child.changes.len()) as u64;
                     for &(i, h) in &rec.changes {
                         if child.changes.binary_search_by_key(&i, |e| e.0).is_err() {
                             self.store.retain(h)?;
@@ -678,6 +715,7 @@ impl History {
             if let Some(b) = self.inputs.get_mut(&h) {
                 b.refs -= 1;
                 if b.refs == 0 {
+                    self.input_bytes -= b.bytes.len() as u64;
                     self.inputs.remove(&h);
                     removed.inputs += 1;
                 }
@@ -705,15 +743,11 @@ impl History {
 
     /// Bytes held by the history: stored page objects, input blobs, and an estimate of
     /// record and snapshot metadata.
+    ///
+    /// O(1): kept as running counters.
     pub fn resident_bytes(&self) -> u64 {
         let store = self.store.stats();
-        let inputs: u64 = self.inputs.values().map(|b| b.bytes.len() as u64).sum();
-        let records: u64 = self
-            .records
-            .values()
-            .map(|r| 128 + 20 * r.changes.len() as u64 + 16 * r.snapshot.globals().len() as u64)
-            .sum();
-        store.stored_bytes + store.objects as u64 * 48 + inputs + records
+        store.stored_bytes + store.objects as u64 * 48 + self.input_bytes + self.meta_bytes
     }
 
     /// Check the history's invariants: every stored object's hash and reference count
@@ -748,6 +782,27 @@ impl History {
         }
         if let Some(h) = self.store.verify().first() {
             return Err(format!("object {h} does not rebuild to its hash"));
+        }
+        let meta: u64 = self
+            .records
+            .values()
+            .map(|r| meta_bytes(r.changes.len(), r.snapshot.globals().len()))
+            .sum();
+        let inputs: u64 = self.inputs.values().map(|b| b.bytes.len() as u64).sum();
+        if meta != self.meta_bytes || inputs != self.input_bytes {
+            return Err(format!(
+                "running counters drifted: metadata {} vs {meta}, inputs {} vs {inputs}",
+                self.meta_bytes, self.input_bytes
+            ));
+        }
+        let abandoned: BTreeSet<RecordId> = self
+            .records
+            .values()
+            .filter(|r| self.timeline.get(&r.iteration) != Some(&r.id))
+            .map(|r| r.id)
+            .collect();
+        if abandoned != self.abandoned {
+            return Err("the abandoned set does not match the timeline".to_string());
         }
         Ok(())
     }

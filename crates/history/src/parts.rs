@@ -27,6 +27,9 @@ impl History {
             head: None,
             next_id: 0,
             inputs: Default::default(),
+            abandoned: Default::default(),
+            meta_bytes: 0,
+            input_bytes: 0,
         }
     }
 
@@ -94,6 +97,7 @@ impl History {
                 self.timeline.clear();
             }
         }
+        self.recount();
         Ok(())
     }
 }

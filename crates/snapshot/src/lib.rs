@@ -317,15 +317,12 @@ pub fn capture(
     }
     let hasher = *store.hasher();
     let mut new_changes = Vec::new();
+    let mut prev_focus = prev.pages.focus();
     for &i in &candidates {
         let start = i as usize * page;
         let bytes = &memory[start..start + page];
         let h = hasher.page(bytes);
-        let old = if (i as usize) < old_n {
-            prev.pages[i as usize]
-        } else {
-            PageHash::ZERO
-        };
+        let old = prev_focus.get(i as usize).copied().unwrap_or(PageHash::ZERO);
         if h != old {
             if let Err(e) = store.put(h, bytes, old) {
                 for c in &new_changes {
