@@ -7,10 +7,15 @@
 //! state hash is checked against a straight run that had the input on time.
 //!
 //! Run: `cargo run --release -p rewind-examples --example synthetic`
+//!
+//! With `-- --archive PATH`, the live run's history is also written to a `.rwd` archive
+//! (one commit after every record, default durability: synced on every append), which
+//! the `rewind` inspector reads: `cargo run --release -p rewind-cli -- log PATH`.
 
 use std::collections::BTreeMap;
 
 use rewind::{GlobalValue, LiveMemory, Options, Policy, Recorder};
+use rewind_archive::{ArchiveWriter, Durability};
 
 const PAGE: usize = 4096;
 const MEMORY: usize = 4 << 20;
@@ -63,7 +68,23 @@ fn step(mem: &mut [u8], frame: u64, input: u8, dirty: &mut Vec<u32>) -> GlobalVa
     GlobalValue::I64(energy)
 }
 
+/// `--archive PATH` from the command line, if given.
+fn archive_arg() -> Result<Option<std::path::PathBuf>, Box<dyn std::error::Error>> {
+    let mut args = std::env::args_os().skip(1);
+    let mut path = None;
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("--archive") => {
+                path = Some(args.next().ok_or("--archive needs a path")?.into());
+            }
+            _ => return Err(format!("unknown argument {a:?} (usage: synthetic [--archive PATH])").into()),
+        }
+    }
+    Ok(path)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let archive_path = archive_arg()?;
     // Inputs: frame -> input byte. Some arrive late (at frame + delay).
     let inputs: BTreeMap<u64, (u8, u64)> = (0..FRAMES)
         .filter(|f| f % 37 == 5)
@@ -92,6 +113,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .seed(2024)
             .policy(Policy::default().keep_last(WINDOW).abandoned_max_age(0)),
     )?;
+    let mut archive = match &archive_path {
+        Some(p) => Some(ArchiveWriter::create(p, rec.history(), Durability::EveryAppend)?),
+        None => None,
+    };
     let mut mem = vec![0u8; MEMORY];
     let mut known: BTreeMap<u64, u8> = BTreeMap::new();
     let (mut rollbacks, mut resimulated, mut pages_captured, mut captures) = (0u64, 0u64, 0u64, 0u64);
@@ -119,6 +144,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         Some(&dirty),
                         Some(&[known.get(&rf).copied().unwrap_or(0)]),
                     )?;
+                    if let Some(w) = &mut archive {
+                        w.append(rec.history())?;
+                    }
                     resimulated += 1;
                     if r.state_hash != expected[rf as usize] {
                         return Err(format!("desync at frame {rf} after rollback").into());
@@ -129,6 +157,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let input = known.get(&f).copied().unwrap_or(0);
         let g = step(&mut mem, f, input, &mut dirty);
         let r = rec.record(f, &mem, &[g], Some(&dirty), Some(&[input]))?;
+        if let Some(w) = &mut archive {
+            w.append(rec.history())?;
+        }
         pages_captured += r.pages_changed as u64;
         captures += 1;
         f += 1;
@@ -163,5 +194,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ring as f64 / 1048576.0,
         ring as f64 / resident as f64
     );
+    if let (Some(w), Some(p)) = (&archive, &archive_path) {
+        println!(
+            "archive: {} ({:.1} MiB, {} records); inspect it with `cargo run --release -p rewind-cli -- log {}`",
+            p.display(),
+            w.len() as f64 / 1048576.0,
+            w.records(),
+            p.display()
+        );
+    }
     Ok(())
 }

@@ -50,7 +50,10 @@ mod writer;
 use std::path::Path;
 
 pub use error::ArchiveError;
-pub use reader::{Archive, ArchiveInfo, RecordInfo, TornTail, VerifyReport};
+pub use reader::{
+    Archive, ArchiveInfo, ObjectInfo, ObjectKind, RecordDetail, RecordInfo, TornTail, VerifyReport,
+};
+pub use rewind_history::Blame;
 pub use writer::{AppendReport, ArchiveWriter, Durability, CHECKPOINT_HOPS, MERGE_FANOUT};
 
 use rewind_gc::{Collector, Policy};

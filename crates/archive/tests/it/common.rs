@@ -44,4 +44,56 @@ pub fn check_same(history: &History, archive: &Archive) {
             .any(|l| l.id == r.id() && l.on_timeline == history.on_timeline(r.id())));
     }
     assert_eq!(archive.head(), history.head().map(|h| h.id()));
+    check_inspection(history, archive, listed.len());
+}
+
+/// The inspection queries (change lists, blame, diff) agree with the history, when the
+/// archive holds exactly the history's records (nothing collected from memory only).
+fn check_inspection(history: &History, archive: &Archive, listed: usize) {
+    if listed != history.len() {
+        return;
+    }
+    let ps = history.page_size().bytes() as u64;
+    let mut prev: Option<rewind_history::RecordId> = None;
+    for r in history.timeline() {
+        if let Some(p) = r.parent() {
+            let want: Vec<_> = r
+                .changes()
+                .iter()
+                .copied()
+                .filter(|(i, _)| (*i as u64) < r.snapshot().memory_len() / ps)
+                .collect();
+            let got = archive.changes(r.id()).expect("changes");
+            let parent_len = history.record(p).expect("parent").snapshot().memory_len() / ps;
+            // Slots a grown memory adds as zero pages are not changes to the archive.
+            let want: Vec<_> = want
+                .into_iter()
+                .filter(|(i, h)| !(h.is_zero() && *i as u64 >= parent_len))
+                .collect();
+            assert_eq!(got, want, "change list of {}", r.id());
+        }
+        let len = r.snapshot().memory_len();
+        for (addr, n) in [(0u64, 1u64), (ps / 2, 8), (len.saturating_sub(3), 3), (ps - 2, 5)] {
+            if n == 0 || addr + n > len {
+                continue;
+            }
+            let want = history.blame(r.iteration(), addr, n).expect("history blame");
+            let got = archive.blame(r.id(), addr, n).expect("archive blame");
+            assert_eq!(got, want, "blame of {} at {addr}+{n}", r.id());
+            let chain = archive.blame_chain(r.id(), addr, n, 4).expect("chain");
+            assert_eq!(chain.first().copied(), want);
+            assert!(chain.windows(2).all(|w| w[0].iteration > w[1].iteration));
+        }
+        if let Some(p) = prev {
+            let a = history.record(p).expect("prev").snapshot();
+            let want = rewind_snapshot::diff(a, r.snapshot());
+            assert_eq!(
+                archive.diff(p, r.id()).expect("diff"),
+                want,
+                "diff {p} {}",
+                r.id()
+            );
+        }
+        prev = Some(r.id());
+    }
 }

@@ -1,0 +1,112 @@
+//! Measures the import phase: `rewind import` of 1 GiB of frames (read, compare with the
+//! previous frame, hash and store the changed pages, append each record to the archive)
+//! against the floor of reading the input once and hashing every page with xxh3-128.
+//! A timed run, not criterion: one pass over 1 GiB is already a long sample. Prints both
+//! throughputs and their ratio (goal: import within 2x of the floor).
+//!
+//! Run: `REWIND_BENCH_FRAMES=/path/frames.bin REWIND_BENCH_FRAME_SIZE=16MiB \
+//!   CARGO_TARGET_DIR=/work/target-cli cargo bench -p rewind-cli --bench import`
+//! Without `REWIND_BENCH_FRAMES`, 1 GiB of frames (64 × 16 MiB, ~400 32-byte writes
+//! per frame) is generated in a temporary directory first.
+
+use std::io::Read;
+use std::time::Instant;
+
+use rewind_cli::import::{self, Frames, ImportOptions};
+
+const PAGE: usize = 4096;
+
+fn generate(path: &std::path::Path, frame: usize, n: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut mem = vec![0u8; frame];
+    let mut x = 0x2545F4914F6CDD1Du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for off in (0..frame / 2).step_by(PAGE) {
+        for b in &mut mem[off..off + 256] {
+            *b = next() as u8;
+        }
+    }
+    for _ in 0..n {
+        for _ in 0..400 {
+            let a = next() as usize % (frame - 64);
+            for b in &mut mem[a..a + 32] {
+                *b = next() as u8;
+            }
+        }
+        std::io::Write::write_all(&mut f, &mem).expect("write");
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let frame_size = std::env::var("REWIND_BENCH_FRAME_SIZE")
+        .ok()
+        .map(|s| rewind_cli::inspect::parse_u64(&s).expect("frame size"))
+        .unwrap_or(16 << 20);
+    let path = match std::env::var_os("REWIND_BENCH_FRAMES") {
+        Some(p) => p.into(),
+        None => {
+            let p = dir.path().join("frames.bin");
+            generate(&p, frame_size as usize, (1usize << 30) / frame_size as usize);
+            p
+        }
+    };
+    let total = std::fs::metadata(&path).expect("stat").len();
+    let mib = total as f64 / 1048576.0;
+    // Warm the page cache so both runs read from memory.
+    let mut buf = vec![0u8; frame_size as usize];
+    let mut f = std::fs::File::open(&path).expect("open");
+    while f.read(&mut buf).expect("read") > 0 {}
+
+    // Floor: read once + xxh3-128 of every page.
+    let t = Instant::now();
+    let mut f = std::fs::File::open(&path).expect("open");
+    let mut acc = 0u128;
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        for p in buf[..n].chunks(PAGE) {
+            acc ^= xxhash_rust::xxh3::xxh3_128_with_seed(p, 7);
+        }
+    }
+    let floor = t.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+
+    let out = dir.path().join("bench.rwd");
+    let t = Instant::now();
+    let rep = import::import(
+        &Frames::Packed {
+            path: path.clone(),
+            frame_size,
+        },
+        &out,
+        &ImportOptions {
+            page_size: PAGE as u64,
+            seed: Some(7),
+            first_iteration: 0,
+        },
+        &mut |_, _| {},
+    )
+    .expect("import");
+    let imp = t.elapsed().as_secs_f64();
+    println!(
+        "input {mib:.0} MiB ({} frames of {} MiB, {} pages changed)",
+        rep.frames,
+        frame_size >> 20,
+        rep.pages_changed
+    );
+    println!("read + xxh3-128 per page: {floor:.3} s, {:.0} MiB/s", mib / floor);
+    println!(
+        "import:                   {imp:.3} s, {:.0} MiB/s, archive {:.1} MiB",
+        mib / imp,
+        rep.archive_bytes as f64 / 1048576.0
+    );
+    println!("import / floor: {:.2}x", imp / floor);
+}

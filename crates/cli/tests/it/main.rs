@@ -1,0 +1,634 @@
+//! Integration tests of the `rewind` binary: every command on a real archive, round
+//! trips against the imported frames, and bad input.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+const PAGE: usize = 1024;
+const MEM: usize = 16 * PAGE;
+const FRAMES: usize = 40;
+
+fn rewind() -> Command {
+    Command::cargo_bin("rewind").expect("the rewind binary is built for tests")
+}
+
+/// Deterministic frames with known writes: a few small writes per frame at scattered
+/// addresses, some pages reverting to earlier contents, one page that never changes.
+fn frames() -> Vec<Vec<u8>> {
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut mem = vec![0u8; MEM];
+    let mut out = Vec::new();
+    for f in 0..FRAMES {
+        for _ in 0..(1 + f % 4) {
+            let addr = (next() as usize) % (MEM - 8 - PAGE) + PAGE; // page 0 stays zero
+            let len = 1 + (next() as usize) % 8;
+            for b in &mut mem[addr..addr + len] {
+                *b = next() as u8;
+            }
+        }
+        if f % 10 == 7 {
+            // write a value and then restore it: the bytes change and change back
+            mem[5 * PAGE + 3] ^= 0xff;
+        }
+        // a counter at a fixed address, changing every 3rd frame
+        if f % 3 == 0 {
+            mem[2 * PAGE + 100..2 * PAGE + 104].copy_from_slice(&(f as u32).to_le_bytes());
+        }
+        out.push(mem.clone());
+    }
+    out
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    frames: Vec<Vec<u8>>,
+    files: Vec<PathBuf>,
+    archive: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let frames = frames();
+    let mut files = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let p = dir.path().join(format!("frame{i:03}.bin"));
+        std::fs::write(&p, f).expect("write frame");
+        files.push(p);
+    }
+    let archive = dir.path().join("h.rwd");
+    rewind()
+        .args(["import", "--page-size", "1024", "--seed", "7", "-o"])
+        .arg(&archive)
+        .args(&files)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("imported {FRAMES} frames")));
+    Fixture {
+        dir,
+        frames,
+        files,
+        archive,
+    }
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run rewind");
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json(cmd: &mut Command) -> serde_json::Value {
+    serde_json::from_str(&stdout(cmd)).expect("valid JSON")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A command on bad input: non-zero exit, one line on stderr naming `what`, no panic.
+fn fails(cmd: &mut Command, what: &str) {
+    let out = cmd.output().expect("run rewind");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert_ne!(out.status.code(), Some(101), "panicked: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.contains("warning:")).collect();
+    assert_eq!(lines.len(), 1, "not one line: {err:?}");
+    assert!(lines[0].starts_with("rewind: "), "{err}");
+    assert!(err.contains(what), "error {err:?} does not name {what:?}");
+}
+
+fn digest(p: &Path) -> Vec<u8> {
+    std::fs::read(p).expect("read file")
+}
+
+#[test]
+fn import_then_export_every_iteration_gives_back_the_frames() {
+    let fx = fixture();
+    for (i, f) in fx.frames.iter().enumerate() {
+        let out = fx.dir.path().join(format!("out{i}.bin"));
+        rewind()
+            .args(["export"])
+            .arg(&fx.archive)
+            .arg(i.to_string())
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+        assert!(digest(&out) == *f, "iteration {i} differs from its frame");
+        let g: serde_json::Value =
+            serde_json::from_slice(&digest(&out.with_extension("globals.json"))).expect("globals JSON");
+        assert_eq!(g, serde_json::json!([]));
+    }
+}
+
+#[test]
+fn import_of_one_packed_file_equals_import_of_many() {
+    let fx = fixture();
+    let packed = fx.dir.path().join("all.bin");
+    std::fs::write(&packed, fx.frames.concat()).expect("write");
+    let a2 = fx.dir.path().join("packed.rwd");
+    rewind()
+        .args(["import", "--page-size", "1k", "--seed", "7", "--frame-size"])
+        .arg(MEM.to_string())
+        .arg(&packed)
+        .arg("-o")
+        .arg(&a2)
+        .assert()
+        .success();
+    let l1 = json(rewind().arg("log").arg(&fx.archive).arg("--json"));
+    let l2 = json(rewind().arg("log").arg(&a2).arg("--json"));
+    let hashes = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|e| e["state_hash"].as_str().expect("hash").to_string())
+            .collect()
+    };
+    assert_eq!(hashes(&l1), hashes(&l2));
+    assert_eq!(hashes(&l1).len(), FRAMES);
+}
+
+#[test]
+fn cat_agrees_with_the_frames() {
+    let fx = fixture();
+    for (i, addr, len) in [
+        (0usize, 1024u64, 64u64),
+        (13, 2 * 1024 + 100, 4),
+        (39, 1000, 100),
+        (25, 0, 16),
+    ] {
+        let raw = rewind()
+            .args(["cat", "--raw", "--addr"])
+            .arg(format!("{addr:#x}"))
+            .arg("--len")
+            .arg(len.to_string())
+            .arg(&fx.archive)
+            .arg(i.to_string())
+            .output()
+            .expect("run");
+        assert!(raw.status.success());
+        let want = &fx.frames[i][addr as usize..(addr + len) as usize];
+        assert_eq!(raw.stdout, want, "cat {i} {addr:#x}+{len}");
+        let j = json(rewind().arg("cat").arg(&fx.archive).arg(i.to_string()).args([
+            "--json",
+            "--addr",
+            &addr.to_string(),
+            "--len",
+            &len.to_string(),
+        ]));
+        assert_eq!(j["hex"], hex(want));
+    }
+    let text = stdout(
+        rewind()
+            .arg("cat")
+            .arg(&fx.archive)
+            .args(["3", "--addr", "0x800", "--len", "20"]),
+    );
+    assert!(text.starts_with("00000800 "), "{text}");
+    assert_eq!(text.lines().count(), 2);
+}
+
+/// Brute force: the latest j ≤ i where the range differs from frame j-1.
+fn brute_blame(frames: &[Vec<u8>], i: usize, addr: usize, len: usize) -> Vec<(usize, bool)> {
+    let r = addr..addr + len;
+    let mut out = Vec::new();
+    let mut j = i;
+    loop {
+        if j == 0 {
+            if frames[0][r.clone()].iter().any(|b| *b != 0) {
+                out.push((0, true));
+            }
+            return out;
+        }
+        if frames[j][r.clone()] != frames[j - 1][r.clone()] {
+            out.push((j, false));
+        }
+        j -= 1;
+    }
+}
+
+#[test]
+fn blame_agrees_with_a_brute_force_scan() {
+    let fx = fixture();
+    let cases = [
+        (39usize, 2 * 1024 + 100, 4usize),
+        (20, 2 * 1024 + 101, 1),
+        (39, 5 * 1024 + 3, 1),
+        (30, 0, 8),
+        (39, 1024, 2048),
+        (10, 4000, 200),
+    ];
+    for (i, addr, len) in cases {
+        let want = brute_blame(&fx.frames, i, addr, len);
+        let j = json(rewind().arg("blame").arg(&fx.archive).arg(i.to_string()).args([
+            "--history",
+            "--json",
+            "--addr",
+            &addr.to_string(),
+            "--len",
+            &len.to_string(),
+        ]));
+        let got: Vec<(usize, bool)> = j["changes"]
+            .as_array()
+            .expect("changes")
+            .iter()
+            .map(|c| {
+                (
+                    c["iteration"].as_u64().expect("iteration") as usize,
+                    c["at_oldest"].as_bool().expect("bool"),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "blame {i} {addr}+{len}");
+        for c in j["changes"].as_array().expect("changes") {
+            let it = c["iteration"].as_u64().expect("it") as usize;
+            assert_eq!(c["after"], hex(&fx.frames[it][addr..addr + len]));
+            if it > 0 {
+                assert_eq!(c["before"], hex(&fx.frames[it - 1][addr..addr + len]));
+            }
+        }
+        // Without --history: only the latest.
+        let j1 = json(rewind().arg("blame").arg(&fx.archive).arg(i.to_string()).args([
+            "--json",
+            "--addr",
+            &addr.to_string(),
+            "--len",
+            &len.to_string(),
+        ]));
+        assert_eq!(
+            j1["changes"].as_array().expect("changes").len(),
+            want.len().min(1)
+        );
+    }
+    let text = stdout(
+        rewind()
+            .arg("blame")
+            .arg(&fx.archive)
+            .args(["39", "--addr", "0x864", "--len", "4"]),
+    );
+    assert!(text.contains("changed at iteration 39"), "{text}");
+}
+
+#[test]
+fn log_show_diff_stats_verify_heatmap_work_and_json_parses() {
+    let fx = fixture();
+    let log = json(rewind().arg("log").arg(&fx.archive).arg("--json"));
+    let log = log.as_array().expect("array");
+    assert_eq!(log.len(), FRAMES);
+    assert_eq!(log[0]["iteration"], 0);
+    assert!(stdout(rewind().arg("log").arg(&fx.archive).arg("--all")).contains("state hash"));
+
+    let show = json(rewind().arg("show").arg(&fx.archive).args(["12", "--json"]));
+    assert_eq!(show["memory_len"], MEM as u64);
+    assert_eq!(show["state_hash"], log[12]["state_hash"]);
+    let changed: Vec<u64> = show["changed_pages"]
+        .as_array()
+        .expect("pages")
+        .iter()
+        .map(|v| v.as_u64().expect("u64"))
+        .collect();
+    let want: Vec<u64> = (0..MEM / PAGE)
+        .filter(|p| fx.frames[12][p * PAGE..(p + 1) * PAGE] != fx.frames[11][p * PAGE..(p + 1) * PAGE])
+        .map(|p| p as u64)
+        .collect();
+    assert_eq!(changed, want);
+    assert!(stdout(rewind().arg("show").arg(&fx.archive).arg("12")).contains("globals        none"));
+
+    let d = json(rewind().arg("diff").arg(&fx.archive).args(["3", "30", "--json"]));
+    let differing = fx.frames[3]
+        .iter()
+        .zip(&fx.frames[30])
+        .filter(|(a, b)| a != b)
+        .count() as u64;
+    assert_eq!(d["bytes_differing"], differing);
+    let text = stdout(rewind().arg("diff").arg(&fx.archive).args(["3", "30"]));
+    assert!(text.contains("   -0000") && text.contains("   +0000"), "{text}");
+    let stat = stdout(rewind().arg("diff").arg(&fx.archive).args(["3", "30", "--stat"]));
+    assert!(stat.contains(&format!("{differing} bytes")), "{stat}");
+    assert!(!stat.contains("   -0000"));
+
+    let s = json(rewind().arg("stats").arg(&fx.archive).arg("--json"));
+    assert_eq!(s["records"], FRAMES as u64);
+    assert!(s["objects"].as_u64().expect("objects") > 0);
+    assert!(stdout(rewind().arg("stats").arg(&fx.archive)).contains("compression"));
+
+    rewind()
+        .arg("verify")
+        .arg(&fx.archive)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sound"));
+    let v = json(rewind().arg("verify").arg(&fx.archive).arg("--json"));
+    assert_eq!(v["sound"], true);
+
+    let png = fx.dir.path().join("heat.png");
+    rewind()
+        .arg("heatmap")
+        .arg(&fx.archive)
+        .arg("-o")
+        .arg(&png)
+        .assert()
+        .success();
+    let bytes = digest(&png);
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = decoder.read_info().expect("a PNG that decodes");
+    assert!(reader.info().width >= 600 && reader.info().height >= 400);
+}
+
+#[test]
+fn gc_rewrites_under_a_policy_and_reports() {
+    let fx = fixture();
+    let before = digest(&fx.archive);
+    let out = fx.dir.path().join("small.rwd");
+    let j = json(
+        rewind()
+            .arg("gc")
+            .arg(&fx.archive)
+            .args(["--keep-last", "10", "--pin", "5", "--json", "-o"])
+            .arg(&out),
+    );
+    assert_eq!(j["records_before"], FRAMES as u64);
+    assert_eq!(j["records_after"], 11);
+    assert_eq!(
+        digest(&fx.archive),
+        before,
+        "gc -o must leave the input untouched"
+    );
+    let log = json(rewind().arg("log").arg(&out).arg("--json"));
+    let its: Vec<u64> = log
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["iteration"].as_u64().expect("it"))
+        .collect();
+    assert_eq!(its.first(), Some(&5));
+    assert_eq!(its.len(), 11);
+    // Pinned iteration 5 still exports to its frame; so does the head.
+    for (i, f) in [(5usize, &fx.frames[5]), (39, &fx.frames[39])] {
+        let m = fx.dir.path().join(format!("gc{i}.bin"));
+        rewind()
+            .arg("export")
+            .arg(&out)
+            .arg(i.to_string())
+            .arg("-o")
+            .arg(&m)
+            .assert()
+            .success();
+        assert!(digest(&m) == *f);
+    }
+    // Dry run writes nothing; in place rewrites.
+    rewind()
+        .arg("gc")
+        .arg(&fx.archive)
+        .args(["--keep-last", "3", "--dry-run"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("would keep 3 of 40"));
+    assert_eq!(digest(&fx.archive), before);
+    rewind()
+        .arg("gc")
+        .arg(&fx.archive)
+        .args(["--keep-last", "3"])
+        .assert()
+        .success();
+    rewind().arg("verify").arg(&fx.archive).assert().success();
+    fails(rewind().arg("gc").arg(&fx.archive), "retention rule");
+}
+
+#[test]
+fn progress_bars_are_absent_when_piped() {
+    let fx = fixture();
+    let png = fx.dir.path().join("h.png");
+    for args in [
+        vec!["verify".to_string()],
+        vec!["stats".to_string()],
+        vec!["heatmap".to_string(), "-o".to_string(), png.display().to_string()],
+    ] {
+        let out = rewind()
+            .arg(args[0].clone())
+            .arg(&fx.archive)
+            .args(&args[1..])
+            .output()
+            .expect("run");
+        assert!(out.status.success());
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = rewind()
+        .args(["import", "--page-size", "1024", "-o"])
+        .arg(fx.dir.path().join("again.rwd"))
+        .args(&fx.files[..5])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn bad_input_gives_one_line_errors_and_leaves_inputs_alone() {
+    let fx = fixture();
+    let d = fx.dir.path();
+    let archive_bytes = digest(&fx.archive);
+    // A missing file.
+    fails(rewind().arg("log").arg(d.join("missing.rwd")), "No such file");
+    // A non-archive.
+    fails(
+        rewind().arg("show").arg(&fx.files[0]).arg("0"),
+        "not a rewind archive",
+    );
+    // An iteration that is not retained.
+    fails(
+        rewind().arg("show").arg(&fx.archive).arg("400"),
+        "iteration 400 is not retained",
+    );
+    fails(
+        rewind().arg("cat").arg(&fx.archive).args(["400", "--addr", "0"]),
+        "not retained",
+    );
+    fails(
+        rewind().arg("diff").arg(&fx.archive).args(["1", "400"]),
+        "not retained",
+    );
+    // An address past the memory size.
+    fails(
+        rewind()
+            .arg("cat")
+            .arg(&fx.archive)
+            .args(["3", "--addr", "0x4000", "--len", "1"]),
+        "past the end of memory",
+    );
+    fails(
+        rewind()
+            .arg("blame")
+            .arg(&fx.archive)
+            .args(["3", "--addr", "0x3fff", "--len", "2"]),
+        "past the end of memory",
+    );
+    // A bad number: usage error, exit 2.
+    rewind()
+        .arg("cat")
+        .arg(&fx.archive)
+        .args(["3", "--addr", "zz"])
+        .assert()
+        .code(2);
+    // Frames of unequal size.
+    let short = d.join("short.bin");
+    std::fs::write(&short, vec![1u8; PAGE]).expect("write");
+    let out = d.join("bad.rwd");
+    fails(
+        rewind()
+            .args(["import", "--page-size", "1024", "-o"])
+            .arg(&out)
+            .arg(&fx.files[0])
+            .arg(&short),
+        "frames of unequal size",
+    );
+    fails(
+        rewind()
+            .args(["import", "--page-size", "1024", "--frame-size", "3000", "-o"])
+            .arg(&out)
+            .arg(&short),
+        "unequal size",
+    );
+    assert!(!out.exists(), "a failed import leaves no output");
+    // A page size that is not a power of two.
+    fails(
+        rewind()
+            .args(["import", "--page-size", "3000", "-o"])
+            .arg(&out)
+            .arg(&fx.files[0]),
+        "page size 3000 is not a power of two",
+    );
+    // -o never overwrites an input, even with --force.
+    let frame0 = digest(&fx.files[0]);
+    fails(
+        rewind()
+            .args(["import", "--force", "--page-size", "1024", "-o"])
+            .arg(&fx.files[0])
+            .arg(&fx.files[0]),
+        "it is an input",
+    );
+    assert_eq!(digest(&fx.files[0]), frame0);
+    fails(
+        rewind()
+            .arg("export")
+            .arg(&fx.archive)
+            .args(["3", "--force", "-o"])
+            .arg(&fx.archive),
+        "it is an input",
+    );
+    fails(
+        rewind()
+            .arg("heatmap")
+            .arg(&fx.archive)
+            .args(["--force", "-o"])
+            .arg(&fx.archive),
+        "it is an input",
+    );
+    fails(
+        rewind()
+            .arg("gc")
+            .arg(&fx.archive)
+            .args(["--keep-last", "2", "--force", "-o"])
+            .arg(&fx.archive),
+        "it is an input",
+    );
+    // An existing output is not replaced without --force.
+    fails(
+        rewind()
+            .arg("export")
+            .arg(&fx.archive)
+            .arg("3")
+            .arg("-o")
+            .arg(&fx.files[1]),
+        "already exists",
+    );
+    assert_eq!(digest(&fx.archive), archive_bytes);
+
+    // A corrupt archive: flip a byte in the middle (a data segment).
+    let bad = d.join("corrupt.rwd");
+    let mut bytes = archive_bytes.clone();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&bad, &bytes).expect("write");
+    fails(rewind().arg("verify").arg(&bad), "not sound");
+    let v = rewind()
+        .arg("verify")
+        .arg(&bad)
+        .arg("--json")
+        .output()
+        .expect("run");
+    assert_eq!(v.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).expect("JSON");
+    assert_eq!(v["sound"], false);
+    assert!(v["problem"].as_str().expect("problem").contains("offset"), "{v}");
+    // Exporting every iteration: those that touch the damage fail with one line.
+    let mut failed = 0;
+    for i in 0..FRAMES {
+        let o = d.join(format!("c{i}.bin"));
+        let r = rewind()
+            .arg("export")
+            .arg(&bad)
+            .arg(i.to_string())
+            .arg("-o")
+            .arg(&o)
+            .output()
+            .expect("run");
+        if !r.status.success() {
+            failed += 1;
+            let e = String::from_utf8_lossy(&r.stderr);
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert_ne!(r.status.code(), Some(101));
+        } else {
+            assert!(
+                digest(&o) == fx.frames[i],
+                "a damaged archive exported wrong bytes for {i}"
+            );
+        }
+    }
+    assert!(failed > 0, "the damage went unnoticed");
+    assert_eq!(digest(&bad), bytes, "nothing writes over the input");
+
+    // A torn tail: a truncated archive still opens (warning) and verify says so.
+    let torn = d.join("torn.rwd");
+    std::fs::write(&torn, &archive_bytes[..archive_bytes.len() - 10]).expect("write");
+    let r = rewind().arg("log").arg(&torn).output().expect("run");
+    assert!(r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("torn tail"));
+    fails(rewind().arg("verify").arg(&torn), "torn tail");
+    // An empty file and a short garbage file.
+    let empty = d.join("empty.rwd");
+    std::fs::write(&empty, b"").expect("write");
+    fails(rewind().arg("stats").arg(&empty), "cannot open");
+}
+
+#[test]
+fn help_is_complete() {
+    for cmd in [
+        "log", "show", "diff", "cat", "blame", "export", "import", "heatmap", "verify", "gc", "stats",
+    ] {
+        rewind()
+            .args([cmd, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Usage: rewind"));
+    }
+    rewind().assert().code(2);
+}

@@ -1,0 +1,1068 @@
+//! A rollback session: a wasmer guest stepped one input at a time, every
+//! iteration captured into a [`rewind::Recorder`], with rollback,
+//! re-simulation and state-hash comparison.
+//!
+//! # The step ABI
+//!
+//! The guest exports a step function (by default `"step"`) in one of two forms,
+//! chosen by its signature:
+//!
+//! - **word**: `(func (export "step") (param i64))`. The input (at most 8
+//!   bytes) is passed as one `i64`, little-endian, zero-padded. For the small
+//!   per-frame inputs of rollback netcode (buttons, a direction).
+//! - **buffer**: `(func (export "step") (param i32))` plus two exported
+//!   *immutable* `i32` globals `input_ptr` and `input_cap`. The host writes the
+//!   input into linear memory at `input_ptr` (at most `input_cap` bytes,
+//!   through `MemoryView::write`) and calls `step(len)`. The input bytes are
+//!   then part of the guest's memory, so they are captured like any other
+//!   state.
+//!
+//! # Iterations
+//!
+//! The state right after instantiation (start function included) is
+//! iteration 0. Each successful [`Session::step`] records the next iteration
+//! (head + 1). [`Session::rollback_to`]`(k)` restores iteration `k` and makes it
+//! the head; the next step records `k + 1` on a new branch (the superseded
+//! records stay inspectable until garbage collection).
+//!
+//! # Failures
+//!
+//! A step that traps (or breaks the memory limit, or whose capture fails) is
+//! not recorded: the live instance is restored to the head (the last good
+//! state), the rollback hooks run, and the error is returned. The history is
+//! never touched by a failed step.
+//!
+//! A guest that loops forever blocks [`Session::step`]: wasmer's metering
+//! middleware (a separate crate, not used here) is the remedy when guests are
+//! not trusted.
+
+use std::time::{Duration, Instant};
+
+use rewind::{LiveMemory, Options, Policy, RecordId, Recorder, Snapshot, StateHash};
+use thiserror::Error;
+use wasmer::{Engine, Imports, Mutability, Store, Type, TypedFunction, Value};
+
+use crate::dirty::{Availability, DirtyTracker, Unavailable};
+use crate::guest::{Guest, GuestError, GuestModule};
+
+/// How changed pages are found at each capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CaptureMode {
+    /// The kernel reports the pages written since the last capture
+    /// (userfaultfd write-protect + `PAGEMAP_SCAN`): only those are hashed.
+    KernelDirty,
+    /// Every page is hashed at every capture.
+    FullScan,
+}
+
+impl std::fmt::Display for CaptureMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::KernelDirty => "kernel dirty pages (userfaultfd WP-async + PAGEMAP_SCAN)",
+            Self::FullScan => "full scan (every page hashed)",
+        })
+    }
+}
+
+/// Which capture mode a session should use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CapturePreference {
+    /// Kernel dirty pages when [`DirtyTracker::probe`] says they work, else a
+    /// full scan.
+    #[default]
+    Auto,
+    /// Kernel dirty pages or an error at setup.
+    KernelDirty,
+    /// Always hash every page.
+    FullScan,
+}
+
+/// The step ABI found in the guest (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepAbi {
+    /// `step(i64)`: inputs of at most 8 bytes.
+    Word,
+    /// `step(i32 len)` with the input written at `ptr` first.
+    Buffer {
+        /// Address of the input buffer (`input_ptr`).
+        ptr: u32,
+        /// Its capacity in bytes (`input_cap`).
+        capacity: u32,
+    },
+}
+
+/// How a [`Session`] is set up.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    recorder: Options,
+    step_export: String,
+    capture: CapturePreference,
+    max_memory: Option<u64>,
+}
+
+impl SessionOptions {
+    /// Options with rewind pages of `page_size` bytes (a power of two from
+    /// 1 KiB to 64 KiB; 4 KiB matches the kernel's dirty granularity), a random
+    /// hash seed, a policy that keeps everything, step export `"step"`, and
+    /// [`CapturePreference::Auto`].
+    pub fn new(page_size: u64) -> Result<Self, SessionError> {
+        Ok(Self {
+            recorder: Options::new(page_size)?,
+            step_export: "step".into(),
+            capture: CapturePreference::Auto,
+            max_memory: None,
+        })
+    }
+
+    /// The hash seed. Peers that compare state hashes must use the same seed
+    /// (and page size); without one, each session draws a random seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.recorder = self.recorder.seed(seed);
+        self
+    }
+
+    /// The retention policy, applied incrementally after every step.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.recorder = self.recorder.policy(policy);
+        self
+    }
+
+    /// The name of the exported step function.
+    pub fn step_export(mut self, name: impl Into<String>) -> Self {
+        self.step_export = name.into();
+        self
+    }
+
+    /// The capture mode preference.
+    pub fn capture(mut self, capture: CapturePreference) -> Self {
+        self.capture = capture;
+        self
+    }
+
+    /// Refuse a step after which the memory is larger than `bytes`: the step
+    /// is undone and [`SessionError::MemoryLimit`] returned.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+}
+
+/// Errors of a [`Session`].
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// Checking, instantiating or accessing the guest failed.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The history refused (for example an iteration that is not retained).
+    #[error(transparent)]
+    Rewind(#[from] rewind::Error),
+    /// [`CapturePreference::KernelDirty`] was asked for but the kernel cannot.
+    #[error("kernel dirty tracking was required but is unavailable")]
+    KernelUnavailable {
+        /// Why.
+        #[source]
+        source: Unavailable,
+    },
+    /// The step export is missing or has an unsupported shape.
+    #[error("step export {name:?}: {reason}")]
+    StepExport {
+        /// The export name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An input longer than the step ABI accepts.
+    #[error("input of {len} bytes exceeds the step ABI's capacity of {capacity} bytes")]
+    InputTooLarge {
+        /// Input length.
+        len: usize,
+        /// Capacity.
+        capacity: usize,
+    },
+    /// The guest trapped while stepping `iteration`; the live state was
+    /// restored to the head (iteration - 1) and nothing was recorded.
+    #[error("the guest trapped in iteration {iteration}; restored the last good state")]
+    Trap {
+        /// The iteration that failed.
+        iteration: u64,
+        /// wasmer's error.
+        #[source]
+        source: wasmer::RuntimeError,
+    },
+    /// The guest grew its memory past the limit set with
+    /// [`SessionOptions::max_memory`]; the step was undone.
+    #[error("iteration {iteration} grew memory to {len} bytes, over the limit of {limit}; step undone")]
+    MemoryLimit {
+        /// The iteration that failed.
+        iteration: u64,
+        /// Memory length after the step.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Capturing `iteration` failed after the guest ran; the step was undone.
+    #[error("capturing iteration {iteration} failed; step undone")]
+    Capture {
+        /// The iteration that failed.
+        iteration: u64,
+        /// Why.
+        #[source]
+        source: Box<SessionError>,
+    },
+    /// A step failed and restoring the last good state failed too: the live
+    /// state is unknown until a successful [`Session::rollback_to`].
+    #[error("iteration {iteration} failed ({failure}) and restoring the head failed")]
+    RestoreAfterFailure {
+        /// The iteration that failed.
+        iteration: u64,
+        /// The first failure.
+        failure: Box<SessionError>,
+        /// The restore's error.
+        #[source]
+        source: Box<SessionError>,
+    },
+    /// A previous failure left the live state unknown; call
+    /// [`Session::rollback_to`] first.
+    #[error(
+        "the live state is unknown after a failed restore; roll back to iteration {head} or earlier first"
+    )]
+    NeedsRollback {
+        /// The head iteration.
+        head: u64,
+    },
+}
+
+/// What one [`Session::step`] recorded.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport {
+    /// The iteration recorded.
+    pub iteration: u64,
+    /// Its record.
+    pub record: RecordId,
+    /// Its state hash.
+    pub state_hash: StateHash,
+    /// Pages hashed (the kernel's written pages, or all pages in full-scan mode).
+    pub pages_hashed: usize,
+    /// Pages whose content changed.
+    pub pages_changed: usize,
+    /// New bytes stored by this capture.
+    pub bytes_stored: u64,
+    /// Memory length after the step.
+    pub memory_len: u64,
+    /// Time in the guest's step function.
+    pub run_time: Duration,
+    /// Time to capture (dirty scan, globals, hashing, storing, GC step).
+    pub capture_time: Duration,
+    /// Of which the kernel dirty-page scan (zero in full-scan mode).
+    pub scan_time: Duration,
+}
+
+/// What a rollback did.
+#[derive(Clone, Copy, Debug)]
+pub struct RollbackReport {
+    /// The iteration now at the head.
+    pub iteration: u64,
+    /// Its state hash.
+    pub state_hash: StateHash,
+    /// Pages written into memory.
+    pub pages_written: usize,
+    /// Pages hashed to find them (all of them after a re-instantiation).
+    pub pages_hashed: usize,
+    /// True when the memory had to shrink, so the module was instantiated
+    /// afresh in a new store.
+    pub reinstantiated: bool,
+    /// Memory length now.
+    pub memory_len: u64,
+    /// Time taken.
+    pub time: Duration,
+}
+
+/// Where a run's state hash first differs from the expected one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The first iteration whose state hash differs.
+    pub iteration: u64,
+    /// The expected hash.
+    pub expected: StateHash,
+    /// The hash found on the timeline.
+    pub found: StateHash,
+    /// The differing pages, when a snapshot with the expected hash is
+    /// available (a record of this history with that hash at that
+    /// iteration, e.g. the superseded branch of a straight run).
+    pub pages: Option<PageDivergence>,
+}
+
+/// The pages in which two snapshots differ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageDivergence {
+    /// The first differing page (Merkle descent, O(log pages)).
+    pub first: Option<u32>,
+    /// Every differing page.
+    pub pages: Vec<u32>,
+    /// True when the memory lengths differ.
+    pub memory_len_differs: bool,
+    /// True when the globals differ.
+    pub globals_differ: bool,
+}
+
+impl PageDivergence {
+    /// Compares two snapshots (of histories with the same page size and seed).
+    pub fn between(found: &Snapshot, expected: &Snapshot) -> Self {
+        Self {
+            first: found.first_differing_page(expected),
+            pages: rewind::layers::snapshot::diff(found, expected),
+            memory_len_differs: found.memory_len() != expected.memory_len(),
+            globals_differ: found.globals() != expected.globals(),
+        }
+    }
+}
+
+/// The result of [`Session::replay`].
+#[derive(Clone, Debug)]
+pub struct Replay {
+    /// One report per re-simulated input.
+    pub steps: Vec<StepReport>,
+    /// The first iteration whose hash differs from the expected one.
+    pub divergence: Option<Divergence>,
+}
+
+/// Counters of a session.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionStats {
+    /// Successful steps.
+    pub steps: u64,
+    /// Rollbacks asked for with [`Session::rollback_to`].
+    pub rollbacks: u64,
+    /// Rollbacks (any cause) that had to re-instantiate the module.
+    pub reinstantiations: u64,
+    /// Failed steps (undone).
+    pub failed_steps: u64,
+    /// Pages hashed by step captures.
+    pub pages_hashed: u64,
+    /// Pages changed, over step captures.
+    pub pages_changed: u64,
+    /// Total capture time of steps.
+    pub capture_time: Duration,
+    /// Total time of rollbacks.
+    pub rollback_time: Duration,
+}
+
+enum StepFn {
+    Word(TypedFunction<i64, ()>),
+    Buffer {
+        func: TypedFunction<i32, ()>,
+        ptr: u32,
+        capacity: u32,
+    },
+}
+
+/// One live instance: its store, guest, step function and dirty tracker.
+struct Live {
+    // Field order is drop order: the tracker unregisters before the store
+    // unmaps the memory (either order is sound; this one avoids a scan of an
+    // unmapped range ever being possible).
+    tracker: Option<DirtyTracker>,
+    step: StepFn,
+    guest: Guest,
+    store: Store,
+}
+
+type ImportsFn = Box<dyn FnMut(&mut Store) -> Imports>;
+type Hook = Box<dyn FnMut(u64)>;
+
+impl Live {
+    fn instantiate(
+        engine: &Engine,
+        module: &GuestModule,
+        imports: &mut ImportsFn,
+        step_export: &str,
+    ) -> Result<Self, SessionError> {
+        let mut store = Store::new(engine.clone());
+        let imports = imports(&mut store);
+        let guest = Guest::instantiate(&mut store, module, &imports)?;
+        let step = resolve_step(&mut store, &guest, step_export)?;
+        Ok(Self {
+            tracker: None,
+            step,
+            guest,
+            store,
+        })
+    }
+
+    fn abi(&self) -> StepAbi {
+        match self.step {
+            StepFn::Word(_) => StepAbi::Word,
+            StepFn::Buffer { ptr, capacity, .. } => StepAbi::Buffer { ptr, capacity },
+        }
+    }
+
+    fn check_input(&self, input: &[u8]) -> Result<(), SessionError> {
+        let capacity = match self.step {
+            StepFn::Word(_) => 8,
+            StepFn::Buffer { capacity, .. } => capacity as usize,
+        };
+        if input.len() > capacity {
+            return Err(SessionError::InputTooLarge {
+                len: input.len(),
+                capacity,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one step: the input must have passed `check_input`.
+    fn run(&mut self, input: &[u8]) -> Result<(), wasmer::RuntimeError> {
+        match &self.step {
+            StepFn::Word(func) => {
+                let mut word = [0u8; 8];
+                word[..input.len()].copy_from_slice(input);
+                func.call(&mut self.store, i64::from_le_bytes(word))
+            }
+            StepFn::Buffer { func, ptr, .. } => {
+                self.guest
+                    .memory()
+                    .view(&self.store)
+                    .write(u64::from(*ptr), input)
+                    .map_err(|e| wasmer::RuntimeError::new(format!("writing the input: {e}")))?;
+                // `check_input` bounded the length by `input_cap`, an i32.
+                let len = i32::try_from(input.len()).expect("holds because input_cap is an i32");
+                func.call(&mut self.store, len)
+            }
+        }
+    }
+}
+
+fn resolve_step(store: &mut Store, guest: &Guest, name: &str) -> Result<StepFn, SessionError> {
+    let err = |reason: String| SessionError::StepExport {
+        name: name.to_owned(),
+        reason,
+    };
+    let exports = &guest.instance().exports;
+    let func = exports
+        .get_function(name)
+        .map_err(|e| err(format!("not an exported function ({e})")))?;
+    let ty = func.ty(store);
+    if !ty.results().is_empty() {
+        return Err(err(format!("must return nothing, returns {:?}", ty.results())));
+    }
+    match ty.params() {
+        [Type::I64] => Ok(StepFn::Word(
+            func.typed(store).map_err(|e| err(format!("typed (i64): {e}")))?,
+        )),
+        [Type::I32] => {
+            let mut read = |global: &str| -> Result<u32, SessionError> {
+                let g = exports.get_global(global).map_err(|e| {
+                    err(format!(
+                        "step(i32) needs an exported immutable i32 global {global:?} ({e})"
+                    ))
+                })?;
+                if g.ty(store).mutability != Mutability::Const {
+                    return Err(err(format!("global {global:?} must be immutable")));
+                }
+                match g.get(store) {
+                    Value::I32(v) => Ok(v as u32),
+                    other => Err(err(format!("global {global:?} must be an i32, is {other:?}"))),
+                }
+            };
+            let ptr = read("input_ptr")?;
+            let capacity = read("input_cap")?;
+            let len = guest.memory_len(store) as u64;
+            if u64::from(ptr) + u64::from(capacity) > len || capacity > i32::MAX as u32 {
+                return Err(err(format!(
+                    "input buffer {ptr}+{capacity} does not fit the initial memory of {len} bytes"
+                )));
+            }
+            Ok(StepFn::Buffer {
+                func: func.typed(store).map_err(|e| err(format!("typed (i32): {e}")))?,
+                ptr,
+                capacity,
+            })
+        }
+        other => Err(err(format!("must take (i64) or (i32), takes {other:?}"))),
+    }
+}
+
+/// A guest under rollback: owns the wasmer store and instance, the history,
+/// and the kernel dirty tracker when available.
+///
+/// Not `Send`: wasmer 7.4.2's `Store` is not. Create the session on the
+/// thread that runs it.
+///
+/// ```
+/// use rewind_wasmer::{Session, SessionOptions};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let wat = r#"(module
+///   (memory (export "memory") 1)
+///   (global $sum (mut i64) (i64.const 0))          ;; not exported
+///   (func (export "step") (param i64)
+///     (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+///     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?.seed(7))?;
+/// for frame in 1..=10u8 {
+///     s.step(&[frame])?;
+/// }
+/// let hash_5 = s.state_hash(5)?;
+/// s.rollback_to(5)?;                    // a late input for frame 6
+/// s.step(&[100])?;
+/// assert_eq!(s.head_iteration(), 6);
+/// assert_eq!(s.state_hash(5)?, hash_5);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Session {
+    engine: Engine,
+    module: GuestModule,
+    imports: ImportsFn,
+    step_export: String,
+    max_memory: Option<u64>,
+    live: Live,
+    recorder: Recorder,
+    mode: CaptureMode,
+    fallback: Option<String>,
+    page_size: usize,
+    /// Kernel mode: pages written since the head, already taken from the tracker.
+    pending: Vec<u32>,
+    scratch: Vec<u32>,
+    globals: Vec<rewind::GlobalValue>,
+    /// Full-scan mode: whether live memory is known to equal the head.
+    at_head: bool,
+    /// A failed step could not be undone.
+    poisoned: bool,
+    hooks: Vec<Hook>,
+    stats: SessionStats,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("mode", &self.mode)
+            .field("head", &self.head_iteration())
+            .field("memory_len", &self.memory_len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session on a module given as WebAssembly text or binary, with no
+    /// imports. Captures the instantiated state as iteration 0.
+    pub fn new(wasm: impl AsRef<[u8]>, options: SessionOptions) -> Result<Self, SessionError> {
+        Self::with_imports(wasm, options, |_| Imports::new())
+    }
+
+    /// A session whose module needs imports: `imports` builds them in a given
+    /// store, and is called again for every re-instantiation (each in a
+    /// fresh store).
+    pub fn with_imports(
+        wasm: impl AsRef<[u8]>,
+        options: SessionOptions,
+        imports: impl FnMut(&mut Store) -> Imports + 'static,
+    ) -> Result<Self, SessionError> {
+        let engine = Store::default().engine().clone();
+        let module = GuestModule::from_wat(&engine, wasm)?;
+        Self::from_module(engine, module, options, imports)
+    }
+
+    /// A session on an already checked module, compiled with `engine`.
+    pub fn from_module(
+        engine: Engine,
+        module: GuestModule,
+        options: SessionOptions,
+        imports: impl FnMut(&mut Store) -> Imports + 'static,
+    ) -> Result<Self, SessionError> {
+        let mut imports: ImportsFn = Box::new(imports);
+        let recorder = Recorder::new(options.recorder.clone())?;
+        let page_size = recorder.history().page_size().bytes();
+        let (mut mode, mut fallback) = match options.capture {
+            CapturePreference::FullScan => (CaptureMode::FullScan, Some("full scan requested".to_owned())),
+            CapturePreference::Auto | CapturePreference::KernelDirty => match DirtyTracker::probe() {
+                Availability::Available => (CaptureMode::KernelDirty, None),
+                Availability::Unavailable(why) => {
+                    if options.capture == CapturePreference::KernelDirty {
+                        return Err(SessionError::KernelUnavailable { source: why });
+                    }
+                    (CaptureMode::FullScan, Some(why.to_string()))
+                }
+            },
+        };
+        let mut live = Live::instantiate(&engine, &module, &mut imports, &options.step_export)?;
+        if mode == CaptureMode::KernelDirty {
+            match live.guest.dirty_tracker(&live.store) {
+                Ok(t) => live.tracker = Some(t),
+                Err(e) if options.capture == CapturePreference::Auto => {
+                    mode = CaptureMode::FullScan;
+                    fallback = Some(error_chain(&e));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut session = Self {
+            engine,
+            module,
+            imports,
+            step_export: options.step_export,
+            max_memory: options.max_memory,
+            live,
+            recorder,
+            mode,
+            fallback,
+            page_size,
+            pending: Vec::new(),
+            scratch: Vec::new(),
+            globals: Vec::new(),
+            at_head: false,
+            poisoned: false,
+            hooks: Vec::new(),
+            stats: SessionStats::default(),
+        };
+        let len = session.memory_len();
+        if let Some(limit) = session.max_memory.filter(|&l| len > l) {
+            return Err(SessionError::MemoryLimit {
+                iteration: 0,
+                len,
+                limit,
+            });
+        }
+        // Iteration 0: everything is hashed (there is no previous snapshot).
+        session.capture(0, None, true)?;
+        Ok(session)
+    }
+
+    /// The capture mode in use.
+    pub fn mode(&self) -> CaptureMode {
+        self.mode
+    }
+
+    /// Why the session runs in full-scan mode, if it does.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    /// The step ABI the guest uses.
+    pub fn step_abi(&self) -> StepAbi {
+        self.live.abi()
+    }
+
+    /// The iteration at the head (the live state's iteration, between steps).
+    pub fn head_iteration(&self) -> u64 {
+        self.recorder.history().head().map_or(0, |r| r.iteration())
+    }
+
+    /// The state hash of `iteration` on the current timeline.
+    pub fn state_hash(&self, iteration: u64) -> Result<StateHash, SessionError> {
+        Ok(self.recorder.state_hash(iteration)?)
+    }
+
+    /// The history and its reads (`read`, `blame`, `diff`, stats).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    /// The live guest (its instance, memory and globals). Instances are
+    /// replaced on re-instantiation: do not keep handles across rollbacks.
+    pub fn guest(&self) -> &Guest {
+        &self.live.guest
+    }
+
+    /// The live store.
+    pub fn store(&self) -> &Store {
+        &self.live.store
+    }
+
+    /// The live store, mutably: for host reads and writes of guest memory or
+    /// calls of other exports between steps. Changes made here belong to the
+    /// next recorded iteration; the store is replaced on re-instantiation.
+    pub fn store_mut(&mut self) -> &mut Store {
+        // Full-scan mode has no record of what the caller writes.
+        self.at_head = false;
+        &mut self.live.store
+    }
+
+    /// Current memory length in bytes.
+    pub fn memory_len(&self) -> u64 {
+        self.live.guest.memory_len(&self.live.store) as u64
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Registers host code to run after every rollback (including the
+    /// automatic one after a failed step), with the iteration restored.
+    pub fn on_rollback(&mut self, f: impl FnMut(u64) + 'static) {
+        self.hooks.push(Box::new(f));
+    }
+
+    /// Runs the guest's step function with `input` and records the resulting
+    /// state as iteration head + 1.
+    pub fn step(&mut self, input: &[u8]) -> Result<StepReport, SessionError> {
+        if self.poisoned {
+            return Err(SessionError::NeedsRollback {
+                head: self.head_iteration(),
+            });
+        }
+        self.live.check_input(input)?;
+        let iteration = self.head_iteration() + 1;
+        self.at_head = false;
+        let t0 = Instant::now();
+        let ran = self.live.run(input);
+        let run_time = t0.elapsed();
+        if let Err(source) = ran {
+            return Err(self.undo_step(iteration, SessionError::Trap { iteration, source }));
+        }
+        let len = self.memory_len();
+        if let Some(limit) = self.max_memory.filter(|&l| len > l) {
+            return Err(self.undo_step(
+                iteration,
+                SessionError::MemoryLimit {
+                    iteration,
+                    len,
+                    limit,
+                },
+            ));
+        }
+        match self.capture(iteration, Some(input), false) {
+            Ok(mut report) => {
+                report.run_time = run_time;
+                self.stats.steps += 1;
+                self.stats.pages_hashed += report.pages_hashed as u64;
+                self.stats.pages_changed += report.pages_changed as u64;
+                self.stats.capture_time += report.capture_time;
+                Ok(report)
+            }
+            Err(e) => Err(self.undo_step(
+                iteration,
+                SessionError::Capture {
+                    iteration,
+                    source: Box::new(e),
+                },
+            )),
+        }
+    }
+
+    /// Restores `iteration` (memory, memory size, every mutable global) and
+    /// makes it the head, then runs the rollback hooks. When the target's
+    /// memory is smaller than the live memory the module is re-instantiated in
+    /// a fresh store (see [`RollbackReport::reinstantiated`]).
+    pub fn rollback_to(&mut self, iteration: u64) -> Result<RollbackReport, SessionError> {
+        let report = self.restore(iteration)?;
+        self.poisoned = false;
+        self.stats.rollbacks += 1;
+        self.run_hooks(iteration);
+        Ok(report)
+    }
+
+    /// The inputs recorded for iterations `from..=to` of the timeline.
+    pub fn recorded_inputs(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, SessionError> {
+        let history = self.recorder.history();
+        (from..=to)
+            .map(|i| {
+                let id = history.at(i).map_err(rewind::Error::from)?.id();
+                Ok(history.input(id).unwrap_or_default().to_vec())
+            })
+            .collect()
+    }
+
+    /// Rolls back to `from` and steps through `inputs` (iterations `from + 1`
+    /// onwards).
+    pub fn resimulate<I>(&mut self, from: u64, inputs: I) -> Result<Vec<StepReport>, SessionError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        self.rollback_to(from)?;
+        inputs
+            .into_iter()
+            .map(|input| self.step(input.as_ref()))
+            .collect()
+    }
+
+    /// Re-simulates from `from` with `inputs` and compares the state hash of
+    /// each iteration `from + 1 + k` with `expected[k]` (from a peer or a
+    /// straight run; `expected` may be shorter than `inputs`).
+    pub fn replay<I>(&mut self, from: u64, inputs: I, expected: &[StateHash]) -> Result<Replay, SessionError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let steps = self.resimulate(from, inputs)?;
+        let divergence = self.check(
+            expected
+                .iter()
+                .enumerate()
+                .map(|(k, &h)| (from + 1 + k as u64, h)),
+        )?;
+        Ok(Replay { steps, divergence })
+    }
+
+    /// Compares the timeline's state hashes with `(iteration, expected hash)`
+    /// pairs and returns the first mismatch (in the order given). The
+    /// differing pages are filled in when this history holds a snapshot with
+    /// the expected hash at that iteration (for example the superseded branch
+    /// of an earlier run); for a peer's hash, use
+    /// [`compare_snapshot`](Self::compare_snapshot) with the peer's snapshot.
+    pub fn check(
+        &self,
+        expected: impl IntoIterator<Item = (u64, StateHash)>,
+    ) -> Result<Option<Divergence>, SessionError> {
+        let history = self.recorder.history();
+        for (iteration, want) in expected {
+            let record = history.at(iteration).map_err(rewind::Error::from)?;
+            let found = record.state_hash();
+            if found == want {
+                continue;
+            }
+            let pages = history
+                .records()
+                .find(|r| r.iteration() == iteration && r.state_hash() == want)
+                .map(|r| PageDivergence::between(record.snapshot(), r.snapshot()));
+            return Ok(Some(Divergence {
+                iteration,
+                expected: want,
+                found,
+                pages,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The pages in which `iteration` of the timeline differs from `reference`
+    /// (a snapshot of a history with the same page size and seed, e.g. a
+    /// peer's or a straight run's); `None` when the state hashes are equal.
+    pub fn compare_snapshot(
+        &self,
+        iteration: u64,
+        reference: &Snapshot,
+    ) -> Result<Option<PageDivergence>, SessionError> {
+        let record = self
+            .recorder
+            .history()
+            .at(iteration)
+            .map_err(rewind::Error::from)?;
+        if record.state_hash() == reference.state_hash() {
+            return Ok(None);
+        }
+        Ok(Some(PageDivergence::between(record.snapshot(), reference)))
+    }
+
+    fn run_hooks(&mut self, iteration: u64) {
+        for hook in &mut self.hooks {
+            hook(iteration);
+        }
+    }
+
+    /// Undoes a failed step by restoring the head; returns the error to report.
+    fn undo_step(&mut self, iteration: u64, failure: SessionError) -> SessionError {
+        self.stats.failed_steps += 1;
+        let head = self.head_iteration();
+        match self.restore(head) {
+            Ok(_) => {
+                self.run_hooks(head);
+                failure
+            }
+            Err(e) => {
+                self.poisoned = true;
+                SessionError::RestoreAfterFailure {
+                    iteration,
+                    failure: Box::new(failure),
+                    source: Box::new(e),
+                }
+            }
+        }
+    }
+
+    /// Stops kernel tracking and continues in full-scan mode.
+    fn downgrade(&mut self, why: String) {
+        self.live.tracker = None;
+        self.mode = CaptureMode::FullScan;
+        self.fallback = Some(why);
+        self.pending.clear();
+        self.at_head = false;
+    }
+
+    /// Kernel mode: moves the pages written since the last scan into
+    /// `pending`. Returns false (after downgrading) when the tracker failed.
+    fn sync_dirty(&mut self) -> bool {
+        let Some(tracker) = self.live.tracker.as_mut() else {
+            return false;
+        };
+        match self
+            .live
+            .guest
+            .take_written(&self.live.store, tracker, self.page_size, &mut self.scratch)
+        {
+            Ok(()) => {
+                if self.pending.is_empty() {
+                    std::mem::swap(&mut self.pending, &mut self.scratch);
+                } else {
+                    self.pending.extend_from_slice(&self.scratch);
+                    self.pending.sort_unstable();
+                    self.pending.dedup();
+                }
+                true
+            }
+            Err(e) => {
+                self.downgrade(format!("kernel dirty tracking failed: {}", error_chain(&e)));
+                false
+            }
+        }
+    }
+
+    /// Captures the live state as `iteration`.
+    fn capture(
+        &mut self,
+        iteration: u64,
+        input: Option<&[u8]>,
+        full: bool,
+    ) -> Result<StepReport, SessionError> {
+        let t0 = Instant::now();
+        let hinted = !full && self.mode == CaptureMode::KernelDirty && self.sync_dirty();
+        if full && self.live.tracker.is_some() {
+            // Reset the tracker: everything is hashed anyway.
+            self.sync_dirty();
+        }
+        let scan_time = t0.elapsed();
+        self.live
+            .guest
+            .read_global_values(&mut self.live.store, &mut self.globals)?;
+        let hint = hinted.then_some(self.pending.as_slice());
+        let (recorder, globals) = (&mut self.recorder, &self.globals);
+        let report = self.live.guest.with_memory(&mut self.live.store, |memory| {
+            recorder.record(iteration, memory, globals, hint, input)
+        })??;
+        self.pending.clear();
+        self.at_head = true;
+        Ok(StepReport {
+            iteration,
+            record: report.record,
+            state_hash: report.state_hash,
+            pages_hashed: report.pages_hashed,
+            pages_changed: report.pages_changed,
+            bytes_stored: report.bytes_stored,
+            memory_len: self.memory_len(),
+            run_time: Duration::ZERO,
+            capture_time: t0.elapsed(),
+            scan_time,
+        })
+    }
+
+    /// Restores `iteration` into the live instance, or into a fresh one when
+    /// memory must shrink. No hooks.
+    fn restore(&mut self, iteration: u64) -> Result<RollbackReport, SessionError> {
+        let t0 = Instant::now();
+        let (target_len, target_globals) = {
+            let snapshot = self
+                .recorder
+                .history()
+                .at(iteration)
+                .map_err(rewind::Error::from)?
+                .snapshot();
+            (snapshot.memory_len(), snapshot.globals().to_vec())
+        };
+        self.live.guest.check_global_values(&target_globals)?;
+        let live_len = self.memory_len();
+        if target_len < live_len {
+            return self.restore_fresh(iteration, target_len, t0);
+        }
+        if target_len > live_len {
+            self.at_head = false;
+            self.live.guest.grow_to(&mut self.live.store, target_len)?;
+        }
+        let kernel = self.mode == CaptureMode::KernelDirty && self.sync_dirty();
+        let live = if kernel {
+            LiveMemory::WrittenSinceHead(&self.pending)
+        } else if self.at_head {
+            LiveMemory::AtHead
+        } else {
+            LiveMemory::Unknown
+        };
+        let recorder = &mut self.recorder;
+        let rollback = self.live.guest.with_memory_mut(&mut self.live.store, |memory| {
+            recorder.rollback(iteration, memory, live)
+        })??;
+        self.live
+            .guest
+            .write_global_values(&mut self.live.store, &rollback.globals)?;
+        // The restore's own writes are not guest writes: forget them.
+        if self.mode == CaptureMode::KernelDirty {
+            self.sync_dirty();
+        }
+        self.pending.clear();
+        self.at_head = true;
+        let report = RollbackReport {
+            iteration,
+            state_hash: rollback.state_hash,
+            pages_written: rollback.restored.pages_written,
+            pages_hashed: rollback.restored.pages_hashed,
+            reinstantiated: false,
+            memory_len: self.memory_len(),
+            time: t0.elapsed(),
+        };
+        self.stats.rollback_time += report.time;
+        Ok(report)
+    }
+
+    /// Instantiates the module in a fresh store, grows its memory to the
+    /// target's length, restores every page (hashing all of them: nothing is
+    /// known about a fresh memory) and the globals, then replaces the live
+    /// instance and re-creates the dirty tracker. On error the live instance
+    /// and the history are unchanged.
+    fn restore_fresh(
+        &mut self,
+        iteration: u64,
+        target_len: u64,
+        t0: Instant,
+    ) -> Result<RollbackReport, SessionError> {
+        let mut fresh = Live::instantiate(&self.engine, &self.module, &mut self.imports, &self.step_export)?;
+        fresh.guest.grow_to(&mut fresh.store, target_len)?;
+        let recorder = &mut self.recorder;
+        let rollback = fresh.guest.with_memory_mut(&mut fresh.store, |memory| {
+            recorder.rollback(iteration, memory, LiveMemory::Unknown)
+        })??;
+        fresh
+            .guest
+            .write_global_values(&mut fresh.store, &rollback.globals)?;
+        // Drop the old instance (tracker first, then its store and its
+        // memory reservation) before tracking the new one.
+        self.live = fresh;
+        self.pending.clear();
+        self.at_head = true;
+        if self.mode == CaptureMode::KernelDirty {
+            match self.live.guest.dirty_tracker(&self.live.store) {
+                Ok(t) => self.live.tracker = Some(t),
+                Err(e) => self.downgrade(format!(
+                    "re-creating the dirty tracker after re-instantiation failed: {}",
+                    error_chain(&e)
+                )),
+            }
+        }
+        self.stats.reinstantiations += 1;
+        let report = RollbackReport {
+            iteration,
+            state_hash: rollback.state_hash,
+            pages_written: rollback.restored.pages_written,
+            pages_hashed: rollback.restored.pages_hashed,
+            reinstantiated: true,
+            memory_len: self.memory_len(),
+            time: t0.elapsed(),
+        };
+        self.stats.rollback_time += report.time;
+        Ok(report)
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
