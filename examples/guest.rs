@@ -17,12 +17,14 @@
 //!
 //! Run: `cargo run --release -p rewind-examples --example guest`
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rewind::{GlobalValue, Policy, StateHash};
+use rewind_archive::{Archive, ArchiveWriter, Durability};
 use rewind_wasmer::{CapturePreference, Session, SessionOptions};
 
 const GUEST: &str = include_str!("guest.wat");
@@ -298,6 +300,40 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
             .collect();
         println!("    |{line}|");
     }
+    // Persist the history and read it back in place, as the inspector does.
+    let path = archive_path();
+    let history = s.recorder().history();
+    let mut writer = ArchiveWriter::create(&path, history, Durability::Manual)?;
+    writer.append(history)?;
+    writer.sync()?;
+    let archive = Archive::open(&path)?;
+    let reopened = archive.state_hash(FRAMES)? == s.state_hash(FRAMES)?;
+    let size = std::fs::metadata(&path)?.len();
+    println!(
+        "  archive           {} ({:.1} MiB, {} records); reopened in place, state hash of frame {FRAMES} {}",
+        path.display(),
+        size as f64 / 1048576.0,
+        archive.records()?.len(),
+        if reopened { "matches" } else { "DIFFERS" }
+    );
+    println!(
+        "  inspect it        cargo run --release -p rewind-cli -- log {}",
+        path.display()
+    );
+    println!(
+        "                    cargo run --release -p rewind-cli -- blame {} {FRAMES} --addr 0 --len 8 --history",
+        path.display()
+    );
     println!("  total time        {:.2} s", started.elapsed().as_secs_f64());
-    Ok(checks.failed == 0 && divergence.is_none())
+    Ok(checks.failed == 0 && divergence.is_none() && reopened)
+}
+
+/// Where the archive goes: `--archive PATH`, else `rewind-guest.rwd` in the current directory.
+fn archive_path() -> PathBuf {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--archive")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("rewind-guest.rwd"))
 }
