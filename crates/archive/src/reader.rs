@@ -965,6 +965,19 @@ impl Archive {
         }
         let ps = self.header.page_size as u64;
         let mut buf = vec![0u8; ps as usize];
+        // Finding one page walks change lists back to a checkpoint; past a few pages it
+        // is cheaper to rebuild the record's page vector once.
+        let first_page = addr / ps;
+        let pages_touched = if len == 0 {
+            0
+        } else {
+            (addr + len - 1) / ps - first_page + 1
+        };
+        let vector = if pages_touched > 8 {
+            Some(self.pages(id)?)
+        } else {
+            None
+        };
         let mut done = 0usize;
         while (done as u64) < len {
             let a = addr + done as u64;
@@ -975,7 +988,14 @@ impl Archive {
             })?;
             let off = (a % ps) as usize;
             let take = (ps as usize - off).min(out.len() - done);
-            let h = self.page_at(id, idx)?;
+            let h = match &vector {
+                Some(v) => v.get(idx as usize).copied().ok_or(ArchiveError::OutOfBounds {
+                    addr,
+                    len,
+                    memory_len: e.memory_len,
+                })?,
+                None => self.page_at(id, idx)?,
+            };
             self.read_page(h, &mut buf)?;
             let (Some(dst), Some(src)) = (out.get_mut(done..done + take), buf.get(off..off + take)) else {
                 break;
