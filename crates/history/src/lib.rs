@@ -524,8 +524,9 @@ impl History {
     }
 
     /// Roll back to `iteration` and write its state into `memory` (only the pages that
-    /// differ). `memory` must be the target's length already; on any error neither the
-    /// history nor `memory` changes.
+    /// differ). `memory` must be the target's length already. On any error the head does
+    /// not move; `memory` is untouched unless a stored object fails to decode part way
+    /// (see [`rewind_snapshot::restore`]).
     pub fn rollback_and_restore(
         &mut self,
         iteration: u64,
@@ -670,7 +671,6 @@ impl History {
                         }
                     }
                 }
-                let mut first = true;
                 if let Some(child) = rec.children.first().and_then(|c| self.records.get_mut(c)) {
                     child.parent = None;
                     // This child takes over the root's pages: release the ones it replaced.
@@ -678,9 +678,7 @@ impl History {
                     for i in replaced {
                         self.store.release(rec.snapshot.page(i as usize))?;
                     }
-                    first = false;
-                }
-                if first {
+                } else {
                     for h in rec.snapshot.pages().iter() {
                         self.store.release(*h)?;
                     }

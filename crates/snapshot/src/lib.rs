@@ -391,7 +391,9 @@ pub struct Restored {
 ///
 /// `memory` must already be `target`'s length (wasm memory cannot shrink: a smaller
 /// target needs a fresh instance). Globals are the caller's to set from
-/// [`Snapshot::globals`]. On error `memory` is unchanged.
+/// [`Snapshot::globals`]. A wrong length or a page missing from the store is found
+/// before anything is written; a stored object that fails to decode stops the restore
+/// part way, with the pages before it written.
 pub fn restore(
     store: &PageStore,
     memory: &mut [u8],
@@ -430,8 +432,7 @@ pub fn restore(
         }
     };
     to_write.retain(|&i| (i as usize) < n);
-    // Decode everything first so a corrupt object leaves memory untouched... but only
-    // when it is cheap to hold; otherwise verify objects exist before writing.
+    // Every page to write must be stored before the first write.
     for &i in &to_write {
         let h = target.page(i as usize);
         if !h.is_zero() && !store.contains(h) {
