@@ -3,8 +3,8 @@
 //!
 //! An [`ArchiveWriter`] appends a [`History`] commit by commit, writing only what the file
 //! does not hold yet (new records as change lists against their parent, new page objects
-//! exactly as the store encodes them, new input blobs), so an append costs O(changed
-//! pages). An [`Archive`] maps the file, finds the last complete commit from the end of
+//! as forward deltas against the page they replace or as whole pages, new input blobs),
+//! so an append costs O(changed pages). An [`Archive`] maps the file, finds the last complete commit from the end of
 //! the file and answers queries from a small index without deserializing anything: the
 //! state hash of an iteration, its globals, any page or byte range, the timeline and the
 //! abandoned branches. A crash that tears the tail loses only the commit in progress;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rewind_history::History;
 use rewind_snapshot::GlobalValue;
 use rewind_store::codec::{self, Encoding, Scratch};
-use rewind_store::PageHash;
+use rewind_store::{ObjectRef, PageHash};
 use rkyv::rancor;
 
 use crate::format::*;
@@ -474,6 +474,7 @@ impl ArchiveWriter {
         let ps = self.header.page_size as usize;
         let mut page_buf = vec![0u8; ps];
         let mut base_buf = vec![0u8; ps];
+        let mut delta_buf: Vec<u8> = Vec::with_capacity(ps);
 
         for r in &fresh {
             let id = r.id().0;
@@ -510,6 +511,7 @@ impl ArchiveWriter {
                     scratch: &mut self.scratch,
                     buf: &mut page_buf,
                     base_buf: &mut base_buf,
+                    delta_buf: &mut delta_buf,
                 };
                 match (&changed, &parent) {
                     (Some(c), Some((_, _, psnap))) => {
@@ -845,6 +847,15 @@ struct ObjCtx<'a> {
     scratch: &'a mut Scratch,
     buf: &'a mut Vec<u8>,
     base_buf: &'a mut Vec<u8>,
+    delta_buf: &'a mut Vec<u8>,
+}
+
+/// The encoding chosen for one object of the file.
+struct Chosen<'b> {
+    kind: u8,
+    depth: u8,
+    parent: PageHash,
+    bytes: &'b [u8],
 }
 
 impl ObjCtx<'_> {
@@ -855,56 +866,202 @@ impl ObjCtx<'_> {
     /// Write page `hash` unless the file has it. `base` is the page its slot held in
     /// the parent record (already in the file): the page is written as a forward delta
     /// against it when that is small and the chain *as stored in the file* stays within
-    /// the bound, else as a full page (lz4, or raw when lz4 does not pay). The file's
-    /// encoding is chosen here, independently of how the in-memory store encodes the
-    /// page; the file keeps the first encoding it wrote for a hash.
+    /// the bound, else as a full page (lz4, or raw when lz4 does not pay). The file keeps
+    /// the first encoding it wrote for a hash.
+    ///
+    /// The file's encoding is its own (forward deltas, where the store keeps reverse
+    /// ones), but the work the store already did is reused rather than redone: a page
+    /// the store holds raw (every freshly captured page) is read in place, not copied,
+    /// and when the store has just re-encoded `base` as a reverse delta against this
+    /// page, the forward delta has exactly the same runs, so it is built from those runs
+    /// and this page's bytes without rebuilding `base` or comparing the pages again.
     fn ensure(&mut self, hash: PageHash, base: PageHash) -> Result<(), ArchiveError> {
         if hash.is_zero() || self.depth(hash).is_some() {
             return Ok(());
         }
-        let store = self.history.store();
-        let ps = self.buf.len();
-        store.read(hash, self.buf)?;
-        let mut chosen: Option<(u8, u8, PageHash, Vec<u8>)> = None;
-        if let Some(bd) = self
+        let base_depth = self
             .depth(base)
-            .filter(|d| !base.is_zero() && *d < self.max_chain)
-        {
-            if store.read(base, self.base_buf).is_ok() {
-                if let Some(d) = codec::encode_delta(self.base_buf, self.buf, ps / 2, self.scratch) {
-                    chosen = Some((KIND_DELTA, bd + 1, base, d.to_vec()));
+            .filter(|d| !base.is_zero() && *d < self.max_chain);
+        let ObjCtx {
+            history,
+            data,
+            entries,
+            new,
+            data_off,
+            scratch,
+            buf,
+            base_buf,
+            delta_buf,
+            ..
+        } = self;
+        let store = history.store();
+        let ps = buf.len();
+        let page: &[u8] = match store.get(hash) {
+            Some(ObjectRef::Full {
+                encoding: Encoding::Raw,
+                bytes,
+            }) if bytes.len() == ps => bytes,
+            _ => {
+                store.read(hash, buf)?;
+                buf.as_slice()
+            }
+        };
+        let mut chosen: Option<Chosen<'_>> = None;
+        if let Some(bd) = base_depth {
+            let found = match store.get(base) {
+                Some(ObjectRef::Delta { parent, runs }) if parent == hash => {
+                    forward_runs(runs, page, ps / 2, delta_buf)
                 }
+                _ if store.read(base, base_buf).is_ok() => {
+                    match codec::encode_delta(base_buf, page, ps / 2, scratch) {
+                        Some(d) => {
+                            delta_buf.clear();
+                            delta_buf.extend_from_slice(d);
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                _ => false,
+            };
+            if found {
+                chosen = Some(Chosen {
+                    kind: KIND_DELTA,
+                    depth: bd + 1,
+                    parent: base,
+                    bytes: delta_buf,
+                });
             }
         }
-        let small = chosen.as_ref().is_some_and(|c| c.3.len() <= ps / 16);
+        let small = chosen.as_ref().is_some_and(|c| c.bytes.len() <= ps / 16);
+        let full;
         if !small {
-            let (enc, bytes) = codec::encode_full(self.buf, self.scratch);
-            if chosen.as_ref().is_none_or(|c| bytes.len() < c.3.len()) {
+            let (enc, bytes) = codec::encode_full(page, scratch);
+            full = bytes;
+            if chosen.as_ref().is_none_or(|c| full.len() < c.bytes.len()) {
                 let kind = if enc == Encoding::Raw { KIND_RAW } else { KIND_LZ4 };
-                chosen = Some((kind, 0, PageHash::ZERO, bytes.into_vec()));
+                chosen = Some(Chosen {
+                    kind,
+                    depth: 0,
+                    parent: PageHash::ZERO,
+                    bytes: &full,
+                });
             }
         }
-        let Some((kind, depth, parent, bytes)) = chosen else {
+        let Some(c) = chosen else {
             return Err(ArchiveError::MissingObject { hash });
         };
-        let start = self.data.object_bytes.len() as u64;
-        self.data.object_bytes.extend_from_slice(&bytes);
-        self.entries.push(ObjEntry {
+        let start = data.object_bytes.len() as u64;
+        data.object_bytes.extend_from_slice(c.bytes);
+        entries.push(ObjEntry {
             hash: hash.0,
-            seg: self.data_off,
-            pos: self.data.objects.len() as u32,
-            depth,
-            kind,
+            seg: *data_off,
+            pos: data.objects.len() as u32,
+            depth: c.depth,
+            kind: c.kind,
         });
-        self.data.objects.push(ObjMeta {
+        data.objects.push(ObjMeta {
             hash: hash.0,
-            parent: parent.0,
+            parent: c.parent.0,
             start,
-            len: bytes.len() as u32,
-            kind,
-            depth,
+            len: c.bytes.len() as u32,
+            kind: c.kind,
+            depth: c.depth,
         });
-        self.new.insert(hash, depth);
+        new.insert(hash, c.depth);
         Ok(())
+    }
+}
+
+/// Build into `out` the forward delta (`page` over its base) from `reverse`, a delta of
+/// the base over `page`: a delta's runs cover every byte where the two pages differ, so
+/// the same runs filled with `page`'s bytes turn the base into `page`. For a reverse
+/// delta made by [`codec::encode_delta`], the result is byte for byte what
+/// `encode_delta(base, page, limit)` returns, since the runs depend only on where the
+/// pages differ. False (and `out` is to be ignored) when the result would be over
+/// `limit` bytes, or `reverse` is empty or not a well-formed, ordered run list.
+fn forward_runs(reverse: &[u8], page: &[u8], limit: usize, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut min = 0usize;
+    for run in codec::delta_runs(reverse, page.len()) {
+        let Ok((offset, len)) = run else {
+            return false;
+        };
+        let (Ok(off16), Ok(len16), Some(bytes)) = (
+            u16::try_from(offset),
+            u16::try_from(len - 1),
+            page.get(offset..offset + len),
+        ) else {
+            return false;
+        };
+        if offset < min {
+            return false;
+        }
+        min = offset + len;
+        out.extend_from_slice(&off16.to_le_bytes());
+        out.extend_from_slice(&len16.to_le_bytes());
+        out.extend_from_slice(bytes);
+        if out.len() > limit {
+            return false;
+        }
+    }
+    !out.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The forward delta built from the store's reverse delta is byte for byte the
+        /// delta `encode_delta` computes from the two pages, at any limit.
+        #[test]
+        fn forward_runs_equal_a_fresh_forward_delta(
+            base in proptest::collection::vec(any::<u8>(), 1024),
+            edits in proptest::collection::vec((0usize..1024, 1usize..48, any::<u8>()), 1..24),
+            limit in 8usize..1024,
+        ) {
+            let mut page = base.clone();
+            for (at, len, v) in edits {
+                for b in page.iter_mut().skip(at).take(len) {
+                    *b = b.wrapping_add(v | 1);
+                }
+            }
+            let mut scratch = Scratch::new();
+            let reverse = codec::encode_delta(&page, &base, 1024, &mut scratch).map(<[u8]>::to_vec);
+            let fresh = codec::encode_delta(&base, &page, limit, &mut scratch).map(<[u8]>::to_vec);
+            let mut out = Vec::new();
+            let built = reverse.as_deref().is_some_and(|r| forward_runs(r, &page, limit, &mut out));
+            prop_assert_eq!(built.then_some(out), fresh);
+        }
+    }
+
+    #[test]
+    fn forward_runs_refuse_malformed_reverse_deltas() {
+        let page = [7u8; 64];
+        let mut out = Vec::new();
+        // empty, truncated, past the page, out of order
+        assert!(!forward_runs(&[], &page, 64, &mut out));
+        assert!(!forward_runs(&[0, 0, 3, 0, 1], &page, 64, &mut out));
+        assert!(!forward_runs(
+            &[60, 0, 7, 0, 1, 1, 1, 1, 1, 1, 1, 1],
+            &page,
+            64,
+            &mut out
+        ));
+        assert!(!forward_runs(
+            &[8, 0, 0, 0, 1, 2, 0, 0, 0, 1],
+            &page,
+            64,
+            &mut out
+        ));
+        assert!(forward_runs(
+            &[2, 0, 0, 0, 1, 8, 0, 1, 0, 1, 1],
+            &page,
+            64,
+            &mut out
+        ));
+        assert_eq!(out, [2, 0, 0, 0, 7, 8, 0, 1, 0, 7, 7]);
     }
 }
