@@ -256,6 +256,65 @@ pub(crate) fn own_run(r: &ArchivedRunRef) -> RunRef {
     }
 }
 
+/// The key an index lookup is by, ordered as entries are within a run, and the `u64`
+/// that a run's `first..=last` range is of.
+pub(crate) trait RunKey: Ord {
+    /// The value a run's key range is compared with.
+    fn range_key(&self) -> u64;
+}
+
+impl RunKey for u64 {
+    fn range_key(&self) -> u64 {
+        *self
+    }
+}
+
+impl RunKey for [u8; 16] {
+    fn range_key(&self) -> u64 {
+        hash_key(self)
+    }
+}
+
+/// An archived entry of one of the four index tables (objects, records, inputs,
+/// timeline). A table is a list of sorted runs, named by the root oldest first and
+/// stored in runs segments; this says where a table's runs and entries are and what an
+/// entry is sorted by, so one lookup serves all four.
+pub(crate) trait IndexEntry: Sized {
+    /// What the table is sorted and looked up by.
+    type Key: RunKey;
+    /// The table's runs in a root.
+    fn runs(root: &ArchivedRootSeg) -> &[ArchivedRunRef];
+    /// The table's entries in a runs segment.
+    fn entries(seg: &ArchivedRunsSeg) -> &[Self];
+    /// This entry's key.
+    fn key(&self) -> Self::Key;
+}
+
+/// `IndexEntry` for the entry type of a table, named the same in the root and in runs
+/// segments, with the expression of an entry `e`'s key.
+macro_rules! index_table {
+    ($entry:ty, $table:ident, $key:ty, |$e:ident| $get:expr) => {
+        impl IndexEntry for $entry {
+            type Key = $key;
+            fn runs(root: &ArchivedRootSeg) -> &[ArchivedRunRef] {
+                &root.$table
+            }
+            fn entries(seg: &ArchivedRunsSeg) -> &[Self] {
+                &seg.$table
+            }
+            fn key(&self) -> $key {
+                let $e = self;
+                $get
+            }
+        }
+    };
+}
+
+index_table!(ArchivedObjEntry, objects, [u8; 16], |e| e.hash);
+index_table!(ArchivedRecEntry, records, u64, |e| e.id.to_native());
+index_table!(ArchivedInputEntry, inputs, [u8; 16], |e| e.hash);
+index_table!(ArchivedTlEntry, timeline, u64, |e| e.iteration.to_native());
+
 fn info_of(e: &RecEntry) -> RecordInfo {
     RecordInfo {
         id: RecordId(e.id),
@@ -542,86 +601,54 @@ impl Archive {
         ])
     }
 
-    fn run_slice<'a, T>(
-        &'a self,
-        r: &RunRef,
-        table: impl FnOnce(&'a ArchivedRunsSeg) -> &'a [T],
-    ) -> Result<&'a [T], ArchiveError> {
+    /// The entries of one run of table `E`.
+    pub(crate) fn run<E: IndexEntry>(&self, r: &RunRef) -> Result<&[E], ArchiveError> {
         let seg = self.runs(r.seg)?;
-        slice_of(table(seg), r.start, r.len, r.seg, "index run out of its segment")
+        slice_of(
+            E::entries(seg),
+            r.start,
+            r.len,
+            r.seg,
+            "index run out of its segment",
+        )
     }
 
-    pub(crate) fn obj_run(&self, r: &RunRef) -> Result<&[ArchivedObjEntry], ArchiveError> {
-        self.run_slice(r, |s| s.objects.as_slice())
-    }
-    pub(crate) fn rec_run(&self, r: &RunRef) -> Result<&[ArchivedRecEntry], ArchiveError> {
-        self.run_slice(r, |s| s.records.as_slice())
-    }
-    pub(crate) fn input_run(&self, r: &RunRef) -> Result<&[ArchivedInputEntry], ArchiveError> {
-        self.run_slice(r, |s| s.inputs.as_slice())
-    }
-    pub(crate) fn tl_run(&self, r: &RunRef) -> Result<&[ArchivedTlEntry], ArchiveError> {
-        self.run_slice(r, |s| s.timeline.as_slice())
+    /// The entry of `key` in table `E`. The runs are probed newest first, skipping
+    /// those whose key range cannot hold it, with a binary search in each; the first
+    /// entry found is the answer.
+    fn lookup<E: IndexEntry>(&self, key: &E::Key) -> Result<Option<&E>, ArchiveError> {
+        let Some(root) = self.root()? else { return Ok(None) };
+        let k = key.range_key();
+        for r in E::runs(root).iter().rev() {
+            let r = own_run(r);
+            if r.first <= k && k <= r.last {
+                let run = self.run::<E>(&r)?;
+                if let Ok(i) = run.binary_search_by(|e| e.key().cmp(key)) {
+                    return Ok(run.get(i));
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn rec_entry(&self, id: u64) -> Result<RecEntry, ArchiveError> {
-        let root = self.root()?.ok_or(ArchiveError::NoSuchRecord(RecordId(id)))?;
-        for r in root.records.iter().rev() {
-            let r = own_run(r);
-            if r.first <= id && id <= r.last {
-                let run = self.rec_run(&r)?;
-                if let Ok(i) = run.binary_search_by_key(&id, |e| e.id.to_native()) {
-                    if let Some(e) = run.get(i) {
-                        return Ok(own_rec(e));
-                    }
-                }
-            }
-        }
-        Err(ArchiveError::NoSuchRecord(RecordId(id)))
+        self.lookup::<ArchivedRecEntry>(&id)?
+            .map(own_rec)
+            .ok_or(ArchiveError::NoSuchRecord(RecordId(id)))
     }
 
     fn tl_lookup(&self, iteration: u64) -> Result<Option<u64>, ArchiveError> {
-        let Some(root) = self.root()? else { return Ok(None) };
-        for r in root.timeline.iter().rev() {
-            let r = own_run(r);
-            if r.first <= iteration && iteration <= r.last {
-                let run = self.tl_run(&r)?;
-                if let Ok(i) = run.binary_search_by_key(&iteration, |e| e.iteration.to_native()) {
-                    return Ok(run.get(i).map(|e| e.id.to_native()));
-                }
-            }
-        }
-        Ok(None)
+        Ok(self
+            .lookup::<ArchivedTlEntry>(&iteration)?
+            .map(|e| e.id.to_native()))
     }
 
     fn obj_entry(&self, hash: PageHash) -> Result<Option<ObjEntry>, ArchiveError> {
-        let Some(root) = self.root()? else { return Ok(None) };
-        let key = hash_key(&hash.0);
-        for r in root.objects.iter().rev() {
-            let r = own_run(r);
-            if r.first <= key && key <= r.last {
-                let run = self.obj_run(&r)?;
-                if let Ok(i) = run.binary_search_by(|e| e.hash.cmp(&hash.0)) {
-                    return Ok(run.get(i).map(own_obj));
-                }
-            }
-        }
-        Ok(None)
+        Ok(self.lookup::<ArchivedObjEntry>(&hash.0)?.map(own_obj))
     }
 
     fn input_entry(&self, hash: PageHash) -> Result<Option<InputEntry>, ArchiveError> {
-        let Some(root) = self.root()? else { return Ok(None) };
-        let key = hash_key(&hash.0);
-        for r in root.inputs.iter().rev() {
-            let r = own_run(r);
-            if r.first <= key && key <= r.last {
-                let run = self.input_run(&r)?;
-                if let Ok(i) = run.binary_search_by(|e| e.hash.cmp(&hash.0)) {
-                    return Ok(run.get(i).map(own_input));
-                }
-            }
-        }
-        Ok(None)
+        Ok(self.lookup::<ArchivedInputEntry>(&hash.0)?.map(own_input))
     }
 
     fn rec_meta(&self, e: &RecEntry) -> Result<(&ArchivedDataSeg, &ArchivedRecMeta), ArchiveError> {
@@ -651,7 +678,7 @@ impl Archive {
         let [_, recs, _, _] = self.run_refs()?;
         let mut out = Vec::new();
         for r in &recs {
-            for e in self.rec_run(r)? {
+            for e in self.run(r)? {
                 let e = own_rec(e);
                 let mut info = info_of(&e);
                 info.on_timeline = self.tl_lookup(e.iteration)? == Some(e.id);
@@ -666,7 +693,7 @@ impl Archive {
         let [_, _, _, tl] = self.run_refs()?;
         let mut out = Vec::new();
         for r in &tl {
-            for e in self.tl_run(r)? {
+            for e in self.run::<ArchivedTlEntry>(r)? {
                 let mut info = info_of(&self.rec_entry(e.id.to_native())?);
                 info.on_timeline = true;
                 out.push(info);
@@ -1219,7 +1246,7 @@ impl Archive {
         let [objs, _, _, _] = self.run_refs()?;
         let mut out = Vec::new();
         for r in &objs {
-            for e in self.obj_run(r)? {
+            for e in self.run(r)? {
                 let e = own_obj(e);
                 let data = self.data(e.seg)?;
                 let m = data
@@ -1283,7 +1310,7 @@ impl Archive {
         let mut refs: HashMap<PageHash, u32> = HashMap::new();
         let mut last_id = None;
         for r in &recs {
-            for e in self.rec_run(r)? {
+            for e in self.run(r)? {
                 let e = own_rec(e);
                 if last_id.is_some_and(|l| l >= e.id) {
                     return Err(ArchiveError::Inconsistent {
@@ -1388,7 +1415,7 @@ impl Archive {
         // Objects: every referenced page and the delta bases under it, bases first.
         let mut entries: HashMap<PageHash, ObjEntry> = HashMap::new();
         for r in &objs {
-            for e in self.obj_run(r)? {
+            for e in self.run::<ArchivedObjEntry>(r)? {
                 entries.insert(PageHash(e.hash), own_obj(e));
             }
         }
@@ -1409,7 +1436,7 @@ impl Archive {
         }
         let mut history = History::from_loaded_store(store);
         for r in &inputs {
-            for ie in self.input_run(r)? {
+            for ie in self.run(r)? {
                 let ie = own_input(ie);
                 let bytes = self.input_bytes(&ie)?;
                 history.push_loaded_input(PageHash(ie.hash), bytes.into());
@@ -1494,7 +1521,7 @@ impl Archive {
         let hasher = rewind_store::Hasher::new(self.header.seed, self.page_size());
         let mut buf = vec![0u8; self.header.page_size as usize];
         for r in &objs {
-            for e in self.obj_run(r)? {
+            for e in self.run::<ArchivedObjEntry>(r)? {
                 let h = PageHash(e.hash);
                 self.read_page(h, &mut buf)?;
                 let found = hasher.page(&buf);

@@ -332,14 +332,14 @@ impl ArchiveWriter {
         let mut records = HashMap::new();
         let mut input_set = HashSet::new();
         for r in &objs {
-            let v: Vec<ObjEntry> = archive.obj_run(r)?.iter().map(own_obj).collect();
+            let v: Vec<ObjEntry> = archive.run(r)?.iter().map(own_obj).collect();
             for e in &v {
                 objects.insert(PageHash(e.hash), e.depth);
             }
             tables.objects.push(loaded_run(r, v));
         }
         for r in &recs {
-            let v: Vec<RecEntry> = archive.rec_run(r)?.iter().map(own_rec).collect();
+            let v: Vec<RecEntry> = archive.run(r)?.iter().map(own_rec).collect();
             for e in &v {
                 records.insert(
                     e.id,
@@ -354,14 +354,14 @@ impl ArchiveWriter {
             tables.records.push(loaded_run(r, v));
         }
         for r in &inputs {
-            let v: Vec<InputEntry> = archive.input_run(r)?.iter().map(own_input).collect();
+            let v: Vec<InputEntry> = archive.run(r)?.iter().map(own_input).collect();
             for e in &v {
                 input_set.insert(PageHash(e.hash));
             }
             tables.inputs.push(loaded_run(r, v));
         }
         for r in &tl {
-            let v: Vec<TlEntry> = archive.tl_run(r)?.iter().map(own_tl).collect();
+            let v: Vec<TlEntry> = archive.run(r)?.iter().map(own_tl).collect();
             tables.timeline.push(loaded_run(r, v));
         }
         let (seq, last_trailer, head) = match archive.last_trailer() {
