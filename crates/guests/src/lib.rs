@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use host::{Host, HostConfig, HostState};
-pub use run::{FrameReport, GuestRun};
+pub use run::{FrameReport, GuestRun, PAGE_SIZE, RAPIER_BODIES};
 
 /// The guests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

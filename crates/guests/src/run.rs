@@ -1,16 +1,17 @@
 //! A guest run: the guest stepped one frame at a time, every frame recorded.
 //!
-//! The C guests (SQLite, Lua, Doom) export `step(i64)` and run in a
-//! [`rewind_wasmer::Session`] (kernel dirty pages when available). rapier's
-//! per-frame call is `rawphysicspipeline_step` with eleven handles, which a
-//! `Session` cannot call (it needs a `step` export of its own ABI), so rapier
-//! runs on [`rewind_wasmer::Guest`] + [`rewind::Recorder`] directly, hashing
-//! every page at each capture.
+//! Every guest runs in a [`rewind_wasmer::Session`] (kernel dirty pages when
+//! available, or a full scan when asked for). The C guests (SQLite, Lua, Doom)
+//! export `step(i64)`. rapier's per-frame call is `rawphysicspipeline_step`
+//! with eleven handles, so it runs host-driven: the session's setup builds the
+//! world through the raw exports and each frame is
+//! [`Session::step_with`](rewind_wasmer::Session::step_with) calling the
+//! pipeline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rewind::{GlobalValue, LiveMemory, Options, Recorder, StateHash};
-use rewind_wasmer::{Guest, GuestModule, Session, SessionOptions};
+use rewind::{Recorder, StateHash};
+use rewind_wasmer::{CaptureMode, CapturePreference, GuestModule, Session, SessionOptions};
 use wasmer::{Engine, Store, Value};
 
 use crate::host::{Host, HostConfig};
@@ -42,13 +43,17 @@ pub struct FrameReport {
     pub run_time: Duration,
     /// Time to capture.
     pub capture_time: Duration,
+    /// Of which the kernel dirty-page scan (zero in full-scan mode).
+    pub scan_time: Duration,
 }
 
 /// A recorded run of one guest.
 pub struct GuestRun {
     kind: GuestKind,
     host: Host,
-    inner: Inner,
+    session: Box<Session>,
+    /// rapier's world (host-driven frames).
+    world: Option<World>,
 }
 
 impl std::fmt::Debug for GuestRun {
@@ -58,23 +63,6 @@ impl std::fmt::Debug for GuestRun {
             .field("head", &self.head())
             .finish_non_exhaustive()
     }
-}
-
-enum Inner {
-    Session(Box<Session>),
-    Direct(Box<Direct>),
-}
-
-struct Direct {
-    engine: Engine,
-    module: GuestModule,
-    store: Store,
-    guest: Guest,
-    world: World,
-    recorder: Recorder,
-    /// Live memory equals the head's state.
-    at_head: bool,
-    globals: Vec<GlobalValue>,
 }
 
 fn host_config(kind: GuestKind, dir: &GuestDir, seed: u64) -> HostConfig {
@@ -91,9 +79,21 @@ fn host_config(kind: GuestKind, dir: &GuestDir, seed: u64) -> HostConfig {
 
 impl GuestRun {
     /// Compiles and instantiates `kind`, sets it up (rapier: builds the world)
-    /// and records iteration 0. `seed` seeds the history's page hashes and the
+    /// and records iteration 0, capturing with kernel dirty pages when the
+    /// kernel offers them. `seed` seeds the history's page hashes and the
     /// host's randomness: two runs compare state hashes only with the same seed.
     pub fn start(kind: GuestKind, dir: &GuestDir, seed: u64) -> Result<Self, Error> {
+        Self::start_with(kind, dir, seed, CapturePreference::Auto)
+    }
+
+    /// Like [`start`](Self::start) with a capture preference (e.g.
+    /// [`CapturePreference::FullScan`] to hash every page at every capture).
+    pub fn start_with(
+        kind: GuestKind,
+        dir: &GuestDir,
+        seed: u64,
+        capture: CapturePreference,
+    ) -> Result<Self, Error> {
         let path = dir.wasm_path(kind);
         let wasm = std::fs::read(&path).map_err(|source| Error::Io {
             path: path.clone(),
@@ -102,12 +102,17 @@ impl GuestRun {
         let host = Host::new(host_config(kind, dir, seed));
         let engine = Store::default().engine().clone();
         let module = GuestModule::new(&engine, &wasm)?;
-        let inner = if kind == GuestKind::Rapier {
-            Inner::Direct(Box::new(Direct::start(engine, module, &host, seed)?))
-        } else {
-            Inner::Session(Box::new(start_session(engine, module, &host, seed)?))
-        };
-        Ok(Self { kind, host, inner })
+        let mut options = SessionOptions::new(PAGE_SIZE)?.seed(seed).capture(capture);
+        if kind == GuestKind::Rapier {
+            options = options.host_driven();
+        }
+        let (session, world) = start_session(kind, engine, module, &host, options)?;
+        Ok(Self {
+            kind,
+            host,
+            session: Box::new(session),
+            world,
+        })
     }
 
     /// The guest.
@@ -120,69 +125,62 @@ impl GuestRun {
         &self.host
     }
 
+    /// How captures find changed pages.
+    pub fn mode(&self) -> CaptureMode {
+        self.session.mode()
+    }
+
     /// The iteration at the head.
     pub fn head(&self) -> u64 {
-        self.recorder().history().head().map_or(0, |r| r.iteration())
+        self.session.head_iteration()
     }
 
     /// The history.
     pub fn recorder(&self) -> &Recorder {
-        match &self.inner {
-            Inner::Session(s) => s.recorder(),
-            Inner::Direct(d) => &d.recorder,
-        }
+        self.session.recorder()
+    }
+
+    /// The pages the kernel reported written by the last frame (empty in
+    /// full-scan mode): see [`Session::written_pages`].
+    pub fn written_pages(&self) -> &[u32] {
+        self.session.written_pages()
     }
 
     /// Runs one frame with `input` and records it as iteration head + 1.
     pub fn step(&mut self, input: u64) -> Result<FrameReport, Error> {
         self.host.begin_frame();
-        let report = match &mut self.inner {
-            Inner::Session(s) => {
-                let r = s.step(&input.to_le_bytes())?;
-                FrameReport {
-                    iteration: r.iteration,
-                    state_hash: r.state_hash,
-                    pages_hashed: r.pages_hashed,
-                    pages_changed: r.pages_changed,
-                    bytes_stored: r.bytes_stored,
-                    memory_len: r.memory_len,
-                    run_time: r.run_time,
-                    capture_time: r.capture_time,
-                }
-            }
-            Inner::Direct(d) => {
-                let iteration = d.head() + 1;
-                let t0 = Instant::now();
-                d.at_head = false;
-                let ran = d.world.step(&mut d.store, d.guest.instance());
-                if let Err(e) = ran {
-                    // Undo the partial frame so the run stays usable.
-                    let head = d.head();
-                    d.rollback(&self.host, head)?;
-                    return Err(e);
-                }
-                let run_time = t0.elapsed();
-                d.capture(iteration, &input.to_le_bytes(), run_time)?
-            }
-        };
-        self.host.checkpoint(report.iteration);
-        Ok(report)
+        let input = input.to_le_bytes();
+        let r = match self.world {
+            Some(world) => self.session.step_with(&input, |store, guest, _| {
+                world
+                    .step(store, guest.instance())
+                    .map_err(|e| wasmer::RuntimeError::user(Box::new(e)))
+            }),
+            None => self.session.step(&input),
+        }?;
+        self.host.checkpoint(r.iteration);
+        Ok(FrameReport {
+            iteration: r.iteration,
+            state_hash: r.state_hash,
+            pages_hashed: r.pages_hashed,
+            pages_changed: r.pages_changed,
+            bytes_stored: r.bytes_stored,
+            memory_len: r.memory_len,
+            run_time: r.run_time,
+            capture_time: r.capture_time,
+            scan_time: r.scan_time,
+        })
     }
 
     /// Restores `iteration` (memory, globals, host state) and makes it the
     /// head; returns its state hash as restored.
     pub fn rollback_to(&mut self, iteration: u64) -> Result<StateHash, Error> {
-        match &mut self.inner {
-            Inner::Session(s) => {
-                let report = s.rollback_to(iteration)?;
-                if report.reinstantiated {
-                    self.host.set_memory(s.guest().memory().clone());
-                }
-                // The on_rollback hook has put the host state back.
-                Ok(report.state_hash)
-            }
-            Inner::Direct(d) => d.rollback(&self.host, iteration),
+        let report = self.session.rollback_to(iteration)?;
+        if report.reinstantiated {
+            self.host.set_memory(self.session.guest().memory().clone());
         }
+        // The on_rollback hook has put the host state back.
+        Ok(report.state_hash)
     }
 
     /// The state hash of `iteration` on the current timeline.
@@ -208,46 +206,40 @@ impl GuestRun {
 
     /// A copy of the live memory.
     pub fn live_memory(&mut self) -> Result<Vec<u8>, Error> {
-        Ok(match &mut self.inner {
-            Inner::Session(s) => {
-                let memory = s.guest().memory().clone();
-                let view = memory.view(s.store());
-                let mut out = vec![0u8; view.data_size() as usize];
-                view.read(0, &mut out).map_err(|e| Error::BadReturn {
-                    guest: self.kind,
-                    call: "reading live memory".into(),
-                    detail: e.to_string(),
-                })?;
-                out
-            }
-            Inner::Direct(d) => d.guest.with_memory(&mut d.store, <[u8]>::to_vec)?,
-        })
+        let memory = self.session.guest().memory().clone();
+        let view = memory.view(self.session.store());
+        let mut out = vec![0u8; view.data_size() as usize];
+        view.read(0, &mut out).map_err(|e| Error::BadReturn {
+            guest: self.kind,
+            call: "reading live memory".into(),
+            detail: e.to_string(),
+        })?;
+        Ok(out)
     }
 
     /// Calls an exported `() -> i32` function of the live instance (e.g.
     /// Doom's `screen_ptr`). It must not change the guest's state.
     pub fn call_i32(&mut self, name: &str) -> Result<i32, Error> {
         let kind = self.kind;
-        let (func, store) = match &mut self.inner {
-            Inner::Session(s) => {
-                let f = s.guest().instance().exports.get_function(name).cloned();
-                (f, s.store_mut())
-            }
-            Inner::Direct(d) => (
-                d.guest.instance().exports.get_function(name).cloned(),
-                &mut d.store,
-            ),
-        };
-        let func = func.map_err(|e| Error::Export {
-            guest: kind,
-            name: name.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let ret = func.call(store, &[]).map_err(|source| Error::Call {
-            guest: kind,
-            call: name.to_owned(),
-            source,
-        })?;
+        let func = self
+            .session
+            .guest()
+            .instance()
+            .exports
+            .get_function(name)
+            .cloned()
+            .map_err(|e| Error::Export {
+                guest: kind,
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let ret = func
+            .call(self.session.store_mut(), &[])
+            .map_err(|source| Error::Call {
+                guest: kind,
+                call: name.to_owned(),
+                source,
+            })?;
         match ret.first() {
             Some(Value::I32(v)) => Ok(*v),
             other => Err(Error::BadReturn {
@@ -259,21 +251,35 @@ impl GuestRun {
     }
 }
 
-fn start_session(engine: Engine, module: GuestModule, host: &Host, seed: u64) -> Result<Session, Error> {
+fn start_session(
+    kind: GuestKind,
+    engine: Engine,
+    module: GuestModule,
+    host: &Host,
+    options: SessionOptions,
+) -> Result<(Session, Option<World>), Error> {
     // Build the imports once here so that a missing import is a clear error,
     // not an instantiation failure inside the session.
     host.imports(&mut Store::new(engine.clone()), module.module())?;
     let wasm_module = module.module().clone();
     let imports_host = host.clone();
-    let mut session = Session::from_module(
+    let setup_host = host.clone();
+    let (mut session, world) = Session::from_module_with_setup(
         engine,
         module,
-        SessionOptions::new(PAGE_SIZE)?.seed(seed),
+        options,
         move |store| {
             // Checked above: the same module gives the same imports.
             imports_host
                 .imports(store, &wasm_module)
                 .unwrap_or_else(|_| wasmer::Imports::new())
+        },
+        move |store, guest| {
+            setup_host.set_memory(guest.memory().clone());
+            if kind != GuestKind::Rapier {
+                return Ok(None);
+            }
+            Ok(Some(World::build(store, guest.instance(), RAPIER_BODIES)?))
         },
     )?;
     host.set_memory(session.guest().memory().clone());
@@ -287,93 +293,5 @@ fn start_session(engine: Engine, module: GuestModule, host: &Host, seed: u64) ->
     // wasi-libc reactors need their constructors (`_initialize`) run before
     // anything else: the drivers call them in their first step, so that
     // iteration 0 is the state right after instantiation.
-    Ok(session)
-}
-
-impl Direct {
-    fn start(engine: Engine, module: GuestModule, host: &Host, seed: u64) -> Result<Self, Error> {
-        let mut store = Store::new(engine.clone());
-        let imports = host.imports(&mut store, module.module())?;
-        let guest = Guest::instantiate(&mut store, &module, &imports)?;
-        host.set_memory(guest.memory().clone());
-        let world = World::build(&mut store, guest.instance(), RAPIER_BODIES)?;
-        let recorder = Recorder::new(Options::new(PAGE_SIZE)?.seed(seed))?;
-        let mut direct = Self {
-            engine,
-            module,
-            store,
-            guest,
-            world,
-            recorder,
-            at_head: false,
-            globals: Vec::new(),
-        };
-        direct.capture(0, &[], Duration::ZERO)?;
-        host.checkpoint(0);
-        Ok(direct)
-    }
-
-    fn head(&self) -> u64 {
-        self.recorder.history().head().map_or(0, |r| r.iteration())
-    }
-
-    fn capture(&mut self, iteration: u64, input: &[u8], run_time: Duration) -> Result<FrameReport, Error> {
-        let t0 = Instant::now();
-        self.guest
-            .read_global_values(&mut self.store, &mut self.globals)?;
-        let (recorder, globals) = (&mut self.recorder, &self.globals);
-        let report = self.guest.with_memory(&mut self.store, |memory| {
-            recorder.record(iteration, memory, globals, None, Some(input))
-        })??;
-        self.at_head = true;
-        Ok(FrameReport {
-            iteration,
-            state_hash: report.state_hash,
-            pages_hashed: report.pages_hashed,
-            pages_changed: report.pages_changed,
-            bytes_stored: report.bytes_stored,
-            memory_len: self.guest.memory_len(&self.store) as u64,
-            run_time,
-            capture_time: t0.elapsed(),
-        })
-    }
-
-    /// Like `Session::rollback_to`: re-instantiates when memory must shrink.
-    fn rollback(&mut self, host: &Host, iteration: u64) -> Result<StateHash, Error> {
-        let target_len = self
-            .recorder
-            .history()
-            .at(iteration)
-            .map_err(rewind::Error::from)?
-            .snapshot()
-            .memory_len();
-        let live_len = self.guest.memory_len(&self.store) as u64;
-        let mut live = if self.at_head {
-            LiveMemory::AtHead
-        } else {
-            LiveMemory::Unknown
-        };
-        if target_len < live_len {
-            let mut store = Store::new(self.engine.clone());
-            let imports = host.imports(&mut store, self.module.module())?;
-            let guest = Guest::instantiate(&mut store, &self.module, &imports)?;
-            self.store = store;
-            self.guest = guest;
-            host.set_memory(self.guest.memory().clone());
-            live = LiveMemory::Unknown;
-        }
-        self.guest.grow_to(&mut self.store, target_len)?;
-        if target_len > live_len {
-            live = LiveMemory::Unknown;
-        }
-        let recorder = &mut self.recorder;
-        let rollback = self.guest.with_memory_mut(&mut self.store, |memory| {
-            recorder.rollback(iteration, memory, live)
-        })??;
-        self.guest
-            .write_global_values(&mut self.store, &rollback.globals)?;
-        host.restore(iteration)?;
-        self.at_head = true;
-        Ok(rollback.state_hash)
-    }
+    Ok((session, world))
 }

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 use rewind_guests::{Error, GuestDir, GuestKind, GuestRun};
+use rewind_wasmer::{Availability, CaptureMode, CapturePreference, DirtyTracker};
 
 fn guests() -> GuestDir {
     match GuestDir::locate() {
@@ -81,6 +82,13 @@ fn verify(kind: GuestKind, frames: u64, memory_stride: u64, seed: u64) -> Figure
     // 1. The recorded run: every frame recorded, random rollbacks of 1–16
     //    frames, then re-simulation by stepping on with the same inputs.
     let mut a = GuestRun::start(kind, &dir, seed).unwrap_or_else(|e| panic!("{kind}: start: {e}"));
+    if matches!(DirtyTracker::probe(), Availability::Available) {
+        assert_eq!(
+            a.mode(),
+            CaptureMode::KernelDirty,
+            "{kind}: kernel dirty pages are available"
+        );
+    }
     let mut rng = Rng(seed ^ 0xA5A5_5A5A);
     let mut restored = Vec::new();
     while a.head() < frames {
@@ -116,10 +124,25 @@ fn verify(kind: GuestKind, frames: u64, memory_stride: u64, seed: u64) -> Figure
         restored.len()
     );
 
-    // 2. The straight run: no rollbacks. Every iteration's state hash must
-    //    equal the recorded run's, and memory read from the recorded run's
-    //    history must equal the straight run's live memory byte for byte.
-    let mut b = GuestRun::start(kind, &dir, seed).unwrap_or_else(|e| panic!("{kind}: start: {e}"));
+    if a.mode() == CaptureMode::KernelDirty {
+        // The hint is what makes kernel mode pay: far fewer pages hashed than
+        // a full scan would.
+        let scan = figures.frames * figures.max_memory / 4096;
+        assert!(
+            figures.pages_hashed < scan,
+            "{kind}: {} pages hashed with kernel hints, a full scan hashes at most {scan}",
+            figures.pages_hashed
+        );
+    }
+
+    // 2. The straight run: no rollbacks, every page hashed at every capture
+    //    (so a page the kernel hints missed in the recorded run would show).
+    //    Every iteration's state hash must equal the recorded run's, and
+    //    memory read from the recorded run's history must equal the straight
+    //    run's live memory byte for byte.
+    let mut b = GuestRun::start_with(kind, &dir, seed, CapturePreference::FullScan)
+        .unwrap_or_else(|e| panic!("{kind}: start: {e}"));
+    assert_eq!(b.mode(), CaptureMode::FullScan);
     let doom_frame = frames.saturating_sub(10).max(1);
     let mut doom_straight = None;
     let mut straight = vec![b.state_hash(0).expect("iteration 0 is recorded")];

@@ -17,10 +17,21 @@
 //!   then part of the guest's memory, so they are captured like any other
 //!   state.
 //!
+//! # Host-driven frames
+//!
+//! A guest whose frame is not one export call (a wasm-bindgen library such as
+//! a physics engine, stepped with handles the host built) runs under
+//! [`SessionOptions::host_driven`]: the session resolves no step export and
+//! [`Session::step_with`] runs a frame the host writes as a closure over the
+//! live store and guest; everything else (capture with kernel dirty pages,
+//! rollback, failed-step undo) is the same. [`Session::from_module_with_setup`]
+//! runs host code once before iteration 0 is captured (building the world the
+//! frames step), and hands back what it returns.
+//!
 //! # Iterations
 //!
-//! The state right after instantiation (start function included) is
-//! iteration 0. Each successful [`Session::step`] records the next iteration
+//! The state right after instantiation (start function included, and the
+//! setup of [`Session::from_module_with_setup`] if any) is iteration 0. Each successful [`Session::step`] records the next iteration
 //! (head + 1). [`Session::rollback_to`]`(k)` restores iteration `k` and makes it
 //! the head; the next step records `k + 1` on a new branch (the superseded
 //! records stay inspectable until garbage collection).
@@ -90,13 +101,17 @@ pub enum StepAbi {
         /// Its capacity in bytes (`input_cap`).
         capacity: u32,
     },
+    /// No step export ([`SessionOptions::host_driven`]): frames run through
+    /// [`Session::step_with`].
+    HostDriven,
 }
 
 /// How a [`Session`] is set up.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     recorder: Options,
-    step_export: String,
+    /// `None`: host-driven.
+    step_export: Option<String>,
     capture: CapturePreference,
     max_memory: Option<u64>,
 }
@@ -109,7 +124,7 @@ impl SessionOptions {
     pub fn new(page_size: u64) -> Result<Self, SessionError> {
         Ok(Self {
             recorder: Options::new(page_size)?,
-            step_export: "step".into(),
+            step_export: Some("step".into()),
             capture: CapturePreference::Auto,
             max_memory: None,
         })
@@ -130,7 +145,14 @@ impl SessionOptions {
 
     /// The name of the exported step function.
     pub fn step_export(mut self, name: impl Into<String>) -> Self {
-        self.step_export = name.into();
+        self.step_export = Some(name.into());
+        self
+    }
+
+    /// No step export: every frame is run by the host through
+    /// [`Session::step_with`] (see the module docs).
+    pub fn host_driven(mut self) -> Self {
+        self.step_export = None;
         self
     }
 
@@ -172,6 +194,17 @@ pub enum SessionError {
         name: String,
         /// What is wrong.
         reason: String,
+    },
+    /// [`Session::step`] on a host-driven session, which has no step export.
+    #[error("the session is host-driven (no step export): run frames with step_with")]
+    HostDriven,
+    /// The setup of [`Session::from_module_with_setup`] failed; nothing was
+    /// recorded.
+    #[error("the session setup failed")]
+    Setup {
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An input longer than the step ABI accepts.
     #[error("input of {len} bytes exceeds the step ABI's capacity of {capacity} bytes")]
@@ -364,7 +397,8 @@ struct Live {
     // unmaps the memory (either order is sound; this one avoids a scan of an
     // unmapped range ever being possible).
     tracker: Option<DirtyTracker>,
-    step: StepFn,
+    /// `None`: host-driven.
+    step: Option<StepFn>,
     guest: Guest,
     store: Store,
 }
@@ -377,12 +411,14 @@ impl Live {
         engine: &Engine,
         module: &GuestModule,
         imports: &mut ImportsFn,
-        step_export: &str,
+        step_export: Option<&str>,
     ) -> Result<Self, SessionError> {
         let mut store = Store::new(engine.clone());
         let imports = imports(&mut store);
         let guest = Guest::instantiate(&mut store, module, &imports)?;
-        let step = resolve_step(&mut store, &guest, step_export)?;
+        let step = step_export
+            .map(|name| resolve_step(&mut store, &guest, name))
+            .transpose()?;
         Ok(Self {
             tracker: None,
             step,
@@ -393,15 +429,17 @@ impl Live {
 
     fn abi(&self) -> StepAbi {
         match self.step {
-            StepFn::Word(_) => StepAbi::Word,
-            StepFn::Buffer { ptr, capacity, .. } => StepAbi::Buffer { ptr, capacity },
+            Some(StepFn::Word(_)) => StepAbi::Word,
+            Some(StepFn::Buffer { ptr, capacity, .. }) => StepAbi::Buffer { ptr, capacity },
+            None => StepAbi::HostDriven,
         }
     }
 
     fn check_input(&self, input: &[u8]) -> Result<(), SessionError> {
         let capacity = match self.step {
-            StepFn::Word(_) => 8,
-            StepFn::Buffer { capacity, .. } => capacity as usize,
+            Some(StepFn::Word(_)) => 8,
+            Some(StepFn::Buffer { capacity, .. }) => capacity as usize,
+            None => return Err(SessionError::HostDriven),
         };
         if input.len() > capacity {
             return Err(SessionError::InputTooLarge {
@@ -414,7 +452,10 @@ impl Live {
 
     /// Runs one step: the input must have passed `check_input`.
     fn run(&mut self, input: &[u8]) -> Result<(), wasmer::RuntimeError> {
-        match &self.step {
+        let Some(step) = &self.step else {
+            return Err(wasmer::RuntimeError::new("host-driven session: no step export"));
+        };
+        match step {
             StepFn::Word(func) => {
                 let mut word = [0u8; 8];
                 word[..input.len()].copy_from_slice(input);
@@ -516,7 +557,7 @@ pub struct Session {
     engine: Engine,
     module: GuestModule,
     imports: ImportsFn,
-    step_export: String,
+    step_export: Option<String>,
     max_memory: Option<u64>,
     live: Live,
     recorder: Recorder,
@@ -525,6 +566,8 @@ pub struct Session {
     page_size: usize,
     /// Kernel mode: pages written since the head, already taken from the tracker.
     pending: Vec<u32>,
+    /// Kernel mode: the pages the last step's capture was given.
+    last_written: Vec<u32>,
     scratch: Vec<u32>,
     globals: Vec<rewind::GlobalValue>,
     /// Full-scan mode: whether live memory is known to equal the head.
@@ -573,6 +616,25 @@ impl Session {
         options: SessionOptions,
         imports: impl FnMut(&mut Store) -> Imports + 'static,
     ) -> Result<Self, SessionError> {
+        Self::from_module_with_setup(engine, module, options, imports, |_, _| Ok(())).map(|(s, ())| s)
+    }
+
+    /// Like [`from_module`](Self::from_module), running `setup` on the fresh
+    /// instance before iteration 0 is captured (its writes are part of
+    /// iteration 0) and returning what it returns, e.g. the handles of a
+    /// world the host-driven frames step.
+    ///
+    /// `setup` runs once: a later re-instantiation (a rollback that shrinks
+    /// memory) restores memory and globals from history instead, so whatever
+    /// setup built in the guest's state is back, and guest pointers it
+    /// returned stay valid.
+    pub fn from_module_with_setup<T>(
+        engine: Engine,
+        module: GuestModule,
+        options: SessionOptions,
+        imports: impl FnMut(&mut Store) -> Imports + 'static,
+        setup: impl FnOnce(&mut Store, &Guest) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Result<(Self, T), SessionError> {
         let mut imports: ImportsFn = Box::new(imports);
         let recorder = Recorder::new(options.recorder.clone())?;
         let page_size = recorder.history().page_size().bytes();
@@ -588,7 +650,7 @@ impl Session {
                 }
             },
         };
-        let mut live = Live::instantiate(&engine, &module, &mut imports, &options.step_export)?;
+        let mut live = Live::instantiate(&engine, &module, &mut imports, options.step_export.as_deref())?;
         if mode == CaptureMode::KernelDirty {
             match live.guest.dirty_tracker(&live.store) {
                 Ok(t) => live.tracker = Some(t),
@@ -611,6 +673,7 @@ impl Session {
             fallback,
             page_size,
             pending: Vec::new(),
+            last_written: Vec::new(),
             scratch: Vec::new(),
             globals: Vec::new(),
             at_head: false,
@@ -618,6 +681,8 @@ impl Session {
             hooks: Vec::new(),
             stats: SessionStats::default(),
         };
+        let value = setup(&mut session.live.store, &session.live.guest)
+            .map_err(|source| SessionError::Setup { source })?;
         let len = session.memory_len();
         if let Some(limit) = session.max_memory.filter(|&l| len > l) {
             return Err(SessionError::MemoryLimit {
@@ -628,7 +693,7 @@ impl Session {
         }
         // Iteration 0: everything is hashed (there is no previous snapshot).
         session.capture(0, None, true)?;
-        Ok(session)
+        Ok((session, value))
     }
 
     /// The capture mode in use.
@@ -697,19 +762,49 @@ impl Session {
         self.hooks.push(Box::new(f));
     }
 
+    /// The pages the kernel reported written by the last step, sorted: what
+    /// its capture hashed. Empty in full-scan mode, after a rollback and before
+    /// the first step.
+    pub fn written_pages(&self) -> &[u32] {
+        &self.last_written
+    }
+
     /// Runs the guest's step function with `input` and records the resulting
     /// state as iteration head + 1.
     pub fn step(&mut self, input: &[u8]) -> Result<StepReport, SessionError> {
+        self.live.check_input(input)?;
+        self.step_inner(input, |live| live.run(input))
+    }
+
+    /// Runs one frame written by the host — `frame` gets the live store, the
+    /// guest and `input` — and records the resulting state as iteration
+    /// head + 1 with `input` as its recorded input. The frame may call any
+    /// exports and write memory; an error from it (a trap, or a host error
+    /// wrapped with [`wasmer::RuntimeError::user`]) is a failed step: undone,
+    /// nothing recorded, [`SessionError::Trap`] returned. Works with or
+    /// without a step export.
+    pub fn step_with<F>(&mut self, input: &[u8], frame: F) -> Result<StepReport, SessionError>
+    where
+        F: FnOnce(&mut Store, &Guest, &[u8]) -> Result<(), wasmer::RuntimeError>,
+    {
+        self.step_inner(input, |live| frame(&mut live.store, &live.guest, input))
+    }
+
+    fn step_inner(
+        &mut self,
+        input: &[u8],
+        run: impl FnOnce(&mut Live) -> Result<(), wasmer::RuntimeError>,
+    ) -> Result<StepReport, SessionError> {
         if self.poisoned {
             return Err(SessionError::NeedsRollback {
                 head: self.head_iteration(),
             });
         }
-        self.live.check_input(input)?;
         let iteration = self.head_iteration() + 1;
         self.at_head = false;
+        self.last_written.clear();
         let t0 = Instant::now();
-        let ran = self.live.run(input);
+        let ran = run(&mut self.live);
         let run_time = t0.elapsed();
         if let Err(source) = ran {
             return Err(self.undo_step(iteration, SessionError::Trap { iteration, source }));
@@ -934,6 +1029,9 @@ impl Session {
         let report = self.live.guest.with_memory(&mut self.live.store, |memory| {
             recorder.record(iteration, memory, globals, hint, input)
         })??;
+        if hinted {
+            std::mem::swap(&mut self.pending, &mut self.last_written);
+        }
         self.pending.clear();
         self.at_head = true;
         Ok(StepReport {
@@ -954,6 +1052,7 @@ impl Session {
     /// memory must shrink. No hooks.
     fn restore(&mut self, iteration: u64) -> Result<RollbackReport, SessionError> {
         let t0 = Instant::now();
+        self.last_written.clear();
         let (target_len, target_globals) = {
             let snapshot = self
                 .recorder
@@ -1017,7 +1116,12 @@ impl Session {
         target_len: u64,
         t0: Instant,
     ) -> Result<RollbackReport, SessionError> {
-        let mut fresh = Live::instantiate(&self.engine, &self.module, &mut self.imports, &self.step_export)?;
+        let mut fresh = Live::instantiate(
+            &self.engine,
+            &self.module,
+            &mut self.imports,
+            self.step_export.as_deref(),
+        )?;
         fresh.guest.grow_to(&mut fresh.store, target_len)?;
         let recorder = &mut self.recorder;
         let rollback = fresh.guest.with_memory_mut(&mut fresh.store, |memory| {

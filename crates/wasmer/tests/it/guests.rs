@@ -141,3 +141,31 @@ pub fn trap() -> [u8; 8] {
 pub fn scribble(byte: u8) -> [u8; 8] {
     (u64::from(byte) << 8 | 0xFD).to_le_bytes()
 }
+
+/// No step export: a library whose frames the host drives. `world_new`
+/// allocates a 16 KiB world at 64 KiB (pages 16..20 of 4 KiB) and writes its
+/// state; `world_step(world, dt)` advances the state and writes one word in
+/// each of the world's four pages; `dt = 255` does that, then traps.
+pub const HOST_DRIVEN: &str = r#"
+(module
+  (memory (export "memory") 4)
+  (global $next (mut i32) (i32.const 65536))
+  (func (export "world_new") (result i32)
+    (local $p i32)
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (i32.const 16384)))
+    (i64.store (local.get $p) (i64.const 7))
+    (local.get $p))
+  (func (export "world_step") (param $w i32) (param $dt i64)
+    (local $k i32) (local $v i64)
+    (local.set $v
+      (i64.add (i64.mul (i64.load (local.get $w)) (i64.const 6364136223846793005))
+               (local.get $dt)))
+    (loop $pages
+      (i64.store (i32.add (local.get $w) (i32.mul (local.get $k) (i32.const 4096)))
+                 (i64.add (local.get $v) (i64.extend_i32_u (local.get $k))))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br_if $pages (i32.lt_u (local.get $k) (i32.const 4))))
+    (if (i64.eq (local.get $dt) (i64.const 255)) (then unreachable)))
+)
+"#;

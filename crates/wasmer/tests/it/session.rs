@@ -466,3 +466,108 @@ fn memory_slices_check_the_store() {
     guest.memory().view(s.store()).read(0, &mut word).expect("read");
     assert_eq!(i32::from_le_bytes(word), 77);
 }
+
+/// A host-driven session on [`guests::HOST_DRIVEN`]: the world built by the
+/// setup, its pointer handed back.
+fn host_driven(capture: CapturePreference) -> (Session, i32) {
+    let engine = wasmer::Store::default().engine().clone();
+    let module = rewind_wasmer::GuestModule::from_wat(&engine, guests::HOST_DRIVEN).expect("module");
+    Session::from_module_with_setup(
+        engine,
+        module,
+        options().capture(capture).host_driven(),
+        |_| wasmer::Imports::new(),
+        |store, guest| {
+            let new: TypedFunction<(), i32> =
+                guest.instance().exports.get_typed_function(store, "world_new")?;
+            Ok(new.call(store)?)
+        },
+    )
+    .expect("host-driven session")
+}
+
+fn world_step(s: &mut Session, world: i32, dt: u8) -> Result<rewind_wasmer::StepReport, SessionError> {
+    s.step_with(&[dt], |store, guest, input| {
+        let f: TypedFunction<(i32, i64), ()> = guest
+            .instance()
+            .exports
+            .get_typed_function(store, "world_step")
+            .map_err(|e| wasmer::RuntimeError::user(Box::new(e)))?;
+        f.call(store, world, i64::from(input[0]))
+    })
+}
+
+#[test]
+fn host_driven_frames_record_roll_back_and_match_a_straight_run() {
+    let dts: Vec<u8> = (1..=12).collect();
+    // Straight run, full scan.
+    let (mut straight, world) = host_driven(CapturePreference::FullScan);
+    assert_eq!(world, 65536);
+    assert_eq!(straight.step_abi(), StepAbi::HostDriven);
+    let mut expected = vec![straight.state_hash(0).expect("iteration 0")];
+    for &dt in &dts {
+        let r = world_step(&mut straight, world, dt).expect("step");
+        assert!(
+            straight.written_pages().is_empty(),
+            "full scan reports no written pages"
+        );
+        expected.push(r.state_hash);
+    }
+    // The setup's write is part of iteration 0.
+    let mut word = [0u8; 8];
+    straight.recorder().read(0, 65536, &mut word).expect("read");
+    assert_eq!(u64::from_le_bytes(word), 7);
+
+    let (mut s, world) = host_driven(CapturePreference::Auto);
+    assert_eq!(s.state_hash(0).expect("iteration 0"), expected[0]);
+    assert!(matches!(s.step(&[1]), Err(SessionError::HostDriven)));
+    assert_eq!(s.head_iteration(), 0, "a refused step records nothing");
+    for &dt in &dts[..8] {
+        let r = world_step(&mut s, world, dt).expect("step");
+        assert_eq!(r.state_hash, expected[r.iteration as usize]);
+        if s.mode() == CaptureMode::KernelDirty {
+            assert_eq!(
+                s.written_pages(),
+                &[16, 17, 18, 19],
+                "the kernel saw the world's pages"
+            );
+            assert_eq!(r.pages_hashed, 4);
+        }
+    }
+    // A frame that traps is undone: nothing recorded, live state at the head.
+    let err = world_step(&mut s, world, 255).expect_err("trap");
+    assert!(matches!(err, SessionError::Trap { iteration: 9, .. }), "{err}");
+    assert_eq!(s.head_iteration(), 8);
+    assert!(s.written_pages().is_empty());
+    // Roll back and re-simulate; then run on to the end.
+    s.rollback_to(3).expect("rollback");
+    assert!(s.written_pages().is_empty(), "a rollback is not a step");
+    for &dt in &dts[3..] {
+        let r = world_step(&mut s, world, dt).expect("step");
+        assert_eq!(
+            r.state_hash, expected[r.iteration as usize],
+            "iteration {}",
+            r.iteration
+        );
+    }
+    assert_eq!(s.head_iteration(), dts.len() as u64);
+    assert_eq!(s.recorded_inputs(4, 4).expect("inputs"), vec![vec![4u8]]);
+}
+
+#[test]
+fn host_driven_setup_failure_is_a_typed_error() {
+    let engine = wasmer::Store::default().engine().clone();
+    let module = rewind_wasmer::GuestModule::from_wat(&engine, guests::HOST_DRIVEN).expect("module");
+    let err = Session::from_module_with_setup(
+        engine,
+        module,
+        options().host_driven(),
+        |_| wasmer::Imports::new(),
+        |store, guest| {
+            let f: TypedFunction<(), i32> = guest.instance().exports.get_typed_function(store, "missing")?;
+            Ok(f.call(store)?)
+        },
+    )
+    .expect_err("setup fails");
+    assert!(matches!(err, SessionError::Setup { .. }), "{err}");
+}
