@@ -735,7 +735,7 @@ impl ArchiveWriter {
             Durability::EveryN(n) => self.unsynced + 1 >= n.max(1),
             Durability::Manual => false,
         };
-        let written = self.write_commit(&buf, &trailer, data_off, trailer_off, sync_now);
+        let written = self.write_commit(buf, &trailer, data_off, trailer_off, sync_now);
         if let Err(e) = written {
             // Leave the file as it was: the torn bytes would be ignored anyway.
             let _ = self.file.set_len(self.end);
@@ -763,9 +763,11 @@ impl ArchiveWriter {
         Ok(rep)
     }
 
+    /// Write a commit's segments (`buf`, from `data_off`) and its trailer: with a sync
+    /// between them when `sync_now`, else in one write (the trailer appended to `buf`).
     fn write_commit(
         &mut self,
-        buf: &[u8],
+        mut buf: Vec<u8>,
         trailer: &[u8],
         data_off: u64,
         trailer_off: u64,
@@ -773,7 +775,7 @@ impl ArchiveWriter {
     ) -> Result<(), ArchiveError> {
         let io = |op| ArchiveError::io(op, &self.path);
         if sync_now {
-            self.file.write_all_at(buf, data_off).map_err(io("write"))?;
+            self.file.write_all_at(&buf, data_off).map_err(io("write"))?;
             self.file
                 .sync_data()
                 .map_err(ArchiveError::io("sync", &self.path))?;
@@ -784,10 +786,8 @@ impl ArchiveWriter {
                 .sync_data()
                 .map_err(ArchiveError::io("sync", &self.path))?;
         } else {
-            let mut all = Vec::with_capacity(buf.len() + trailer.len());
-            all.extend_from_slice(buf);
-            all.extend_from_slice(trailer);
-            self.file.write_all_at(&all, data_off).map_err(io("write"))?;
+            buf.extend_from_slice(trailer);
+            self.file.write_all_at(&buf, data_off).map_err(io("write"))?;
         }
         Ok(())
     }

@@ -3,14 +3,17 @@
 //!
 //! Each frame is compared with the previous one page by page (a memcmp, cheaper than
 //! hashing), the differing pages go to [`History::capture`] as its dirty hint, and the
-//! record is appended to the archive with [`ArchiveWriter::append`]. Records already
-//! written are dropped from the in-memory history, so memory stays at about one frame
-//! plus its stored pages however long the input is. The archive is written to a
-//! temporary file beside the output and renamed over it only when complete.
+//! record is appended to the archive with [`ArchiveWriter::append`]. Reading and
+//! comparing run on a second thread, a cache-sized chunk at a time, and only the
+//! differing pages cross to the thread that captures. Records already written are
+//! dropped from the in-memory history, so memory stays at about two frames plus the
+//! stored pages of one however long the input is. The archive is written to a temporary
+//! file beside the output and renamed over it only when complete.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use anyhow::{bail, Context, Result};
 use rewind_archive::{ArchiveWriter, Durability};
@@ -173,7 +176,7 @@ pub fn import(
 ) -> Result<ImportReport> {
     let (frame_size, count) = plan(frames, opts.page_size)?;
     check_output(out, &frames.paths())?;
-    let ps = opts.page_size as usize;
+    let ps = usize::try_from(opts.page_size).context("page size does not fit in memory")?;
     let mut config = HistoryConfig::new(opts.page_size)?;
     if let Some(seed) = opts.seed {
         config = config.seed(seed);
@@ -191,8 +194,6 @@ pub fn import(
     let mut writer = ArchiveWriter::create(tmp.path(), &history, Durability::Manual)
         .with_context(|| format!("cannot create {}", tmp.path().display()))?;
     let n = usize::try_from(frame_size).context("frame size does not fit in memory")?;
-    let mut prev = vec![0u8; n];
-    let mut hint: Vec<u32> = Vec::new();
     let mut rep = ImportReport {
         frames: count,
         frame_size,
@@ -202,66 +203,61 @@ pub fn import(
         objects: 0,
     };
     let total = frame_size * count;
-    // A reader thread reads the next frame while this one is captured and appended
-    // (two frames in flight, buffers recycled), so reading overlaps the work.
+    // Two threads share the work. The reader reads each frame a chunk at a time into a
+    // small buffer that stays in cache, compares each page with the previous frame (its
+    // own copy, updated in place) and sends on only the pages that differ; this thread
+    // writes them into its copy of the memory and captures it with those pages as the
+    // hint. Memory is two frames plus a few batches in flight.
     std::thread::scope(|scope| -> Result<()> {
         // The channels live in this closure: when it returns (an error included) they
         // drop, so the reader's next send or receive fails and it ends.
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(1);
-        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        for _ in 0..2 {
-            free_tx.send(vec![0u8; n]).context("reader buffers")?;
-        }
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(IN_FLIGHT);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Batch>();
         scope.spawn(move || {
-            let read = |k: u64, buf: &mut [u8], packed: &mut Option<File>| -> Result<()> {
-                match (frames, packed) {
-                    (Frames::Files(paths), _) => {
-                        let p = paths
-                            .get(usize::try_from(k).context("too many frames")?)
-                            .context("frame list changed")?;
-                        let mut f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-                        f.read_exact(buf)
-                            .with_context(|| format!("cannot read {} ({} bytes expected)", p.display(), n))
-                    }
-                    (Frames::Packed { path, .. }, Some(f)) => f
-                        .read_exact(buf)
-                        .with_context(|| format!("cannot read frame {k} of {}", path.display())),
-                    (Frames::Packed { .. }, None) => bail!("packed input not open"),
-                }
-            };
-            let mut packed = match frames {
-                Frames::Packed { path, .. } => match File::open(path) {
-                    Ok(f) => Some(f),
-                    Err(e) => {
-                        let _ = full_tx.send(Err(
-                            anyhow::Error::new(e).context(format!("cannot open {}", path.display()))
-                        ));
-                        return;
-                    }
-                },
-                Frames::Files(_) => None,
+            let mut reader = FrameReader {
+                frames,
+                page_size: ps,
+                prev: vec![0u8; n],
+                chunk: vec![0u8; CHUNK.min(n)],
+                file: None,
+                out: full_tx,
+                free: free_rx,
             };
             for k in 0..count {
-                let Ok(mut buf) = free_rx.recv() else { return };
-                let r = read(k, &mut buf, &mut packed).map(|()| buf);
-                let failed = r.is_err();
-                if full_tx.send(r).is_err() || failed {
-                    return;
+                match reader.frame(k) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = reader.out.send(Err(e));
+                        return;
+                    }
                 }
             }
         });
+        let mut memory = vec![0u8; n];
+        let mut hint: Vec<u32> = Vec::new();
         for k in 0..count {
-            let cur = full_rx.recv().context("the frame reader stopped")??;
             hint.clear();
-            for (i, (a, b)) in prev.chunks_exact(ps).zip(cur.chunks_exact(ps)).enumerate() {
-                if k == 0 || a != b {
-                    hint.push(i as u32);
+            loop {
+                let batch = full_rx.recv().context("the frame reader stopped")??;
+                for (&i, page) in batch.pages.iter().zip(batch.bytes.chunks_exact(ps)) {
+                    let at = i as usize * ps;
+                    memory
+                        .get_mut(at..at + ps)
+                        .context("a changed page lies outside the frame")?
+                        .copy_from_slice(page);
+                }
+                hint.extend_from_slice(&batch.pages);
+                let end = batch.end;
+                let _ = free_tx.send(batch);
+                if end {
+                    break;
                 }
             }
             rep.pages_changed += hint.len() as u64;
             let iteration = opts.first_iteration + k;
             history
-                .capture(iteration, &cur, &[], Some(&hint), None)
+                .capture(iteration, &memory, &[], Some(&hint), None)
                 .with_context(|| format!("cannot capture frame {k}"))?;
             let a = writer.append(&history).context("cannot append to the archive")?;
             rep.objects += a.objects;
@@ -276,8 +272,6 @@ pub fn import(
                     .remove(id)
                     .context("cannot drop a written record from memory")?;
             }
-            let done = std::mem::replace(&mut prev, cur);
-            let _ = free_tx.send(done);
             rep.bytes_in += frame_size;
             progress(rep.bytes_in, total);
         }
@@ -290,4 +284,191 @@ pub fn import(
         .map_err(|e| e.error)
         .with_context(|| format!("cannot move the archive into place at {}", out.display()))?;
     Ok(rep)
+}
+
+/// Bytes read and compared at a time: small enough to stay in a core's cache between the
+/// read and the comparison, a multiple of every page size (at most 64 KiB).
+const CHUNK: usize = 256 << 10;
+
+/// Batches queued between the reader and the importer: enough for the reader to keep
+/// reading while the importer captures and appends a frame (a burst of a millisecond
+/// or more), at most about `IN_FLIGHT` × 2 × [`CHUNK`] bytes.
+const IN_FLIGHT: usize = 16;
+
+/// Pages of one frame that differ from the previous frame, in the order of the frame; a
+/// batch holds about [`CHUNK`] bytes of pages. The frame's last batch has `end` set (it
+/// may hold no page). In the first frame every page counts as differing.
+#[derive(Default)]
+struct Batch {
+    /// Page indexes, ascending.
+    pages: Vec<u32>,
+    /// Their bytes, back to back.
+    bytes: Vec<u8>,
+    /// True for the last batch of a frame.
+    end: bool,
+}
+
+/// The reader thread: reads frames, keeps the previous one, sends the pages that differ.
+struct FrameReader<'a> {
+    frames: &'a Frames,
+    page_size: usize,
+    /// The previous frame, brought up to date page by page as the next one is read.
+    prev: Vec<u8>,
+    /// Where each chunk is read.
+    chunk: Vec<u8>,
+    /// The file being read: the packed input, or the current frame's file.
+    file: Option<File>,
+    out: SyncSender<Result<Batch>>,
+    /// Batches the importer is done with, to reuse.
+    free: Receiver<Batch>,
+}
+
+impl FrameReader<'_> {
+    /// Read frame `k` and send its differing pages. False when the importer has gone (it
+    /// stopped on an error of its own).
+    fn frame(&mut self, k: u64) -> Result<bool> {
+        let ps = self.page_size;
+        let frame_size = self.prev.len();
+        let (file, name) = open_frame(self.frames, &mut self.file, frame_size, k)?;
+        let mut batch = reuse(&self.free);
+        let mut first: u32 = 0;
+        let chunks = frame_size.div_ceil(CHUNK);
+        for (c, old) in self.prev.chunks_mut(CHUNK).enumerate() {
+            let cur = self
+                .chunk
+                .get_mut(..old.len())
+                .context("read buffer smaller than a chunk")?;
+            file.read_exact(cur)
+                .with_context(|| format!("cannot read {name}"))?;
+            for (i, (o, p)) in (first..).zip(old.chunks_exact_mut(ps).zip(cur.chunks_exact(ps))) {
+                if k == 0 || o != p {
+                    o.copy_from_slice(p);
+                    batch.pages.push(i);
+                    batch.bytes.extend_from_slice(p);
+                }
+            }
+            first += u32::try_from(old.len() / ps).context("too many pages in a frame")?;
+            let last = c + 1 == chunks;
+            if last || batch.bytes.len() >= CHUNK {
+                batch.end = last;
+                if self.out.send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return Ok(false);
+                }
+                if !last {
+                    batch = reuse(&self.free);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// An empty batch, reusing one the importer returned when there is one.
+fn reuse(free: &Receiver<Batch>) -> Batch {
+    let mut b = free.try_recv().unwrap_or_default();
+    b.pages.clear();
+    b.bytes.clear();
+    b.end = false;
+    b
+}
+
+/// The file to read frame `k` from, positioned at its start, and its name for errors.
+/// `slot` keeps the packed input open between frames.
+fn open_frame<'f>(
+    frames: &Frames,
+    slot: &'f mut Option<File>,
+    frame_size: usize,
+    k: u64,
+) -> Result<(&'f mut File, String)> {
+    match frames {
+        Frames::Files(paths) => {
+            let p = paths
+                .get(usize::try_from(k).context("too many frames")?)
+                .context("frame list changed")?;
+            let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            let name = format!("{} ({frame_size} bytes expected)", p.display());
+            Ok((slot.insert(f), name))
+        }
+        Frames::Packed { path, .. } => {
+            let f = match slot.take() {
+                Some(f) => f,
+                None => File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+            };
+            Ok((slot.insert(f), format!("frame {k} of {}", path.display())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_archive::Archive;
+
+    /// Frames of several read chunks (the last one partial), with writes on both sides of
+    /// chunk boundaries, in the first and last page, and frames equal to their previous.
+    fn frames(frame_size: usize, count: usize) -> Vec<Vec<u8>> {
+        let mut mem = vec![0u8; frame_size];
+        let mut out = Vec::new();
+        for f in 0..count {
+            let at = [
+                0,
+                CHUNK - 1,
+                CHUNK,
+                2 * CHUNK + 17 * f,
+                frame_size - 1,
+                (f * 7919) % frame_size,
+            ];
+            if f % 3 != 2 {
+                for (i, &a) in at.iter().enumerate() {
+                    mem[a] = mem[a].wrapping_add((f + i + 1) as u8);
+                }
+            }
+            out.push(mem.clone());
+        }
+        out
+    }
+
+    fn check(frame_size: usize, page_size: u64, packed: bool) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let want = frames(frame_size, 9);
+        let input = if packed {
+            let path = dir.path().join("frames.bin");
+            std::fs::write(&path, want.concat()).expect("write frames");
+            Frames::Packed {
+                path,
+                frame_size: frame_size as u64,
+            }
+        } else {
+            let mut paths = Vec::new();
+            for (i, f) in want.iter().enumerate() {
+                let p = dir.path().join(format!("{i}.bin"));
+                std::fs::write(&p, f).expect("write frame");
+                paths.push(p);
+            }
+            Frames::Files(paths)
+        };
+        let out = dir.path().join("out.rwd");
+        let mut opts = ImportOptions::new(page_size);
+        opts.seed = Some(5);
+        opts.first_iteration = 100;
+        let rep = import(&input, &out, &opts, &mut |_, _| {}).expect("import");
+        assert_eq!(rep.frames, want.len() as u64);
+        let archive = Archive::open(&out).expect("open");
+        let mut got = vec![0u8; frame_size];
+        for (i, f) in want.iter().enumerate() {
+            archive.read_at(100 + i as u64, 0, &mut got).expect("read");
+            assert!(got == *f, "frame {i} reads back different");
+        }
+    }
+
+    #[test]
+    fn frames_of_several_chunks_read_back_exactly() {
+        check(2 * CHUNK + 5 * 4096, 4096, true);
+        check(2 * CHUNK + 5 * 4096, 4096, false);
+    }
+
+    #[test]
+    fn largest_pages_across_chunks_read_back_exactly() {
+        check(3 * CHUNK + (64 << 10), 64 << 10, true);
+    }
 }
