@@ -315,6 +315,12 @@ index_table!(ArchivedRecEntry, records, u64, |e| e.id.to_native());
 index_table!(ArchivedInputEntry, inputs, [u8; 16], |e| e.hash);
 index_table!(ArchivedTlEntry, timeline, u64, |e| e.iteration.to_native());
 
+/// The reasons of [`Archive::data_entry`] for an object.
+const OBJECT_REASONS: [&str; 2] = [
+    "object index points past its segment",
+    "object index and object disagree",
+];
+
 fn info_of(e: &RecEntry) -> RecordInfo {
     RecordInfo {
         id: RecordId(e.id),
@@ -651,22 +657,38 @@ impl Archive {
         Ok(self.lookup::<ArchivedInputEntry>(&hash.0)?.map(own_input))
     }
 
-    fn rec_meta(&self, e: &RecEntry) -> Result<(&ArchivedDataSeg, &ArchivedRecMeta), ArchiveError> {
-        let data = self.data(e.seg)?;
-        let m = data
-            .records
-            .get(e.pos as usize)
-            .ok_or(ArchiveError::Inconsistent {
-                offset: e.seg,
-                reason: "record index points past its segment",
-            })?;
-        if m.id.to_native() != e.id || m.parent.to_native() != e.parent {
-            return Err(ArchiveError::Inconsistent {
-                offset: e.seg,
-                reason: "record index and record disagree",
-            });
+    /// Entry `pos` of one table of the data segment at `seg`, with the segment, checked
+    /// against the index entry that points at it: `agrees` compares the fields both
+    /// hold, and `what` gives the two error reasons (past the table, disagreeing).
+    fn data_entry<'a, M>(
+        &'a self,
+        seg: u64,
+        pos: u32,
+        table: impl FnOnce(&'a ArchivedDataSeg) -> &'a [M],
+        agrees: impl FnOnce(&M) -> bool,
+        what: [&'static str; 2],
+    ) -> Result<(&'a ArchivedDataSeg, &'a M), ArchiveError> {
+        let [past, disagree] = what;
+        let bad = |reason| ArchiveError::Inconsistent { offset: seg, reason };
+        let data = self.data(seg)?;
+        let m = table(data).get(pos as usize).ok_or(bad(past))?;
+        if !agrees(m) {
+            return Err(bad(disagree));
         }
         Ok((data, m))
+    }
+
+    fn rec_meta(&self, e: &RecEntry) -> Result<(&ArchivedDataSeg, &ArchivedRecMeta), ArchiveError> {
+        self.data_entry(
+            e.seg,
+            e.pos,
+            |d| &d.records,
+            |m| m.id.to_native() == e.id && m.parent.to_native() == e.parent,
+            [
+                "record index points past its segment",
+                "record index and record disagree",
+            ],
+        )
     }
 
     // ---- records ---------------------------------------------------------------------
@@ -765,20 +787,16 @@ impl Archive {
     }
 
     pub(crate) fn input_bytes(&self, ie: &InputEntry) -> Result<&[u8], ArchiveError> {
-        let data = self.data(ie.seg)?;
-        let m = data
-            .inputs
-            .get(ie.pos as usize)
-            .ok_or(ArchiveError::Inconsistent {
-                offset: ie.seg,
-                reason: "input index points past its segment",
-            })?;
-        if m.hash != ie.hash {
-            return Err(ArchiveError::Inconsistent {
-                offset: ie.seg,
-                reason: "input index and input disagree",
-            });
-        }
+        let (data, m) = self.data_entry(
+            ie.seg,
+            ie.pos,
+            |d| &d.inputs,
+            |m| m.hash == ie.hash,
+            [
+                "input index points past its segment",
+                "input index and input disagree",
+            ],
+        )?;
         slice_of(
             &data.input_bytes,
             m.start.to_native(),
@@ -900,18 +918,17 @@ impl Archive {
     }
 
     pub(crate) fn object_of(&self, e: &ObjEntry) -> Result<rewind_store::ObjectRef<'_>, ArchiveError> {
-        let data = self.data(e.seg)?;
+        let (data, m) = self.data_entry(
+            e.seg,
+            e.pos,
+            |d| &d.objects,
+            |m| m.hash == e.hash && m.kind == e.kind && m.depth == e.depth,
+            OBJECT_REASONS,
+        )?;
         let bad = |reason| ArchiveError::Inconsistent {
             offset: e.seg,
             reason,
         };
-        let m = data
-            .objects
-            .get(e.pos as usize)
-            .ok_or(bad("object index points past its segment"))?;
-        if m.hash != e.hash || m.kind != e.kind || m.depth != e.depth {
-            return Err(bad("object index and object disagree"));
-        }
         let bytes = slice_of(
             &data.object_bytes,
             m.start.to_native(),
@@ -1248,20 +1265,13 @@ impl Archive {
         for r in &objs {
             for e in self.run(r)? {
                 let e = own_obj(e);
-                let data = self.data(e.seg)?;
-                let m = data
-                    .objects
-                    .get(e.pos as usize)
-                    .ok_or(ArchiveError::Inconsistent {
-                        offset: e.seg,
-                        reason: "object index points past its segment",
-                    })?;
-                if m.hash != e.hash || m.kind != e.kind {
-                    return Err(ArchiveError::Inconsistent {
-                        offset: e.seg,
-                        reason: "object index and object disagree",
-                    });
-                }
+                let (_, m) = self.data_entry(
+                    e.seg,
+                    e.pos,
+                    |d| &d.objects,
+                    |m| m.hash == e.hash && m.kind == e.kind,
+                    OBJECT_REASONS,
+                )?;
                 let kind = match m.kind {
                     KIND_RAW => ObjectKind::Raw,
                     KIND_LZ4 => ObjectKind::Lz4,
