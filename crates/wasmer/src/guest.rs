@@ -111,6 +111,21 @@ pub enum GuestError {
         /// Why it can change.
         how: TableMutation,
     },
+    /// A passive data segment that is both copied into memory
+    /// (`memory.init`) and dropped (`data.drop`): whether it was dropped is
+    /// instance state outside memory and globals, so a rollback to before the
+    /// drop would leave `memory.init` trapping where the original run did not.
+    #[error(
+        "data segment {segment} is used by memory.init (function {init_func}) and dropped by data.drop          (function {drop_func}); its dropped flag is state rewind cannot capture"
+    )]
+    DroppedDataSegment {
+        /// The data segment.
+        segment: u32,
+        /// A function with `memory.init` of it.
+        init_func: u32,
+        /// A function with `data.drop` of it.
+        drop_func: u32,
+    },
     /// An imported mutable global: its state lives outside the instance.
     #[error("the module imports mutable global {module}.{name}, whose state rewind would not own")]
     ImportedMutableGlobal {
@@ -328,6 +343,10 @@ impl ModuleLayout {
         let mut imported_funcs = 0u32;
         let mut globals = Vec::new();
         let mut code_index = 0u32;
+        // Passive data segments used by `memory.init` / dropped by `data.drop`,
+        // each with the first function doing it.
+        let mut data_inits = std::collections::BTreeMap::new();
+        let mut data_drops = std::collections::BTreeMap::new();
         for payload in Parser::new(0).parse_all(wasm) {
             match payload.map_err(parse)? {
                 Payload::Version {
@@ -423,6 +442,14 @@ impl ModuleLayout {
                     let mut ops = body.get_operators_reader().map_err(parse)?;
                     while !ops.eof() {
                         let (op, table) = match ops.read().map_err(parse)? {
+                            Operator::MemoryInit { data_index, .. } => {
+                                data_inits.entry(data_index).or_insert(func);
+                                continue;
+                            }
+                            Operator::DataDrop { data_index } => {
+                                data_drops.entry(data_index).or_insert(func);
+                                continue;
+                            }
                             Operator::TableSet { table } => ("table.set", table),
                             Operator::TableGrow { table } => ("table.grow", table),
                             Operator::TableFill { table } => ("table.fill", table),
@@ -438,6 +465,13 @@ impl ModuleLayout {
                 }
                 _ => {}
             }
+        }
+        if let Some((&segment, &drop_func)) = data_drops.iter().find(|(d, _)| data_inits.contains_key(d)) {
+            return Err(GuestError::DroppedDataSegment {
+                segment,
+                init_func: data_inits.get(&segment).copied().unwrap_or(drop_func),
+                drop_func,
+            });
         }
         if memories > 1 {
             return Err(GuestError::MultipleMemories { count: memories });

@@ -61,6 +61,6 @@ pub mod session;
 pub use dirty::{Availability, DirtyError, DirtyTracker, Unavailable, GROWTH_HEADROOM};
 pub use guest::{Guest, GuestError, GuestModule};
 pub use session::{
-    CaptureMode, CapturePreference, Divergence, PageDivergence, Replay, RollbackReport, Session,
-    SessionError, SessionOptions, SessionStats, StepAbi, StepReport,
+    metered_engine, CaptureMode, CapturePreference, Divergence, PageDivergence, Replay, RollbackReport,
+    Session, SessionError, SessionOptions, SessionStats, StepAbi, StepReport,
 };

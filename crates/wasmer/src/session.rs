@@ -43,9 +43,11 @@
 //! state), the rollback hooks run, and the error is returned. The history is
 //! never touched by a failed step.
 //!
-//! A guest that loops forever blocks [`Session::step`]: wasmer's metering
-//! middleware (a separate crate, not used here) is the remedy when guests are
-//! not trusted.
+//! A guest that loops forever would block [`Session::step`]. For guests that
+//! are not trusted, [`SessionOptions::fuel_per_step`] compiles the module with
+//! wasmer's metering middleware and gives every frame a budget of wasm
+//! operators: a frame that runs out traps, is undone like any failed step, and
+//! is reported as [`SessionError::OutOfFuel`].
 
 use std::time::{Duration, Instant};
 
@@ -114,6 +116,7 @@ pub struct SessionOptions {
     step_export: Option<String>,
     capture: CapturePreference,
     max_memory: Option<u64>,
+    fuel: Option<u64>,
 }
 
 impl SessionOptions {
@@ -127,6 +130,7 @@ impl SessionOptions {
             step_export: Some("step".into()),
             capture: CapturePreference::Auto,
             max_memory: None,
+            fuel: None,
         })
     }
 
@@ -168,6 +172,36 @@ impl SessionOptions {
         self.max_memory = Some(bytes);
         self
     }
+
+    /// Give every frame (each [`Session::step`] or [`Session::step_with`],
+    /// and the setup) a budget of `points` wasm operators, one point each
+    /// (wasmer's metering middleware): a frame that uses it up — an
+    /// infinite loop — traps, is undone, and is reported as
+    /// [`SessionError::OutOfFuel`]. The start function runs under the same
+    /// budget. The module must be compiled with metering:
+    /// [`Session::new`] and [`Session::with_imports`] do it; for
+    /// [`Session::from_module`] compile with [`metered_engine`]. The
+    /// metering's own globals are not guest state: state hashes equal those
+    /// of an unmetered session.
+    pub fn fuel_per_step(mut self, points: u64) -> Self {
+        self.fuel = Some(points);
+        self
+    }
+}
+
+/// A wasmer engine (Cranelift) that compiles modules with wasmer's metering
+/// middleware, one point per wasm operator, `initial_points` available to the
+/// start function, for sessions with [`SessionOptions::fuel_per_step`].
+/// Compile exactly one module with each such engine (the middleware keeps
+/// per-module state and panics when reused across modules).
+pub fn metered_engine(initial_points: u64) -> Engine {
+    use wasmer::sys::CompilerConfig as _;
+    let mut compiler = wasmer::sys::Cranelift::default();
+    compiler.push_middleware(std::sync::Arc::new(wasmer_middlewares::Metering::new(
+        initial_points,
+        |_: &wasmer::wasmparser::Operator| 1,
+    )));
+    wasmer::sys::EngineBuilder::new(compiler).engine().into()
 }
 
 /// Errors of a [`Session`].
@@ -194,6 +228,22 @@ pub enum SessionError {
         name: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A frame used up its [`SessionOptions::fuel_per_step`] budget (an
+    /// infinite loop, or more work than allowed); it was undone like a trap.
+    #[error("iteration {iteration} ran out of fuel ({fuel} wasm operators); step undone")]
+    OutOfFuel {
+        /// The iteration that failed.
+        iteration: u64,
+        /// The budget per frame.
+        fuel: u64,
+    },
+    /// [`SessionOptions::fuel_per_step`] was set but the module was not
+    /// compiled with metering (see [`metered_engine`]).
+    #[error("fuel_per_step needs a module compiled with metering (rewind_wasmer::metered_engine): {detail}")]
+    NotMetered {
+        /// What is missing.
+        detail: String,
     },
     /// [`Session::step`] on a host-driven session, which has no step export.
     #[error("the session is host-driven (no step export): run frames with step_with")]
@@ -399,11 +449,57 @@ struct Live {
     tracker: Option<DirtyTracker>,
     /// `None`: host-driven.
     step: Option<StepFn>,
+    /// The metering globals, with fuel per step.
+    fuel: Option<Fuel>,
     guest: Guest,
     store: Store,
 }
 
 type ImportsFn = Box<dyn FnMut(&mut Store) -> Imports>;
+
+/// The metering middleware's globals of one instance.
+struct Fuel {
+    per_step: u64,
+    remaining: wasmer::Global,
+    exhausted: wasmer::Global,
+}
+
+impl Fuel {
+    const REMAINING: &'static str = "wasmer_metering_remaining_points";
+    const EXHAUSTED: &'static str = "wasmer_metering_points_exhausted";
+
+    fn resolve(store: &mut Store, guest: &Guest, per_step: u64) -> Result<Self, SessionError> {
+        let exports = &guest.instance().exports;
+        let global = |name: &str, ty: Type| -> Result<wasmer::Global, SessionError> {
+            let g = exports.get_global(name).map_err(|e| SessionError::NotMetered {
+                detail: format!("no {name} global ({e})"),
+            })?;
+            let t = g.ty(store);
+            if t.ty != ty || t.mutability != Mutability::Var {
+                return Err(SessionError::NotMetered {
+                    detail: format!("{name} is {t:?}, not a mutable {ty:?}"),
+                });
+            }
+            Ok(g.clone())
+        };
+        Ok(Self {
+            per_step,
+            remaining: global(Self::REMAINING, Type::I64)?,
+            exhausted: global(Self::EXHAUSTED, Type::I32)?,
+        })
+    }
+
+    fn refill(&self, store: &mut Store) -> Result<(), wasmer::RuntimeError> {
+        // The budget is at most i64::MAX points as the middleware stores it.
+        let points = i64::try_from(self.per_step).unwrap_or(i64::MAX);
+        self.remaining.set(store, Value::I64(points))?;
+        self.exhausted.set(store, Value::I32(0))
+    }
+
+    fn is_exhausted(&self, store: &mut Store) -> bool {
+        matches!(self.exhausted.get(store), Value::I32(v) if v != 0)
+    }
+}
 type Hook = Box<dyn FnMut(u64)>;
 
 impl Live {
@@ -412,6 +508,7 @@ impl Live {
         module: &GuestModule,
         imports: &mut ImportsFn,
         step_export: Option<&str>,
+        fuel: Option<u64>,
     ) -> Result<Self, SessionError> {
         let mut store = Store::new(engine.clone());
         let imports = imports(&mut store);
@@ -419,12 +516,35 @@ impl Live {
         let step = step_export
             .map(|name| resolve_step(&mut store, &guest, name))
             .transpose()?;
+        let fuel = fuel
+            .map(|per_step| Fuel::resolve(&mut store, &guest, per_step))
+            .transpose()?;
         Ok(Self {
             tracker: None,
             step,
+            fuel,
             guest,
             store,
         })
+    }
+
+    /// Gives the next frame its fuel (when metered).
+    fn refill(&mut self) -> Result<(), wasmer::RuntimeError> {
+        match &self.fuel {
+            Some(fuel) => fuel.refill(&mut self.store),
+            None => Ok(()),
+        }
+    }
+
+    /// The failure of a frame: out of fuel, or the trap as it came.
+    fn frame_error(&mut self, iteration: u64, source: wasmer::RuntimeError) -> SessionError {
+        match &self.fuel {
+            Some(fuel) if fuel.is_exhausted(&mut self.store) => SessionError::OutOfFuel {
+                iteration,
+                fuel: fuel.per_step,
+            },
+            _ => SessionError::Trap { iteration, source },
+        }
     }
 
     fn abi(&self) -> StepAbi {
@@ -559,6 +679,7 @@ pub struct Session {
     imports: ImportsFn,
     step_export: Option<String>,
     max_memory: Option<u64>,
+    fuel: Option<u64>,
     live: Live,
     recorder: Recorder,
     mode: CaptureMode,
@@ -604,7 +725,10 @@ impl Session {
         options: SessionOptions,
         imports: impl FnMut(&mut Store) -> Imports + 'static,
     ) -> Result<Self, SessionError> {
-        let engine = Store::default().engine().clone();
+        let engine = match options.fuel {
+            Some(points) => metered_engine(points),
+            None => Store::default().engine().clone(),
+        };
         let module = GuestModule::from_wat(&engine, wasm)?;
         Self::from_module(engine, module, options, imports)
     }
@@ -650,7 +774,13 @@ impl Session {
                 }
             },
         };
-        let mut live = Live::instantiate(&engine, &module, &mut imports, options.step_export.as_deref())?;
+        let mut live = Live::instantiate(
+            &engine,
+            &module,
+            &mut imports,
+            options.step_export.as_deref(),
+            options.fuel,
+        )?;
         if mode == CaptureMode::KernelDirty {
             match live.guest.dirty_tracker(&live.store) {
                 Ok(t) => live.tracker = Some(t),
@@ -667,6 +797,7 @@ impl Session {
             imports,
             step_export: options.step_export,
             max_memory: options.max_memory,
+            fuel: options.fuel,
             live,
             recorder,
             mode,
@@ -681,8 +812,19 @@ impl Session {
             hooks: Vec::new(),
             stats: SessionStats::default(),
         };
-        let value = setup(&mut session.live.store, &session.live.guest)
-            .map_err(|source| SessionError::Setup { source })?;
+        session
+            .live
+            .refill()
+            .map_err(|e| SessionError::Setup { source: Box::new(e) })?;
+        let value = setup(&mut session.live.store, &session.live.guest).map_err(|source| {
+            match &session.live.fuel {
+                Some(fuel) if fuel.is_exhausted(&mut session.live.store) => SessionError::OutOfFuel {
+                    iteration: 0,
+                    fuel: fuel.per_step,
+                },
+                _ => SessionError::Setup { source },
+            }
+        })?;
         let len = session.memory_len();
         if let Some(limit) = session.max_memory.filter(|&l| len > l) {
             return Err(SessionError::MemoryLimit {
@@ -804,10 +946,11 @@ impl Session {
         self.at_head = false;
         self.last_written.clear();
         let t0 = Instant::now();
-        let ran = run(&mut self.live);
+        let ran = self.live.refill().and_then(|()| run(&mut self.live));
         let run_time = t0.elapsed();
         if let Err(source) = ran {
-            return Err(self.undo_step(iteration, SessionError::Trap { iteration, source }));
+            let failure = self.live.frame_error(iteration, source);
+            return Err(self.undo_step(iteration, failure));
         }
         let len = self.memory_len();
         if let Some(limit) = self.max_memory.filter(|&l| len > l) {
@@ -1121,6 +1264,7 @@ impl Session {
             &self.module,
             &mut self.imports,
             self.step_export.as_deref(),
+            self.fuel,
         )?;
         fresh.guest.grow_to(&mut fresh.store, target_len)?;
         let recorder = &mut self.recorder;

@@ -169,3 +169,20 @@ pub const HOST_DRIVEN: &str = r#"
     (if (i64.eq (local.get $dt) (i64.const 255)) (then unreachable)))
 )
 "#;
+
+/// Word ABI: adds the input to a counter in memory (and a non-exported
+/// global), writing a few pages; input 0xDEAD loops forever after writing
+/// (a hostile or buggy frame). `spin()` loops forever too (for a setup).
+pub const LOOPER: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (global $sum (mut i64) (i64.const 0))
+  (func $forever (loop $l (br $l)))
+  (func (export "spin") (call $forever))
+  (func (export "step") (param $in i64)
+    (global.set $sum (i64.add (global.get $sum) (local.get $in)))
+    (i64.store (i32.const 0) (global.get $sum))
+    (i64.store (i32.const 8192) (local.get $in))
+    (if (i64.eq (local.get $in) (i64.const 0xDEAD)) (then (call $forever))))
+)
+"#;

@@ -389,6 +389,33 @@ fn bad_modules_are_refused_at_setup() {
         Session::new("not wat", options()).expect_err("bad text"),
         SessionError::Guest(GuestError::Wat { .. })
     ));
+    // A passive segment copied in and dropped: its dropped flag is not capturable.
+    let passive = |body: &str| {
+        format!(
+            r#"(module (memory (export "memory") 1) (data $d "hello")
+                 (func (export "step") (param i64) {body}))"#
+        )
+    };
+    let dropped = passive("(memory.init $d (i32.const 0) (i32.const 0) (i32.const 5)) (data.drop $d)");
+    assert!(
+        matches!(
+            err(&dropped),
+            SessionError::Guest(GuestError::DroppedDataSegment {
+                segment: 0,
+                init_func: 0,
+                drop_func: 0
+            })
+        ),
+        "{}",
+        err(&dropped)
+    );
+    // Either alone is harmless and accepted.
+    Session::new(passive("(data.drop $d)"), options()).expect("drop only");
+    Session::new(
+        passive("(memory.init $d (i32.const 0) (i32.const 0) (i32.const 5))"),
+        options(),
+    )
+    .expect("init only");
 }
 
 #[test]
@@ -570,4 +597,100 @@ fn host_driven_setup_failure_is_a_typed_error() {
     )
     .expect_err("setup fails");
     assert!(matches!(err, SessionError::Setup { .. }), "{err}");
+}
+
+#[test]
+fn fuel_stops_an_infinite_loop_and_the_step_is_undone() {
+    let fueled = || Session::new(guests::LOOPER, options().fuel_per_step(100_000)).expect("metered session");
+    let mut unmetered = Session::new(guests::LOOPER, options()).expect("session");
+    let mut s = fueled();
+    // The metering globals are not guest state: hashes equal the unmetered run's.
+    assert_eq!(s.state_hash(0).expect("0"), unmetered.state_hash(0).expect("0"));
+    for k in 1..=5u64 {
+        let a = s.step(&k.to_le_bytes()).expect("metered step");
+        let b = unmetered.step(&k.to_le_bytes()).expect("step");
+        assert_eq!(a.state_hash, b.state_hash, "iteration {k}");
+    }
+    let head_hash = s.state_hash(5).expect("5");
+    let err = s.step(&0xDEADu64.to_le_bytes()).expect_err("runs out of fuel");
+    assert!(
+        matches!(
+            err,
+            SessionError::OutOfFuel {
+                iteration: 6,
+                fuel: 100_000
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(s.head_iteration(), 5, "nothing recorded");
+    assert_eq!(s.stats().failed_steps, 1);
+    // The live state is the head's: the next step continues from it, with a
+    // full budget again, and matches the unmetered run.
+    let a = s.step(&6u64.to_le_bytes()).expect("step after the undo");
+    let b = unmetered.step(&6u64.to_le_bytes()).expect("step");
+    assert_eq!(a.state_hash, b.state_hash);
+    assert_eq!(s.state_hash(5).expect("5"), head_hash);
+    let mut word = [0u8; 8];
+    s.recorder().read(6, 0, &mut word).expect("read");
+    assert_eq!(
+        u64::from_le_bytes(word),
+        21,
+        "1 + … + 6, the looping frame's input undone"
+    );
+    // A rollback and a long-enough budget keep working.
+    s.rollback_to(2).expect("rollback");
+    assert_eq!(
+        s.step(&3u64.to_le_bytes()).expect("step").state_hash,
+        unmetered.state_hash(3).expect("3")
+    );
+}
+
+#[test]
+fn fuel_covers_host_driven_frames_and_the_setup() {
+    let engine = rewind_wasmer::metered_engine(50_000);
+    let module = rewind_wasmer::GuestModule::from_wat(&engine, guests::LOOPER).expect("module");
+    let err = Session::from_module_with_setup(
+        engine,
+        module,
+        options().fuel_per_step(50_000),
+        |_| wasmer::Imports::new(),
+        |store, guest| {
+            let spin: TypedFunction<(), ()> = guest.instance().exports.get_typed_function(store, "spin")?;
+            Ok(spin.call(store)?)
+        },
+    )
+    .expect_err("the setup loops");
+    assert!(
+        matches!(err, SessionError::OutOfFuel { iteration: 0, .. }),
+        "{err}"
+    );
+
+    let mut s = Session::new(guests::LOOPER, options().fuel_per_step(50_000).host_driven()).expect("session");
+    let err = s
+        .step_with(&[], |store, guest, _| {
+            let spin: TypedFunction<(), ()> = guest
+                .instance()
+                .exports
+                .get_typed_function(store, "spin")
+                .map_err(|e| wasmer::RuntimeError::user(Box::new(e)))?;
+            spin.call(store)
+        })
+        .expect_err("the frame loops");
+    assert!(
+        matches!(err, SessionError::OutOfFuel { iteration: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(s.head_iteration(), 0);
+}
+
+#[test]
+fn fuel_needs_a_metered_module() {
+    let engine = wasmer::Store::default().engine().clone();
+    let module = rewind_wasmer::GuestModule::from_wat(&engine, guests::LOOPER).expect("module");
+    let err = Session::from_module(engine, module, options().fuel_per_step(10), |_| {
+        wasmer::Imports::new()
+    })
+    .expect_err("not metered");
+    assert!(matches!(err, SessionError::NotMetered { .. }), "{err}");
 }
