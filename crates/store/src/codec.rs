@@ -264,8 +264,25 @@ impl Iterator for ChangedRuns<'_> {
             return None;
         }
         let start = i;
-        while i < n && a[i] != b[i] {
-            i += 1;
+        // The run ends at the first equal byte: a zero byte of `x ^ y`, found a
+        // word at a time (the lowest set bit of the classic has-zero-byte mask
+        // marks the first zero byte exactly), then bytes for the tail.
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        loop {
+            let (Some(x), Some(y)) = (word(a, i), word(b, i)) else {
+                while i < n && a[i] != b[i] {
+                    i += 1;
+                }
+                break;
+            };
+            let d = x ^ y;
+            let zero = d.wrapping_sub(LO) & !d & HI;
+            if zero != 0 {
+                i += (zero.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
         }
         self.pos = i;
         Some((start, i))
@@ -377,6 +394,31 @@ mod tests {
             for i in 0..a.len() {
                 if a[i] != b[i] { prop_assert!(covered[i]); }
             }
+        }
+
+        /// Dense differences (long differing runs, scanned a word at a time):
+        /// the runs are exactly the maximal differing stretches.
+        #[test]
+        fn changed_runs_are_maximal_on_dense_differences(
+            a in proptest::collection::vec(any::<u8>(), 0..600),
+            mask in proptest::collection::vec(prop_oneof![3 => Just(0u8), 5 => 1u8..=255], 600),
+        ) {
+            let b: Vec<u8> = a.iter().zip(&mask).map(|(x, m)| x ^ m).collect();
+            let expected: Vec<(usize, usize)> = {
+                let mut runs = Vec::new();
+                let mut i = 0;
+                while i < a.len() {
+                    if a[i] != b[i] {
+                        let s = i;
+                        while i < a.len() && a[i] != b[i] { i += 1; }
+                        runs.push((s, i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                runs
+            };
+            prop_assert_eq!(ChangedRuns::new(&a, &b).collect::<Vec<_>>(), expected);
         }
 
         #[test]
