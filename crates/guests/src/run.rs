@@ -135,6 +135,11 @@ impl GuestRun {
         self.session.head_iteration()
     }
 
+    /// The rollback session (its mode, counters, live guest).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
     /// The history.
     pub fn recorder(&self) -> &Recorder {
         self.session.recorder()
