@@ -240,7 +240,7 @@ pub struct ArchiveWriter {
     unsynced: u32,
     seq: u64,
     last_trailer: u64,
-    objects: HashMap<PageHash, u8>,
+    objects: ObjectIndex,
     records: HashMap<u64, RecState>,
     inputs: HashSet<PageHash>,
     next_unwritten: u64,
@@ -300,7 +300,7 @@ impl ArchiveWriter {
             unsynced: 0,
             seq: 0,
             last_trailer: NONE,
-            objects: HashMap::new(),
+            objects: ObjectIndex::default(),
             records: HashMap::new(),
             inputs: HashSet::new(),
             next_unwritten: 0,
@@ -328,7 +328,7 @@ impl ArchiveWriter {
         let header = *archive.header();
         let [objs, recs, inputs, tl] = archive.run_refs()?;
         let mut tables = Tables::default();
-        let mut objects = HashMap::new();
+        let mut objects = ObjectIndex::default();
         let mut records = HashMap::new();
         let mut input_set = HashSet::new();
         for r in &objs {
@@ -836,9 +836,14 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), ArchiveError> {
         .map_err(ArchiveError::io("sync directory", dir))
 }
 
+/// Every object written, with its chain depth. It grows with the archive (hundreds of
+/// thousands of entries); `griddle`'s map spreads each doubling over later inserts,
+/// so no append stalls on moving the whole table (see `rewind-store`'s object table).
+type ObjectIndex = griddle::HashMap<PageHash, u8, std::collections::hash_map::RandomState>;
+
 struct ObjCtx<'a> {
     history: &'a History,
-    written: &'a HashMap<PageHash, u8>,
+    written: &'a ObjectIndex,
     new: &'a mut HashMap<PageHash, u8>,
     data: &'a mut DataSeg,
     entries: &'a mut Vec<ObjEntry>,
