@@ -535,13 +535,23 @@ fn archive(spec: &Spec, cfg: &Cfg, dir: &Path, git_frames: usize, old: u64) -> R
     let mut git = GitRun::default();
     let mut ingest = Duration::ZERO;
     let mut len0 = 0u64;
+    let trace = std::env::var_os("COMPARE_TRACE").is_some();
     let times = {
         let mut f_done = 0usize;
         drive(src.as_mut(), spec.frames, |f, mem, hint| {
             let t = Instant::now();
             h.capture(f, mem, &[], hint, None)?;
+            let ta = Instant::now();
             w.append(&h)?;
+            let append = ta.elapsed();
             gc.step(&mut h)?;
+            if trace {
+                eprintln!(
+                    "trace archive frame {f} total_ms {:.4} append_ms {:.4}",
+                    ms(t.elapsed()),
+                    ms(append)
+                );
+            }
             f_done += 1;
             if f_done == 1 {
                 len0 = w.len();
