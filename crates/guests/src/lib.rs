@@ -28,6 +28,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod doom;
 pub mod host;
 mod rapier;
 mod run;
@@ -36,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use doom::DoomFrame;
 pub use host::{Host, HostConfig, HostState};
 pub use run::{FrameReport, GuestRun, PAGE_SIZE, RAPIER_BODIES};
 

@@ -162,7 +162,16 @@ impl GuestRun {
                     .map_err(|e| wasmer::RuntimeError::user(Box::new(e)))
             }),
             None => self.session.step(&input),
-        }?;
+        };
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                // The undo may have re-instantiated the guest (a frame that grew
+                // memory, then failed): the host must reach the new memory.
+                self.host.set_memory(self.session.guest().memory().clone());
+                return Err(e.into());
+            }
+        };
         self.host.checkpoint(r.iteration);
         Ok(FrameReport {
             iteration: r.iteration,

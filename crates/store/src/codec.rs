@@ -230,8 +230,8 @@ fn block_eq(a: &[u8], b: &[u8], i: usize) -> bool {
     };
     let mut acc = 0u64;
     for (p, q) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
-        let p = u64::from_ne_bytes(<[u8; 8]>::try_from(p).unwrap_or_default());
-        let q = u64::from_ne_bytes(<[u8; 8]>::try_from(q).unwrap_or_default());
+        let p = u64::from_le_bytes(<[u8; 8]>::try_from(p).unwrap_or_default());
+        let q = u64::from_le_bytes(<[u8; 8]>::try_from(q).unwrap_or_default());
         acc |= p ^ q;
     }
     acc == 0
@@ -402,6 +402,20 @@ mod tests {
             for i in 0..a.len() {
                 if a[i] != b[i] { prop_assert!(covered[i]); }
             }
+        }
+
+        /// A differing byte followed by an equal one, then a byte differing by
+        /// one: `x ^ y` has bytes `.., 0x00, 0x01, ..`, where the has-zero-byte
+        /// mask's borrow reaches the byte above the zero one. The run must end at
+        /// the zero byte exactly.
+        #[test]
+        fn changed_runs_end_exactly_before_a_borrowing_byte(at in 0usize..16) {
+            let a = vec![0u8; 24];
+            let mut b = a.clone();
+            b[at] = 0x80;
+            b[at + 2] = 0x01;
+            let runs: Vec<_> = ChangedRuns::new(&a, &b).collect();
+            prop_assert_eq!(runs, vec![(at, at + 1), (at + 2, at + 3)]);
         }
 
         /// Dense differences (long differing runs, scanned a word at a time):

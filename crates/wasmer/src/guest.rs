@@ -116,7 +116,7 @@ pub enum GuestError {
     /// instance state outside memory and globals, so a rollback to before the
     /// drop would leave `memory.init` trapping where the original run did not.
     #[error(
-        "data segment {segment} is used by memory.init (function {init_func}) and dropped by data.drop          (function {drop_func}); its dropped flag is state rewind cannot capture"
+        "data segment {segment} is used by memory.init (function {init_func}) and dropped by data.drop (function {drop_func}); its dropped flag is state rewind cannot capture"
     )]
     DroppedDataSegment {
         /// The data segment.
@@ -329,6 +329,10 @@ pub struct ModuleLayout {
     pub imported_globals: u32,
     /// The globals the module defines, in index order.
     pub globals: Vec<GlobalInfo>,
+    /// Export names of any kind, in the module, that start with `wasmer_metering_`:
+    /// the names wasmer's metering middleware gives its own globals, so a module
+    /// exporting them could pass for a metered one.
+    pub metering_like_exports: Vec<String>,
 }
 
 impl ModuleLayout {
@@ -347,6 +351,7 @@ impl ModuleLayout {
         // each with the first function doing it.
         let mut data_inits = std::collections::BTreeMap::new();
         let mut data_drops = std::collections::BTreeMap::new();
+        let mut metering_like_exports = Vec::new();
         for payload in Parser::new(0).parse_all(wasm) {
             match payload.map_err(parse)? {
                 Payload::Version {
@@ -414,6 +419,9 @@ impl ModuleLayout {
                 Payload::ExportSection(reader) => {
                     for export in reader {
                         let export = export.map_err(parse)?;
+                        if export.name.starts_with("wasmer_metering_") {
+                            metering_like_exports.push(export.name.to_owned());
+                        }
                         match export.kind {
                             ExternalKind::Table => {
                                 return Err(GuestError::MutableTable {
@@ -466,13 +474,6 @@ impl ModuleLayout {
                 _ => {}
             }
         }
-        if let Some((&segment, &drop_func)) = data_drops.iter().find(|(d, _)| data_inits.contains_key(d)) {
-            return Err(GuestError::DroppedDataSegment {
-                segment,
-                init_func: data_inits.get(&segment).copied().unwrap_or(drop_func),
-                drop_func,
-            });
-        }
         if memories > 1 {
             return Err(GuestError::MultipleMemories { count: memories });
         }
@@ -487,12 +488,20 @@ impl ModuleLayout {
                 reason: "shared memory (threads)",
             });
         }
+        if let Some((&segment, &drop_func)) = data_drops.iter().find(|(d, _)| data_inits.contains_key(d)) {
+            return Err(GuestError::DroppedDataSegment {
+                segment,
+                init_func: data_inits.get(&segment).copied().unwrap_or(drop_func),
+                drop_func,
+            });
+        }
         Ok(Self {
             memory_export: memory_export.ok_or(GuestError::MemoryNotExported)?,
             memory_minimum: memory.initial,
             memory_maximum: memory.maximum,
             imported_globals,
             globals,
+            metering_like_exports,
         })
     }
 

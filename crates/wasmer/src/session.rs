@@ -177,8 +177,11 @@ impl SessionOptions {
     /// and the setup) a budget of `points` wasm operators, one point each
     /// (wasmer's metering middleware): a frame that uses it up — an
     /// infinite loop — traps, is undone, and is reported as
-    /// [`SessionError::OutOfFuel`]. The start function runs under the same
-    /// budget. The module must be compiled with metering:
+    /// [`SessionError::OutOfFuel`]. Host calls through
+    /// [`Session::store_mut`] get a full budget too. The start function runs
+    /// under the engine's initial points: the same budget with [`Session::new`]
+    /// and [`Session::with_imports`], `initial_points` of [`metered_engine`]
+    /// with [`Session::from_module`]. The module must be compiled with metering:
     /// [`Session::new`] and [`Session::with_imports`] do it; for
     /// [`Session::from_module`] compile with [`metered_engine`]. The
     /// metering's own globals are not guest state: state hashes equal those
@@ -469,6 +472,13 @@ impl Fuel {
     const EXHAUSTED: &'static str = "wasmer_metering_points_exhausted";
 
     fn resolve(store: &mut Store, guest: &Guest, per_step: u64) -> Result<Self, SessionError> {
+        // Exports of these names in the module itself would be guest state
+        // posing as the middleware's counters.
+        if let Some(name) = guest.layout().metering_like_exports.first() {
+            return Err(SessionError::NotMetered {
+                detail: format!("the module itself exports {name:?}"),
+            });
+        }
         let exports = &guest.instance().exports;
         let global = |name: &str, ty: Type| -> Result<wasmer::Global, SessionError> {
             let g = exports.get_global(name).map_err(|e| SessionError::NotMetered {
@@ -882,9 +892,15 @@ impl Session {
     /// The live store, mutably: for host reads and writes of guest memory or
     /// calls of other exports between steps. Changes made here belong to the
     /// next recorded iteration; the store is replaced on re-instantiation.
+    ///
+    /// In a metered session ([`SessionOptions::fuel_per_step`]) the guest's
+    /// budget is refilled here, so host calls between steps each get a full one.
     pub fn store_mut(&mut self) -> &mut Store {
         // Full-scan mode has no record of what the caller writes.
         self.at_head = false;
+        // Setting the two globals resolved and type-checked at instantiation
+        // cannot fail; if it did, the next step's refill reports it.
+        let _ = self.live.refill();
         &mut self.live.store
     }
 
@@ -905,7 +921,8 @@ impl Session {
     }
 
     /// The pages the kernel reported written by the last step, sorted: what
-    /// its capture hashed. Empty in full-scan mode, after a rollback and before
+    /// its capture hashed, besides pages added by a memory growth (those are
+    /// always examined). Empty in full-scan mode, after a rollback and before
     /// the first step.
     pub fn written_pages(&self) -> &[u32] {
         &self.last_written
@@ -923,8 +940,11 @@ impl Session {
     /// head + 1 with `input` as its recorded input. The frame may call any
     /// exports and write memory; an error from it (a trap, or a host error
     /// wrapped with [`wasmer::RuntimeError::user`]) is a failed step: undone,
-    /// nothing recorded, [`SessionError::Trap`] returned. Works with or
-    /// without a step export.
+    /// nothing recorded, [`SessionError::Trap`] returned ([`SessionError::OutOfFuel`]
+    /// when the fuel ran out; [`SessionError::MemoryLimit`] and
+    /// [`SessionError::Capture`] as for [`step`](Self::step)). Works with or
+    /// without a step export; [`resimulate`](Self::resimulate) and
+    /// [`replay`](Self::replay) need one.
     pub fn step_with<F>(&mut self, input: &[u8], frame: F) -> Result<StepReport, SessionError>
     where
         F: FnOnce(&mut Store, &Guest, &[u8]) -> Result<(), wasmer::RuntimeError>,
@@ -1012,6 +1032,10 @@ impl Session {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
+        if self.live.step.is_none() {
+            // Refuse before rolling back: the steps could not run.
+            return Err(SessionError::HostDriven);
+        }
         self.rollback_to(from)?;
         inputs
             .into_iter()

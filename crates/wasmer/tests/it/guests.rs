@@ -172,7 +172,8 @@ pub const HOST_DRIVEN: &str = r#"
 
 /// Word ABI: adds the input to a counter in memory (and a non-exported
 /// global), writing a few pages; input 0xDEAD loops forever after writing
-/// (a hostile or buggy frame). `spin()` loops forever too (for a setup).
+/// (a hostile or buggy frame); 0xBEEF grows memory by one page first.
+/// `spin()` loops forever too (for a setup).
 pub const LOOPER: &str = r#"
 (module
   (memory (export "memory") 1)
@@ -183,6 +184,8 @@ pub const LOOPER: &str = r#"
     (global.set $sum (i64.add (global.get $sum) (local.get $in)))
     (i64.store (i32.const 0) (global.get $sum))
     (i64.store (i32.const 8192) (local.get $in))
-    (if (i64.eq (local.get $in) (i64.const 0xDEAD)) (then (call $forever))))
+    (if (i64.eq (local.get $in) (i64.const 0xDEAD)) (then (call $forever)))
+    (if (i64.eq (local.get $in) (i64.const 0xBEEF))
+      (then (drop (memory.grow (i32.const 1))) (call $forever))))
 )
 "#;

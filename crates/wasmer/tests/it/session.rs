@@ -409,6 +409,29 @@ fn bad_modules_are_refused_at_setup() {
         "{}",
         err(&dropped)
     );
+    assert!(
+        err(&dropped)
+            .to_string()
+            .contains("dropped by data.drop (function 0)"),
+        "{}",
+        err(&dropped)
+    );
+    // A module exporting the metering middleware's global names itself is not
+    // taken for a metered one.
+    let engine = wasmer::Store::default().engine().clone();
+    let posing = rewind_wasmer::GuestModule::from_wat(
+        &engine,
+        r#"(module (memory (export "memory") 1)
+             (global (export "wasmer_metering_remaining_points") (mut i64) (i64.const 0))
+             (global (export "wasmer_metering_points_exhausted") (mut i32) (i32.const 0))
+             (func (export "step") (param i64)))"#,
+    )
+    .expect("module");
+    let e = Session::from_module(engine, posing, options().fuel_per_step(10), |_| {
+        wasmer::Imports::new()
+    })
+    .expect_err("not metered");
+    assert!(matches!(e, SessionError::NotMetered { .. }), "{e}");
     // Either alone is harmless and accepted.
     Session::new(passive("(data.drop $d)"), options()).expect("drop only");
     Session::new(
@@ -578,6 +601,10 @@ fn host_driven_frames_record_roll_back_and_match_a_straight_run() {
         );
     }
     assert_eq!(s.head_iteration(), dts.len() as u64);
+    // resimulate needs a step export: refused before anything is rolled back.
+    let err = s.resimulate(2, [[1u8]]).expect_err("host-driven");
+    assert!(matches!(err, SessionError::HostDriven), "{err}");
+    assert_eq!(s.head_iteration(), dts.len() as u64, "nothing rolled back");
     assert_eq!(s.recorded_inputs(4, 4).expect("inputs"), vec![vec![4u8]]);
 }
 
@@ -637,6 +664,27 @@ fn fuel_stops_an_infinite_loop_and_the_step_is_undone() {
         u64::from_le_bytes(word),
         21,
         "1 + … + 6, the looping frame's input undone"
+    );
+    // A frame that grows memory before running out: the undo re-instantiates,
+    // and the fresh instance is metered too.
+    let err = s.step(&0xBEEFu64.to_le_bytes()).expect_err("runs out of fuel");
+    assert!(
+        matches!(err, SessionError::OutOfFuel { iteration: 7, .. }),
+        "{err}"
+    );
+    assert_eq!(s.stats().reinstantiations, 1);
+    assert_eq!(s.memory_len(), 65536, "the growth was undone");
+    let a = s
+        .step(&7u64.to_le_bytes())
+        .expect("step after the re-instantiation");
+    let b = unmetered.step(&7u64.to_le_bytes()).expect("step");
+    assert_eq!(a.state_hash, b.state_hash);
+    let err = s
+        .step(&0xDEADu64.to_le_bytes())
+        .expect_err("the new instance is metered");
+    assert!(
+        matches!(err, SessionError::OutOfFuel { iteration: 8, .. }),
+        "{err}"
     );
     // A rollback and a long-enough budget keep working.
     s.rollback_to(2).expect("rollback");
