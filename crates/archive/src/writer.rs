@@ -678,11 +678,17 @@ impl ArchiveWriter {
                 tables.timeline.push(MemRun::pending(path, 0));
             }
         }
-        merge_tiers(&mut tables.objects, fanout, |v| {
-            v.sort_unstable_by_key(|e| e.hash)
-        });
+        // Merged runs are concatenations of sorted runs: the standard library's
+        // stable sort finds and merges such runs, and a `u128` key (big-endian, so
+        // the same order as the bytes the reader binary-searches) compares in one
+        // instruction. The merge of 512 appends' object runs (84,000 entries) took
+        // 3.7-3.9 ms instead of 5.3-5.6 ms with an unstable sort on `[u8; 16]`.
+        let by_hash = |v: &mut Vec<ObjEntry>| v.sort_by_key(|e| u128::from_be_bytes(e.hash));
+        merge_tiers(&mut tables.objects, fanout, by_hash);
         merge_tiers(&mut tables.records, fanout, |_| {});
-        merge_tiers(&mut tables.inputs, fanout, |v| v.sort_unstable_by_key(|e| e.hash));
+        merge_tiers(&mut tables.inputs, fanout, |v| {
+            v.sort_by_key(|e| u128::from_be_bytes(e.hash))
+        });
         merge_tiers(&mut tables.timeline, fanout, |_| {});
         // One runs segment per table, so a query touching the (small) timeline or record
         // runs never checksums a large merged object run.
