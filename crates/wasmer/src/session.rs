@@ -944,7 +944,8 @@ impl Session {
     /// when the fuel ran out; [`SessionError::MemoryLimit`] and
     /// [`SessionError::Capture`] as for [`step`](Self::step)). Works with or
     /// without a step export; [`resimulate`](Self::resimulate) and
-    /// [`replay`](Self::replay) need one.
+    /// [`replay`](Self::replay) need one, [`resimulate_with`](Self::resimulate_with)
+    /// does not.
     pub fn step_with<F>(&mut self, input: &[u8], frame: F) -> Result<StepReport, SessionError>
     where
         F: FnOnce(&mut Store, &Guest, &[u8]) -> Result<(), wasmer::RuntimeError>,
@@ -1040,6 +1041,26 @@ impl Session {
         inputs
             .into_iter()
             .map(|input| self.step(input.as_ref()))
+            .collect()
+    }
+
+    /// Rolls back to `from` and runs one host-driven frame per input (as
+    /// [`step_with`](Self::step_with)), for sessions without a step export.
+    pub fn resimulate_with<I, F>(
+        &mut self,
+        from: u64,
+        inputs: I,
+        mut frame: F,
+    ) -> Result<Vec<StepReport>, SessionError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+        F: FnMut(&mut Store, &Guest, &[u8]) -> Result<(), wasmer::RuntimeError>,
+    {
+        self.rollback_to(from)?;
+        inputs
+            .into_iter()
+            .map(|input| self.step_with(input.as_ref(), &mut frame))
             .collect()
     }
 

@@ -601,6 +601,25 @@ fn host_driven_frames_record_roll_back_and_match_a_straight_run() {
         );
     }
     assert_eq!(s.head_iteration(), dts.len() as u64);
+    // resimulate_with re-runs host-driven frames from an earlier iteration.
+    let steps = s
+        .resimulate_with(5, dts[5..].iter().map(|&d| [d]), |store, guest, input| {
+            let f: TypedFunction<(i32, i64), ()> = guest
+                .instance()
+                .exports
+                .get_typed_function(store, "world_step")
+                .map_err(|e| wasmer::RuntimeError::user(Box::new(e)))?;
+            f.call(store, world, i64::from(input[0]))
+        })
+        .expect("resimulate_with");
+    assert_eq!(steps.len(), dts.len() - 5);
+    for r in &steps {
+        assert_eq!(
+            r.state_hash, expected[r.iteration as usize],
+            "iteration {}",
+            r.iteration
+        );
+    }
     // resimulate needs a step export: refused before anything is rolled back.
     let err = s.resimulate(2, [[1u8]]).expect_err("host-driven");
     assert!(matches!(err, SessionError::HostDriven), "{err}");
