@@ -536,15 +536,22 @@ fn host_driven(capture: CapturePreference) -> (Session, i32) {
     .expect("host-driven session")
 }
 
-fn world_step(s: &mut Session, world: i32, dt: u8) -> Result<rewind_wasmer::StepReport, SessionError> {
-    s.step_with(&[dt], |store, guest, input| {
+/// A host-driven frame of [`guests::HOST_DRIVEN`]: `world_step(world, input[0])`.
+fn world_frame(
+    world: i32,
+) -> impl FnMut(&mut wasmer::Store, &rewind_wasmer::Guest, &[u8]) -> Result<(), wasmer::RuntimeError> {
+    move |store, guest, input| {
         let f: TypedFunction<(i32, i64), ()> = guest
             .instance()
             .exports
             .get_typed_function(store, "world_step")
             .map_err(|e| wasmer::RuntimeError::user(Box::new(e)))?;
-        f.call(store, world, i64::from(input[0]))
-    })
+        f.call(store, world, i64::from(input.first().copied().unwrap_or(0)))
+    }
+}
+
+fn world_step(s: &mut Session, world: i32, dt: u8) -> Result<rewind_wasmer::StepReport, SessionError> {
+    s.step_with(&[dt], world_frame(world))
 }
 
 #[test]
@@ -603,14 +610,7 @@ fn host_driven_frames_record_roll_back_and_match_a_straight_run() {
     assert_eq!(s.head_iteration(), dts.len() as u64);
     // resimulate_with re-runs host-driven frames from an earlier iteration.
     let steps = s
-        .resimulate_with(5, dts[5..].iter().map(|&d| [d]), |store, guest, input| {
-            let f: TypedFunction<(i32, i64), ()> = guest
-                .instance()
-                .exports
-                .get_typed_function(store, "world_step")
-                .map_err(|e| wasmer::RuntimeError::user(Box::new(e)))?;
-            f.call(store, world, i64::from(input[0]))
-        })
+        .resimulate_with(5, dts[5..].iter().map(|&d| [d]), world_frame(world))
         .expect("resimulate_with");
     assert_eq!(steps.len(), dts.len() - 5);
     for r in &steps {
