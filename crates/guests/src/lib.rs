@@ -39,7 +39,7 @@ use thiserror::Error;
 
 pub use doom::DoomFrame;
 pub use host::{Host, HostConfig, HostState};
-pub use run::{FrameReport, GuestRun, PAGE_SIZE, RAPIER_BODIES};
+pub use run::{GuestRun, PAGE_SIZE, RAPIER_BODIES};
 
 /// The guests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

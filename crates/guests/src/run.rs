@@ -8,10 +8,8 @@
 //! [`Session::step_with`](rewind_wasmer::Session::step_with) calling the
 //! pipeline.
 
-use std::time::Duration;
-
 use rewind::{Recorder, StateHash};
-use rewind_wasmer::{CaptureMode, CapturePreference, GuestModule, Session, SessionOptions};
+use rewind_wasmer::{CaptureMode, CapturePreference, GuestModule, Session, SessionOptions, StepReport};
 use wasmer::{Engine, Store, Value};
 
 use crate::host::{Host, HostConfig};
@@ -23,29 +21,6 @@ pub const PAGE_SIZE: u64 = 4096;
 
 /// Bodies in the rapier world.
 pub const RAPIER_BODIES: u32 = 300;
-
-/// What one frame recorded.
-#[derive(Clone, Copy, Debug)]
-pub struct FrameReport {
-    /// The iteration recorded.
-    pub iteration: u64,
-    /// Its state hash.
-    pub state_hash: StateHash,
-    /// Pages hashed by the capture.
-    pub pages_hashed: usize,
-    /// Pages whose content changed.
-    pub pages_changed: usize,
-    /// New bytes stored.
-    pub bytes_stored: u64,
-    /// Memory length after the frame.
-    pub memory_len: u64,
-    /// Time in the guest.
-    pub run_time: Duration,
-    /// Time to capture.
-    pub capture_time: Duration,
-    /// Of which the kernel dirty-page scan (zero in full-scan mode).
-    pub scan_time: Duration,
-}
 
 /// A recorded run of one guest.
 pub struct GuestRun {
@@ -152,7 +127,7 @@ impl GuestRun {
     }
 
     /// Runs one frame with `input` and records it as iteration head + 1.
-    pub fn step(&mut self, input: u64) -> Result<FrameReport, Error> {
+    pub fn step(&mut self, input: u64) -> Result<StepReport, Error> {
         self.host.begin_frame();
         let input = input.to_le_bytes();
         let r = match self.world {
@@ -173,17 +148,7 @@ impl GuestRun {
             }
         };
         self.host.checkpoint(r.iteration);
-        Ok(FrameReport {
-            iteration: r.iteration,
-            state_hash: r.state_hash,
-            pages_hashed: r.pages_hashed,
-            pages_changed: r.pages_changed,
-            bytes_stored: r.bytes_stored,
-            memory_len: r.memory_len,
-            run_time: r.run_time,
-            capture_time: r.capture_time,
-            scan_time: r.scan_time,
-        })
+        Ok(r)
     }
 
     /// Restores `iteration` (memory, globals, host state) and makes it the

@@ -833,13 +833,8 @@ impl Guest {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, GuestError> {
         self.check_store(store)?;
+        self.current_base(store)?;
         let view = self.memory.view(store);
-        if view.data_ptr() as usize != self.reservation.base {
-            return Err(GuestError::MemoryMoved {
-                before: self.reservation.base,
-                now: view.data_ptr() as usize,
-            });
-        }
         // SAFETY: `data_unchecked` requires that the memory is not modified or
         // resized while the slice lives. The slice lives only for the call to
         // `f` below and does not escape it (`f` returns `R`, which cannot
@@ -867,13 +862,8 @@ impl Guest {
         f: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<R, GuestError> {
         self.check_store(store)?;
+        self.current_base(store)?;
         let view = self.memory.view(store);
-        if view.data_ptr() as usize != self.reservation.base {
-            return Err(GuestError::MemoryMoved {
-                before: self.reservation.base,
-                now: view.data_ptr() as usize,
-            });
-        }
         // SAFETY: `data_unchecked_mut` requires that, while the slice lives,
         // the memory is accessed only through it and is not resized. The
         // slice lives only for the call to `f` and cannot escape it (the
