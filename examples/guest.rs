@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use rewind::{GlobalValue, Policy, StateHash};
 use rewind_archive::{Archive, ArchiveWriter, Durability};
+use rewind_bench::SplitMix64;
 use rewind_wasmer::{CapturePreference, Session, SessionOptions};
 
 const GUEST: &str = include_str!("guest.wat");
@@ -35,31 +36,16 @@ const SEED: u64 = 0x7EA1_71AE;
 const MAX_DELAY: u64 = 8;
 const GROWTH_FRAME: u64 = 600;
 
-/// SplitMix64: reproducible random numbers.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The remote player's true inputs (index = frame; 0 unused) and the frame at
 /// which each one arrives.
 fn script() -> (Vec<u8>, Vec<u64>) {
-    let mut rng = Rng(SEED);
+    let mut rng = SplitMix64(SEED);
     let mut inputs = vec![0u8; FRAMES as usize + 1];
     let mut arrives = vec![0u64; FRAMES as usize + 1];
     let mut held = 0u8;
     for f in 1..=FRAMES {
         if rng.below(5) == 0 {
-            held = (rng.next() & 0x1F) as u8; // buttons: 4 directions + fire
+            held = (rng.next_u64() & 0x1F) as u8; // buttons: 4 directions + fire
         }
         inputs[f as usize] = held;
         let late = rng.below(4) == 0;

@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+use rewind_bench::SplitMix64;
 use rewind_guests::{Error, GuestDir, GuestKind, GuestRun};
 use rewind_wasmer::{Availability, CaptureMode, CapturePreference, DirtyTracker};
 
@@ -17,23 +18,6 @@ fn guests() -> GuestDir {
     match GuestDir::locate() {
         Ok(dir) => dir,
         Err(e) => panic!("{e}"),
-    }
-}
-
-/// SplitMix64: reproducible random rollbacks.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
@@ -89,7 +73,7 @@ fn verify(kind: GuestKind, frames: u64, memory_stride: u64, seed: u64) -> Figure
             "{kind}: kernel dirty pages are available"
         );
     }
-    let mut rng = Rng(seed ^ 0xA5A5_5A5A);
+    let mut rng = SplitMix64(seed ^ 0xA5A5_5A5A);
     let mut restored = Vec::new();
     while a.head() < frames {
         let head = a.head();

@@ -1,3 +1,4 @@
+use rewind_bench::SplitMix64;
 use std::collections::BTreeSet;
 
 use super::*;
@@ -72,21 +73,6 @@ mod linux_tests {
         }
     }
 
-    /// SplitMix64: a reproducible random sequence without extra dependencies.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// Rewind pages of `page_size` covering the OS pages that contain the
     /// written byte offsets.
     fn expected(offsets: &[usize], page_size: usize, len: usize) -> Vec<u32> {
@@ -143,9 +129,9 @@ mod linux_tests {
         tracker.take_written(len, OS_PAGE, &mut out).expect("scan");
         assert!(out.is_empty(), "nothing written yet, got {} pages", out.len());
 
-        let mut rng = Rng(42);
+        let mut rng = SplitMix64(42);
         for round in 0..3 {
-            let offsets: Vec<usize> = (0..160).map(|_| rng.below(len)).collect();
+            let offsets: Vec<usize> = (0..160).map(|_| rng.below(len as u64) as usize).collect();
             for &off in &offsets {
                 map.as_mut_slice()[off] = round as u8 + 1;
             }
@@ -438,7 +424,7 @@ mod linux_tests {
         eprintln!("probe: {:?} ({probe})", t.elapsed());
 
         let mut out = Vec::new();
-        let mut rng = Rng(7);
+        let mut rng = SplitMix64(7);
         for dirty in [0usize, 160, 1000, 16384] {
             let mut best = std::time::Duration::MAX;
             let mut write_cost = std::time::Duration::ZERO;
@@ -446,7 +432,9 @@ mod linux_tests {
                 let pages: Vec<usize> = if dirty == 16384 {
                     (0..16384).collect()
                 } else {
-                    (0..dirty).map(|_| rng.below(len / OS_PAGE)).collect()
+                    (0..dirty)
+                        .map(|_| rng.below((len / OS_PAGE) as u64) as usize)
+                        .collect()
                 };
                 let t = Instant::now();
                 for &p in &pages {

@@ -8,7 +8,7 @@ use rewind_wasmer::{CaptureMode, CapturePreference, Session, SessionError, Sessi
 use wasmer::TypedFunction;
 
 use crate::guests::{self, grow, scribble, trap, work};
-use crate::Rng;
+use rewind_bench::SplitMix64;
 
 const SEED: u64 = 0x5EED;
 
@@ -205,7 +205,7 @@ fn trap_mid_step_keeps_history_and_restores_the_last_good_state() {
 #[test]
 fn thousands_of_random_rollbacks_match_a_straight_run() {
     const N: usize = 300;
-    let mut rng = Rng(42);
+    let mut rng = SplitMix64(42);
     let inputs: Vec<[u8; 8]> = (1..=N as u64)
         .map(|i| {
             if i % 40 == 0 {
