@@ -7,6 +7,8 @@
 //! frames, which is how every peer sees exactly the same sequence); [`RecordedFrames`]
 //! replays frames recorded from a real guest (the hook for the real guests of issue 6).
 
+pub mod soak;
+
 /// A deterministic xorshift generator, so every peer sees the same frames.
 #[derive(Clone, Debug)]
 pub struct Rng(pub u64);

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use rewind::{GlobalValue, HistoryError, LiveMemory, Options, Policy, RecordId, Recorder, StateHash};
+use rewind::{
+    Abandoned, GlobalValue, HistoryError, LiveMemory, Options, Policy, RecordId, Recorder, StateHash,
+};
 
 const PAGE: usize = 1024;
 const PAGES: usize = 6;
@@ -26,7 +28,7 @@ enum Op {
     Policy {
         keep_last: Option<usize>,
         keep_from_back: Option<u64>,
-        abandoned: Option<u64>,
+        abandoned: Abandoned,
         budget: Option<u64>,
     },
     Collect,
@@ -38,9 +40,17 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..8).prop_map(|back| Op::Rollback { back }),
         1 => (0usize..64).prop_map(|pick| Op::Pin { pick }),
         1 => (0usize..64).prop_map(|pick| Op::Unpin { pick }),
-        1 => (proptest::option::of(1usize..12), proptest::option::of(0u64..10), proptest::option::of(0u64..10), proptest::option::of(1_000u64..40_000))
+        1 => (proptest::option::of(1usize..12), proptest::option::of(0u64..10), abandoned(), proptest::option::of(1_000u64..40_000))
             .prop_map(|(keep_last, keep_from_back, abandoned, budget)| Op::Policy { keep_last, keep_from_back, abandoned, budget }),
         1 => Just(Op::Collect),
+    ]
+}
+
+fn abandoned() -> impl Strategy<Value = Abandoned> {
+    prop_oneof![
+        Just(Abandoned::WithWindow),
+        Just(Abandoned::Keep),
+        (0u64..10).prop_map(Abandoned::MaxAge),
     ]
 }
 
@@ -102,6 +112,39 @@ fn run(ops: Vec<Op>) -> Result<usize, TestCaseError> {
                     },
                 );
                 iter += 1;
+                // Under the default rule, no unpinned abandoned record is older than the
+                // oldest iteration a window rule keeps: the n-th newest timeline record
+                // for keep_last(n) (all of them when fewer), K for keep_from(K).
+                let policy = rec.collector().policy();
+                if policy.abandoned == Abandoned::WithWindow {
+                    let h = rec.history();
+                    let timeline: Vec<u64> = h.timeline().map(|r| r.iteration()).collect();
+                    let by_last = policy.keep_last.map(|n| match n.checked_sub(1) {
+                        Some(back) => timeline
+                            .iter()
+                            .rev()
+                            .nth(back)
+                            .or(timeline.first())
+                            .copied()
+                            .unwrap_or(0),
+                        None => iter,
+                    });
+                    let start = match (by_last, policy.keep_from) {
+                        (Some(a), Some(k)) => Some(a.min(k)),
+                        (a, k) => a.or(k),
+                    };
+                    if let Some(start) = start {
+                        for r in h.abandoned() {
+                            prop_assert!(
+                                policy.pins.contains(&r.id()) || r.iteration() >= start,
+                                "abandoned record {} (iteration {}) outlived the window starting at {}",
+                                r.id(),
+                                r.iteration(),
+                                start
+                            );
+                        }
+                    }
+                }
                 // The window rules hold after every step.
                 if let Some(n) = rec.collector().policy().keep_last {
                     let h = rec.history();
@@ -166,7 +209,7 @@ fn run(ops: Vec<Op>) -> Result<usize, TestCaseError> {
                 let p = Policy {
                     keep_last,
                     keep_from: keep_from_back.map(|b| iter.saturating_sub(b)),
-                    abandoned_max_age: abandoned,
+                    abandoned,
                     budget,
                     pins: Default::default(),
                 };
@@ -320,4 +363,57 @@ fn long_run_window_keeps_resident_flat() {
         "resident bytes, 600-frame window over 1 MiB: at 1,000 iterations {at_1k}, max after {max_after}"
     );
     rec.history().check().expect("consistent");
+}
+
+/// Under the README's policy (`keep_last(600)`, nothing else), a game that rolls back 3
+/// frames every 4th frame keeps a bounded history: abandoned branches leave with the
+/// window. Before the default [`Abandoned::WithWindow`] rule they were kept forever
+/// (about 0.75 abandoned records per frame, 16 KB of resident memory per frame).
+#[test]
+fn rollbacks_under_the_default_policy_keep_history_bounded() {
+    use rewind_bench::soak::{self, SoakConfig};
+    let config = SoakConfig {
+        frames: 6_000,
+        ..SoakConfig::default()
+    };
+    let mut max_records = 0;
+    let mut max_abandoned = 0;
+    let mut at_3000 = 0;
+    let with = soak::run(&config, 500, |s| {
+        max_records = max_records.max(s.records);
+        max_abandoned = max_abandoned.max(s.abandoned);
+        if s.frame == 3_000 {
+            at_3000 = s.resident_bytes;
+        }
+    })
+    .expect("soak with rollbacks");
+    let without = soak::run(
+        &SoakConfig {
+            rollback_every: 0,
+            ..config
+        },
+        0,
+        |_| {},
+    )
+    .expect("soak without rollbacks");
+    assert_eq!(with.rollbacks, 1_500); // frames 3, 7, …, 5,999
+    assert_eq!(without.rollbacks, 0);
+    assert_eq!(without.records, 600);
+    // The window's 600 records, plus at most the 3 abandoned records of each of the
+    // window's 150 rollbacks (and the ones of the rollback in flight).
+    let bound = 600 + 3 * (600 / 4 + 1);
+    assert!(max_records <= bound, "{max_records} records held, bound {bound}");
+    assert!(
+        max_abandoned <= 3 * (600 / 4 + 1),
+        "{max_abandoned} abandoned records held"
+    );
+    // Flat once the window is full: the history at frame 6,000 is no larger than at
+    // frame 3,000 (give or take 10 %), where keeping every branch grew it by about
+    // 16 KB a frame.
+    assert!(
+        with.resident_bytes * 10 <= at_3000 * 11,
+        "history grew from {at_3000} B at frame 3,000 to {} B at frame 6,000",
+        with.resident_bytes
+    );
+    assert!(without.resident_bytes > 0);
 }

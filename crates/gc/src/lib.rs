@@ -6,7 +6,11 @@
 //! retained iteration is ever rebuilt from freed bytes (see `rewind-store`).
 //!
 //! [`Collector::step`] is the per-iteration call: it removes what the window rules
-//! (keep-last, keep-from, abandoned age) drop, at a cost proportional to what it frees.
+//! (keep-last, keep-from, abandoned branches) drop, at a cost proportional to what it
+//! frees. By default an abandoned branch (records a rollback superseded) is dropped as
+//! soon as the window no longer keeps timeline records of its iterations
+//! ([`Abandoned::WithWindow`]), so a rollback game's history stays as large as its
+//! window however often it rolls back.
 //! [`Collector::collect`] examines every record and also applies the memory budget.
 //!
 //! ```
@@ -15,7 +19,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut history = History::new(HistoryConfig::new(1024)?.seed(1))?;
-//! let mut gc = Collector::new(Policy::default().keep_last(8).abandoned_max_age(0));
+//! let mut gc = Collector::new(Policy::default().keep_last(8));
 //! let mut memory = vec![0u8; 16 * 1024];
 //! for frame in 0..100u64 {
 //!     let at = (frame as usize * 97) % memory.len();
@@ -43,6 +47,25 @@ pub enum GcError {
     History(#[from] HistoryError),
 }
 
+/// What happens to abandoned records: the records a rollback superseded (they are off
+/// the current timeline but stay readable until collected).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Abandoned {
+    /// Drop an abandoned record once its iteration is older than the oldest timeline
+    /// record the window rules ([`Policy::keep_last`], [`Policy::keep_from`]) keep: a
+    /// branch lives as long as the frames it competed with. With no window rule set,
+    /// abandoned records are kept. The default.
+    #[default]
+    WithWindow,
+    /// Drop abandoned records captured more than this many captures ago (0: drop them
+    /// at the next step).
+    MaxAge(u64),
+    /// Keep every abandoned record (a debugger that wants every branch). Only pins, the
+    /// budget or [`rewind_history::History::remove`] bound them.
+    Keep,
+}
+
 /// Which records to keep. The head is always kept, and so are pinned records. Rules
 /// compose as a union: a record is kept when any rule keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,9 +75,9 @@ pub struct Policy {
     /// Keep timeline records of iteration ≥ K (e.g. the oldest frame a peer has not
     /// confirmed).
     pub keep_from: Option<u64>,
-    /// Drop abandoned records (off the current timeline) captured more than this many
-    /// captures ago. `None` keeps abandoned branches.
-    pub abandoned_max_age: Option<u64>,
+    /// How long abandoned branches live (default: as long as the window keeps their
+    /// iterations).
+    pub abandoned: Abandoned,
     /// Thin old timeline records not kept by another rule until the history's resident
     /// bytes fit: denser near the head, sparser in the past.
     pub budget: Option<u64>,
@@ -73,9 +96,14 @@ impl Policy {
         self.keep_from = Some(k);
         self
     }
-    /// Drop abandoned records older than `age` captures.
+    /// Drop abandoned records older than `age` captures ([`Abandoned::MaxAge`]).
     pub fn abandoned_max_age(mut self, age: u64) -> Self {
-        self.abandoned_max_age = Some(age);
+        self.abandoned = Abandoned::MaxAge(age);
+        self
+    }
+    /// Set how long abandoned branches live.
+    pub fn abandoned(mut self, rule: Abandoned) -> Self {
+        self.abandoned = rule;
         self
     }
     /// Thin history to fit `bytes`.
@@ -144,22 +172,32 @@ impl Collector {
     }
 
     /// The per-iteration step: drop what the window rules drop, looking only at the
-    /// oldest timeline records and the oldest abandoned records, then compress pages
+    /// oldest timeline records and the abandoned records the [`Abandoned`] rule drops,
+    /// then compress pages
     /// that aged raw ([`History::maintain`]). Does not apply the budget (see
     /// [`Collector::collect`]).
     pub fn step(&mut self, history: &mut History) -> Result<GcReport, GcError> {
         let mut report = GcReport::default();
+        // The oldest timeline iteration a window rule keeps, once the loop has dropped
+        // what the rules do not keep.
+        let mut window_start = None;
         if self.policy.timeline_limited() {
             let keep_last = self.policy.keep_last.unwrap_or(0);
             let mut skipped = 0usize;
             loop {
                 let total = history.timeline_len();
                 let candidate = history.timeline().nth(skipped).map(|r| (r.id(), r.iteration()));
-                let Some((id, iteration)) = candidate else { break };
+                let Some((id, iteration)) = candidate else {
+                    // Everything left is protected: the window keeps no timeline record.
+                    let past_head = history.head().map(|h| h.iteration().saturating_add(1));
+                    window_start = self.policy.keep_from.or(past_head);
+                    break;
+                };
                 report.examined += 1;
                 let in_window = total.saturating_sub(skipped) <= keep_last;
                 let from_k = self.policy.keep_from.is_some_and(|k| iteration >= k);
                 if in_window || from_k {
+                    window_start = Some(self.policy.keep_from.map_or(iteration, |k| k.min(iteration)));
                     break;
                 }
                 if self.protected(history, id) {
@@ -169,20 +207,28 @@ impl Collector {
                 report.removed += history.remove(id)?;
             }
         }
-        if let Some(age) = self.policy.abandoned_max_age {
-            // Abandoned records come oldest first: stop at the first young one. Pinned
-            // old ones are skipped (and looked at again next step: pins are few).
-            let cutoff = history.next_record_id().0.saturating_sub(age);
-            let old: Vec<RecordId> = history
-                .abandoned()
-                .map(|r| r.id())
-                .take_while(|id| id.0 < cutoff)
-                .collect();
-            for id in old {
-                report.examined += 1;
-                if !self.protected(history, id) {
-                    report.removed += history.remove(id)?;
-                }
+        // Only the abandoned records the rule drops are visited (oldest first by number
+        // for an age, by iteration behind the window). Pinned ones are skipped and
+        // looked at again next step: pins are few.
+        let old: Vec<RecordId> = match self.policy.abandoned {
+            Abandoned::Keep => Vec::new(),
+            Abandoned::MaxAge(age) => {
+                let cutoff = history.next_record_id().0.saturating_sub(age);
+                history
+                    .abandoned()
+                    .map(|r| r.id())
+                    .take_while(|id| id.0 < cutoff)
+                    .collect()
+            }
+            Abandoned::WithWindow => match window_start {
+                Some(start) => history.abandoned_before(start).map(|r| r.id()).collect(),
+                None => Vec::new(),
+            },
+        };
+        for id in old {
+            report.examined += 1;
+            if !self.protected(history, id) {
+                report.removed += history.remove(id)?;
             }
         }
         history.maintain();

@@ -285,6 +285,8 @@ pub struct History {
     inputs: HashMap<PageHash, Blob>,
     /// Records off the current timeline, by number (oldest first for GC).
     abandoned: BTreeSet<RecordId>,
+    /// The same records by (iteration, number), for dropping branches behind a window.
+    abandoned_by_iteration: BTreeSet<(u64, RecordId)>,
     /// Running estimate of record metadata bytes (see [`History::resident_bytes`]).
     meta_bytes: u64,
     /// Bytes of input blobs held.
@@ -306,6 +308,7 @@ impl History {
             next_id: 0,
             inputs: HashMap::new(),
             abandoned: BTreeSet::new(),
+            abandoned_by_iteration: BTreeSet::new(),
             meta_bytes: 0,
             input_bytes: 0,
         })
@@ -319,12 +322,13 @@ impl History {
             .map(|r| meta_bytes(r.changes.len(), r.snapshot.globals().len()))
             .sum();
         self.input_bytes = self.inputs.values().map(|b| b.bytes.len() as u64).sum();
-        self.abandoned = self
+        self.abandoned_by_iteration = self
             .records
             .values()
             .filter(|r| self.timeline.get(&r.iteration) != Some(&r.id))
-            .map(|r| r.id)
+            .map(|r| (r.iteration, r.id))
             .collect();
+        self.abandoned = self.abandoned_by_iteration.iter().map(|e| e.1).collect();
     }
 
     /// The page store.
@@ -385,6 +389,15 @@ impl History {
     /// Records not on the current timeline (superseded by a rollback), oldest first.
     pub fn abandoned(&self) -> impl Iterator<Item = &Record> + '_ {
         self.abandoned.iter().filter_map(|id| self.records.get(id))
+    }
+
+    /// Abandoned records of an iteration below `iteration`, by increasing iteration:
+    /// what a retention window that starts at `iteration` leaves behind. Costs
+    /// O(log n + what it yields).
+    pub fn abandoned_before(&self, iteration: u64) -> impl Iterator<Item = &Record> + '_ {
+        self.abandoned_by_iteration
+            .range(..(iteration, RecordId(0)))
+            .filter_map(|e| self.records.get(&e.1))
     }
 
     /// True when the record is on the current timeline.
@@ -499,7 +512,8 @@ impl History {
     pub fn rollback(&mut self, iteration: u64) -> Result<&Record, HistoryError> {
         let id = self.at(iteration)?.id;
         let cut = self.timeline.split_off(&(iteration + 1));
-        self.abandoned.extend(cut.into_values());
+        self.abandoned.extend(cut.values().copied());
+        self.abandoned_by_iteration.extend(cut);
         self.head = Some(id);
         self.at(iteration)
     }
@@ -652,6 +666,7 @@ impl History {
             self.timeline.remove(&rec.iteration);
         }
         self.abandoned.remove(&id);
+        self.abandoned_by_iteration.remove(&(rec.iteration, id));
         self.meta_bytes -= meta_bytes(rec.changes.len(), rec.snapshot.globals().len());
         match rec.parent {
             None => {
@@ -802,7 +817,13 @@ impl History {
             .filter(|r| self.timeline.get(&r.iteration) != Some(&r.id))
             .map(|r| r.id)
             .collect();
-        if abandoned != self.abandoned {
+        if abandoned != self.abandoned
+            || abandoned.len() != self.abandoned_by_iteration.len()
+            || self
+                .abandoned_by_iteration
+                .iter()
+                .any(|&(it, id)| self.records.get(&id).map(|r| r.iteration) != Some(it))
+        {
             return Err("the abandoned set does not match the timeline".to_string());
         }
         Ok(())

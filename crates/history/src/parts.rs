@@ -28,6 +28,7 @@ impl History {
             next_id: 0,
             inputs: Default::default(),
             abandoned: Default::default(),
+            abandoned_by_iteration: Default::default(),
             meta_bytes: 0,
             input_bytes: 0,
         }

@@ -27,7 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
-pub use rewind_gc::{Collector, GcError, GcReport, Policy};
+pub use rewind_gc::{Abandoned, Collector, GcError, GcReport, Policy};
 pub use rewind_history::{
     Blame, CaptureReport, History, HistoryConfig, HistoryError, LiveMemory, Record, RecordId, Removed,
     Rollback,
