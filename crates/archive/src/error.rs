@@ -165,6 +165,49 @@ pub enum ArchiveError {
         /// How many.
         len: u64,
     },
+    /// Another process (or another handle in this one) holds the archive's writer
+    /// lock: only one writer, `repair` or `compact` may work on an archive at a time.
+    #[error("{} is locked by another writer ({})", path.display(), holder(*pid))]
+    Locked {
+        /// The archive.
+        path: PathBuf,
+        /// The process id the lock file names, when it could be read.
+        pid: Option<u32>,
+    },
+    /// [`crate::ArchiveWriter::create`] refuses to overwrite an existing file; use
+    /// [`crate::ArchiveWriter::replace`] to replace an archive.
+    #[error("{} already exists (use ArchiveWriter::replace to replace it)", path.display())]
+    Exists {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A path that names something other than a regular file (a directory, a FIFO, a
+    /// device, a socket): archives are only read from and written to regular files.
+    #[error("{} is {what}, not an archive file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is ("a directory", "a FIFO", ...).
+        what: &'static str,
+    },
+    /// Bytes after the last complete commit that a torn write cannot explain: a commit
+    /// trailer with a valid checksum, or a complete commit whose trailer is damaged.
+    /// Readers refuse such a file rather than silently dropping what may be durable
+    /// data; [`crate::repair_with`] with `force` cuts it.
+    #[error("archive damaged at offset {offset}, after its last complete commit: {reason} (a forced repair cuts everything after the last complete commit)")]
+    DamagedTail {
+        /// Where the bytes a torn write cannot explain are.
+        offset: u64,
+        /// What was found.
+        reason: &'static str,
+    },
+    /// Finding the last complete commit of a damaged file would checksum more bytes than
+    /// the scan's bound allows (a hostile file full of forged commit trailers).
+    #[error("scanning for the last complete commit exceeded its bound of {limit} checksummed bytes")]
+    ScanLimit {
+        /// The bound.
+        limit: u64,
+    },
     /// From the history crate (export, compaction).
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -174,6 +217,13 @@ pub enum ArchiveError {
     /// From garbage collection.
     #[error(transparent)]
     Gc(#[from] rewind_gc::GcError),
+}
+
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(p) => format!("pid {p}"),
+        None => "holder's pid unknown".to_string(),
+    }
 }
 
 impl ArchiveError {

@@ -61,7 +61,19 @@ pub fn align_up(x: u64) -> Option<u64> {
 /// The checksum of every segment payload, segment header and trailer: xxh3-64 seeded
 /// with the history's hash seed (so bytes a guest chose cannot be a predictable forgery).
 pub fn checksum(bytes: &[u8], seed: u64) -> u64 {
+    CHECKSUMMED.with(|c| c.set(c.get().wrapping_add(bytes.len() as u64)));
     xxh3_64_with_seed(bytes, seed)
+}
+
+thread_local! {
+    static CHECKSUMMED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Bytes [`checksum`] has hashed on the calling thread so far: a work counter, so tests
+/// can bound what an operation (such as finding the last commit of a hostile file)
+/// costs without timing it.
+pub fn checksummed_bytes() -> u64 {
+    CHECKSUMMED.with(|c| c.get())
 }
 
 fn put(b: &mut [u8], at: usize, v: &[u8]) {

@@ -44,12 +44,14 @@
 
 mod error;
 pub mod format;
+mod lock;
 mod reader;
 mod writer;
 
 use std::path::Path;
 
 pub use error::ArchiveError;
+pub use lock::{lock_path, ArchiveLock};
 pub use reader::{
     Archive, ArchiveInfo, ObjectInfo, ObjectKind, RecordDetail, RecordInfo, TornTail, VerifyReport,
 };
@@ -59,11 +61,37 @@ pub use writer::{AppendReport, ArchiveWriter, Durability, CHECKPOINT_HOPS, MERGE
 use rewind_gc::{Collector, Policy};
 use rewind_history::{History, Removed};
 
+/// How [`repair_with`] treats bytes after the last complete commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepairOptions {
+    /// Also cut a damaged tail ([`ArchiveError::DamagedTail`]): bytes a torn write
+    /// cannot explain, such as a complete commit whose trailer was damaged. Without it
+    /// such a file is refused, so a repair never cuts durable-looking data unasked.
+    pub force: bool,
+}
+
 /// Truncate a torn tail (bytes after the last complete commit) and sync the file.
-/// Returns what was cut, or `None` when the file was clean.
+/// Returns what was cut, or `None` when the file was clean. The same as
+/// [`repair_with`] without `force`: a damaged tail is an error, never cut.
 pub fn repair(path: impl AsRef<Path>) -> Result<Option<TornTail>, ArchiveError> {
+    repair_with(path, RepairOptions::default())
+}
+
+/// Truncate the bytes after the last complete commit and sync the file.
+///
+/// Takes the archive's writer lock for its whole run, so it never cuts a commit a
+/// writer is still appending ([`ArchiveError::Locked`] while one holds it). A tail a
+/// torn write explains is cut; a damaged tail ([`ArchiveError::DamagedTail`]) only with
+/// `options.force`, and then everything after the last complete commit found by a
+/// bounded scan is cut.
+pub fn repair_with(path: impl AsRef<Path>, options: RepairOptions) -> Result<Option<TornTail>, ArchiveError> {
     let path = path.as_ref();
-    let archive = Archive::open(path)?;
+    let _lock = ArchiveLock::acquire(path)?;
+    let archive = if options.force {
+        Archive::open_salvage(path)?
+    } else {
+        Archive::open(path)?
+    };
     let Some(torn) = archive.torn_tail() else {
         return Ok(None);
     };
@@ -99,29 +127,35 @@ pub struct CompactReport {
 
 /// Rewrite an archive keeping only what `policy` retains.
 ///
-/// Loads the file (its last complete commit; a torn tail is dropped) into a [`History`],
+/// Takes the archive's writer lock for its whole run ([`ArchiveError::Locked`] while a
+/// writer holds it), so it never renames over a file a writer is still appending to.
+/// A symbolic link at `path` is followed (its target is replaced) and the file's
+/// permission bits are kept. Loads the file (its last complete commit; a torn tail is dropped) into a [`History`],
 /// runs [`Collector::collect`], writes the result to a temporary file in the same
 /// directory, syncs it, renames it over `path` and syncs the directory. A crash at any
 /// point leaves either the old file or the new one at `path`, never a mix.
 pub fn compact(path: impl AsRef<Path>, policy: &Policy) -> Result<CompactReport, ArchiveError> {
     let path = path.as_ref();
-    let archive = Archive::open(path)?;
+    let _lock = ArchiveLock::acquire(path)?;
+    let target = lock::resolve(path);
+    let archive = Archive::open(&target)?;
     let before = archive.info()?;
-    let bytes_before = std::fs::metadata(path)
-        .map_err(ArchiveError::io("stat", path))?
+    let bytes_before = std::fs::metadata(&target)
+        .map_err(ArchiveError::io("stat", &target))?
         .len();
     let mut history: History = archive.to_history()?;
     drop(archive);
     let report = Collector::new(policy.clone()).collect(&mut history)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "archive".into());
-    let tmp = path.with_file_name(format!(".{name}.compact-{}.tmp", std::process::id()));
+    let perms = writer::existing_permissions(&target)?;
+    let (tmp, file) = writer::temp_beside(&target, "compact")?;
     let result = (|| {
-        let mut w = ArchiveWriter::create(&tmp, &history, Durability::Manual)?;
+        if let Some(p) = perms {
+            file.set_permissions(p).map_err(ArchiveError::io("chmod", &tmp))?;
+        }
+        let mut w = ArchiveWriter::start(file, &tmp, &history, Durability::Manual)?;
         w.append(&history)?;
         w.sync()?;
+        std::fs::rename(&tmp, &target).map_err(ArchiveError::io("rename", &target))?;
         Ok::<_, ArchiveError>(w.len())
     })();
     let bytes_after = match result {
@@ -131,8 +165,7 @@ pub fn compact(path: impl AsRef<Path>, policy: &Policy) -> Result<CompactReport,
             return Err(e);
         }
     };
-    std::fs::rename(&tmp, path).map_err(ArchiveError::io("rename", path))?;
-    writer::sync_dir(path)?;
+    writer::sync_dir(&target)?;
     Ok(CompactReport {
         records_before: before.records,
         records_after: history.len() as u64,

@@ -14,6 +14,7 @@ use rewind_store::{ObjectRef, PageHash};
 use rkyv::rancor;
 
 use crate::format::*;
+use crate::lock::ArchiveLock;
 use crate::reader::{own_input, own_obj, own_rec, own_tl, Archive};
 use crate::ArchiveError;
 
@@ -247,6 +248,8 @@ pub struct ArchiveWriter {
     tables: Tables,
     head: u64,
     scratch: Scratch,
+    /// The writer lock; `None` only for the private temporary file of a compaction.
+    lock: Option<ArchiveLock>,
 }
 
 impl std::fmt::Debug for ArchiveWriter {
@@ -262,22 +265,99 @@ impl std::fmt::Debug for ArchiveWriter {
 }
 
 impl ArchiveWriter {
-    /// Create (or truncate) an archive for `history`'s configuration (page size, seed,
-    /// delta chain bound) and write an empty first commit. The new file is synced, and
-    /// so is its directory entry.
+    /// Create a new archive at `path` for `history`'s configuration (page size, seed,
+    /// delta chain bound), with an empty first commit, and take its writer lock.
+    ///
+    /// Refuses with [`ArchiveError::Exists`] when anything exists at `path` (use
+    /// [`ArchiveWriter::replace`] to replace an archive), and with
+    /// [`ArchiveError::Locked`] when another writer holds the lock. The file is built
+    /// under a temporary name in the same directory, synced, and only then linked in
+    /// under `path` (and the directory synced), so `path` never names a half-written
+    /// file and nothing that exists is ever truncated.
     pub fn create(
         path: impl AsRef<Path>,
         history: &History,
         durability: Durability,
     ) -> Result<Self, ArchiveError> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(ArchiveError::io("create", path))?;
+        let lock = ArchiveLock::acquire(path)?;
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(ArchiveError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        let (tmp, file) = temp_beside(path, "create")?;
+        let mut w = match Self::start(file, path, history, durability) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        // A hard link puts the finished file under `path` only if nothing is there:
+        // the no-clobber rename.
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(ArchiveError::Exists {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(ArchiveError::io("link", path)(e)),
+        }
+        sync_dir(path)?;
+        w.lock = Some(lock);
+        Ok(w)
+    }
+
+    /// Create an archive at `path` as [`ArchiveWriter::create`] does, replacing any
+    /// archive already there (and taking its writer lock, so never under a writer).
+    ///
+    /// The new file is built under a temporary name and renamed over the old one: a
+    /// reader that has the old file mapped keeps reading it intact (its inode lives on
+    /// until unmapped). A symbolic link at `path` is followed (its target is replaced,
+    /// the link stays) and the old file's permission bits are kept. Anything at the
+    /// target but a regular file is refused with [`ArchiveError::NotAFile`].
+    pub fn replace(
+        path: impl AsRef<Path>,
+        history: &History,
+        durability: Durability,
+    ) -> Result<Self, ArchiveError> {
+        let path = path.as_ref();
+        let lock = ArchiveLock::acquire(path)?;
+        let target = crate::lock::resolve(path);
+        let perms = existing_permissions(&target)?;
+        let (tmp, file) = temp_beside(&target, "replace")?;
+        let result = (|| {
+            if let Some(p) = perms {
+                file.set_permissions(p).map_err(ArchiveError::io("chmod", &tmp))?;
+            }
+            let w = Self::start(file, path, history, durability)?;
+            std::fs::rename(&tmp, &target).map_err(ArchiveError::io("rename", &target))?;
+            Ok(w)
+        })();
+        let mut w = match result {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        sync_dir(&target)?;
+        w.lock = Some(lock);
+        Ok(w)
+    }
+
+    /// Write the header and an empty first commit to a new, empty `file` and sync it.
+    /// The caller places the file under its name and holds the lock.
+    pub(crate) fn start(
+        file: File,
+        path: &Path,
+        history: &History,
+        durability: Durability,
+    ) -> Result<Self, ArchiveError> {
         let created_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -307,17 +387,21 @@ impl ArchiveWriter {
             tables: Tables::default(),
             head: NONE,
             scratch: Scratch::new(),
+            lock: None,
         };
         w.append_inner(history, true)?;
         w.sync()?;
-        sync_dir(path)?;
         Ok(w)
     }
 
     /// Open an existing archive to append to it. A file with a torn tail is refused
     /// ([`ArchiveError::TornTail`]): call [`crate::repair`] first.
+    ///
+    /// Takes the archive's writer lock ([`ArchiveError::Locked`] when another writer,
+    /// `repair` or `compact` holds it) and keeps it until the writer is dropped.
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, ArchiveError> {
         let path = path.as_ref();
+        let lock = ArchiveLock::acquire(path)?;
         let archive = Archive::open(path)?;
         if let Some(t) = archive.torn_tail() {
             return Err(ArchiveError::TornTail {
@@ -394,6 +478,7 @@ impl ArchiveWriter {
             tables,
             head,
             scratch: Scratch::new(),
+            lock: Some(lock),
         })
     }
 
@@ -831,6 +916,47 @@ fn loaded_run<E>(r: &RunRef, v: Vec<E>) -> MemRun<E> {
         level: r.level,
         entries: v.into(),
         len,
+    }
+}
+
+/// Create a new, empty file under a temporary name in the directory of `target`
+/// (`.<name>.<what>-<pid>-<n>.tmp`), for a file that is renamed or linked into place.
+pub(crate) fn temp_beside(target: &Path, what: &str) -> Result<(PathBuf, File), ArchiveError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = target.with_file_name(format!(".{name}.{what}-{}-{n}.tmp", std::process::id()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(ArchiveError::io("create", &tmp)(e)),
+        }
+    }
+}
+
+/// The permissions of the regular file at `target`, `None` when nothing is there; an
+/// error for anything that is not a regular file.
+pub(crate) fn existing_permissions(target: &Path) -> Result<Option<std::fs::Permissions>, ArchiveError> {
+    match std::fs::metadata(target) {
+        Ok(m) => match crate::lock::not_regular(m.file_type()) {
+            Some(what) => Err(ArchiveError::NotAFile {
+                path: target.to_path_buf(),
+                what,
+            }),
+            None => Ok(Some(m.permissions())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ArchiveError::io("stat", target)(e)),
     }
 }
 

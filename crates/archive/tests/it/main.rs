@@ -1,8 +1,11 @@
 //! Integration tests of the archive: round trips against the in-memory history,
-//! corruption and recovery, a crash test that SIGKILLs a writer, stable fuzzing.
+//! corruption and recovery, a crash test that SIGKILLs a writer, stable fuzzing, the
+//! writer lock and file replacement, damaged tails, and re-sealed edits of every field.
 
 mod common;
 mod corrupt;
 mod crash;
 mod fuzz;
+mod locking;
 mod roundtrip;
+mod tail;
