@@ -757,7 +757,7 @@ impl History {
     /// Bytes held by the history: stored page objects, input blobs, and an estimate of
     /// record and snapshot metadata.
     ///
-    /// O(1): kept as running counters. Not counted: the `im` vector and Merkle nodes
+    /// O(1): kept as running counters. Not counted: the `imbl` vector and Merkle nodes
     /// the snapshots share and path-copy, and allocator overhead. Where the comparison
     /// harness could measure it from a fresh heap (the first workload of a run), the
     /// process RSS grew 10–21 % more than this figure (`docs/benchmarks.md`).

@@ -1,7 +1,7 @@
 //! Snapshots of a guest's state: which page sits in every slot of linear memory, the
 //! memory length and every global, with a state hash.
 //!
-//! A [`Snapshot`] keeps its page hashes in an `im` RRB vector ([`PageVec`]), so
+//! A [`Snapshot`] keeps its page hashes in an `imbl` RRB vector ([`PageVec`]), so
 //! consecutive snapshots share all unchanged structure and cloning one is O(1).
 //! [`capture`] builds the next snapshot from live memory (hashing only the pages a dirty
 //! hint names, when one is given), [`restore`] writes back only the pages that differ,
@@ -40,9 +40,9 @@ pub use merkle::Merkle;
 use rewind_store::codec::ChangedRuns;
 use rewind_store::{Hasher, PageHash, PageStore, StoreError};
 
-/// The persistent vector of page hashes of a snapshot. `im` is used only through this
-/// alias (see `docs/architecture.md` for why, and the advisories on the crate).
-pub type PageVec = im::Vector<PageHash>;
+/// The persistent vector of page hashes of a snapshot. `imbl` (the maintained fork of
+/// `im`) is used only through this alias (see `docs/architecture.md` for why).
+pub type PageVec = imbl::Vector<PageHash>;
 
 /// The hash of a whole guest state: memory length, every page, every global.
 pub type StateHash = PageHash;

@@ -5,7 +5,7 @@
 //! Two parties holding trees find their first differing page by descending from the root,
 //! comparing at most [`FANOUT`] hashes per level.
 
-use im::Vector;
+use imbl::Vector;
 use rewind_store::{Hasher, PageHash};
 
 /// Children per node.
