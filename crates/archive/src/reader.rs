@@ -186,6 +186,7 @@ pub struct Archive {
     commit: Option<Commit>,
     torn: Option<TornTail>,
     checked: Mutex<HashSet<u64>>,
+    hasher: rewind_store::Hasher,
 }
 
 impl std::fmt::Debug for Archive {
@@ -435,6 +436,9 @@ impl Archive {
 
     fn from_backing(path: Option<PathBuf>, backing: Backing, mode: Scan) -> Result<Archive, ArchiveError> {
         let header = Header::decode(backing.bytes())?;
+        let page_size = PageSize::new(header.page_size as u64).map_err(|_| ArchiveError::BadHeader {
+            reason: "page size is not a power of two from 1 KiB to 64 KiB",
+        })?;
         let mut a = Archive {
             path,
             backing,
@@ -442,6 +446,7 @@ impl Archive {
             commit: None,
             torn: None,
             checked: Mutex::new(HashSet::new()),
+            hasher: rewind_store::Hasher::new(header.seed, page_size),
         };
         a.find_commit(mode)?;
         Ok(a)
@@ -1126,6 +1131,13 @@ impl Archive {
         for (h, runs) in chain.iter().rev() {
             codec::apply_delta(out, runs).map_err(|source| ArchiveError::Codec { hash: *h, source })?;
         }
+        // Content addressing is only as good as this check: a page whose bytes were
+        // edited (and its segment checksum re-sealed) must not be returned as `hash`.
+        // One xxh3-128 pass over a page costs far less than decoding it.
+        let found = self.hasher.page(out);
+        if found != hash {
+            return Err(ArchiveError::ObjectHashMismatch { hash, found });
+        }
         Ok(())
     }
 
@@ -1434,6 +1446,12 @@ impl Archive {
     /// object, every input; the head is the last commit's. Rebuilds each record's
     /// snapshot and checks its state hash.
     pub fn to_history(&self) -> Result<History, ArchiveError> {
+        self.load(false)
+    }
+
+    /// [`Archive::to_history`]; with `deep`, also check every stored record field
+    /// against what it can be derived from (see [`Archive::verify`]).
+    fn load(&self, deep: bool) -> Result<History, ArchiveError> {
         let seed = self.header.seed;
         let config = StoreConfig::new(self.page_size())
             .seed(seed)
@@ -1536,6 +1554,10 @@ impl Archive {
                         .map(|(i, h)| (i as u32, *h))
                         .collect(),
                 };
+                if deep {
+                    let parent_entry = parent.and_then(|p| loaded.get(p)).map(|p| &p.e);
+                    self.check_record(&e, data, m, parent_entry, &changes, gs)?;
+                }
                 if parent.is_some() {
                     for (_, h) in changes.iter().filter(|c| !c.1.is_zero()) {
                         *refs.entry(*h).or_default() += 1;
@@ -1608,6 +1630,243 @@ impl Archive {
         Ok(history)
     }
 
+    /// The stored fields of one record that `verify` can derive, checked against what
+    /// they derive from: the index entry, the parent, the change list recomputed from
+    /// the two page vectors, the counts.
+    fn check_record(
+        &self,
+        e: &RecEntry,
+        data: &ArchivedDataSeg,
+        m: &ArchivedRecMeta,
+        parent: Option<&RecEntry>,
+        changes: &[(u32, PageHash)],
+        globals: &[ArchivedGlobalRec],
+    ) -> Result<(), ArchiveError> {
+        let bad = |reason| {
+            Err(ArchiveError::Inconsistent {
+                offset: e.seg,
+                reason,
+            })
+        };
+        if m.iteration.to_native() != e.iteration
+            || m.memory_len.to_native() != e.memory_len
+            || m.state_hash != e.state_hash
+            || m.input != e.input
+            || m.has_input != e.has_input
+            || m.hops.to_native() != e.hops
+        {
+            return bad("record index and record disagree");
+        }
+        if m.has_input > 1 || m.checkpoint > 1 {
+            return bad("a flag is neither 0 nor 1");
+        }
+        if m.has_input == 0 && e.input != [0; 16] {
+            return bad("an input hash on a record without input");
+        }
+        if m.has_input == 1 && self.input_entry(PageHash(e.input))?.is_none() {
+            return bad("record names an input the archive does not hold");
+        }
+        if parent.is_some_and(|p| p.iteration >= e.iteration) {
+            return bad("iteration not after its parent's");
+        }
+        let list_len = m.list_len.to_native() as u64;
+        if m.checkpoint != 0 {
+            if e.hops != 0 || e.since != 0 {
+                return bad("checkpoint with change-list counters");
+            }
+        } else {
+            let Some(p) = parent else {
+                return bad("change list without a parent");
+            };
+            if p.hops.checked_add(1) != Some(e.hops) || p.since.checked_add(list_len) != Some(e.since) {
+                return bad("hops or entries since the checkpoint do not follow the parent's");
+            }
+            if e.hops > self.header.checkpoint_hops {
+                return bad("more change lists than the checkpoint interval");
+            }
+            // The stored list must be exactly the pages that differ from the parent's
+            // vector: no omitted slot, no slot that did not change, sorted (reads
+            // binary-search it).
+            let stored = slice_of(
+                &data.changes,
+                m.list_start.to_native(),
+                list_len,
+                e.seg,
+                "change list out of its segment",
+            )?;
+            let same = stored.len() == changes.len()
+                && stored
+                    .iter()
+                    .zip(changes)
+                    .all(|(c, (i, h))| c.index.to_native() == *i && c.hash == h.0);
+            if !same {
+                return bad("change list differs from the difference of the page vectors");
+            }
+        }
+        // `pages_changed` counts the slots that differ from the parent. A record with
+        // no parent in the file is either a first capture (every non-zero page) or one
+        // a compaction cut from its expired parent, whose count is against a parent
+        // the file no longer holds: only bounded by the slots of a 4 GiB memory.
+        let ps = self.header.page_size as u64;
+        let pages_changed = m.pages_changed.to_native();
+        let derived_ok = match parent {
+            Some(_) => pages_changed as usize == changes.len(),
+            None => pages_changed as u64 <= MAX_MEMORY / ps,
+        };
+        if !derived_ok {
+            return bad("pages_changed differs from the pages that changed");
+        }
+        if m.bytes_stored.to_native() > m.pages_changed.to_native() as u64 * ps {
+            return bad("bytes_stored exceeds a full page per changed page");
+        }
+        for g in globals {
+            let v = global_of(g, e.seg)?;
+            if v.to_bits().to_le_bytes() != g.bits {
+                return bad("global bits beyond its type's width");
+            }
+        }
+        Ok(())
+    }
+
+    /// Check every index field against the entries and segments it describes: run
+    /// bounds and key ranges, order within and across runs, counts, object and input
+    /// entries against their metadata and bytes, the timeline against the head's chain
+    /// of parents.
+    fn check_index(&self) -> Result<(), ArchiveError> {
+        let Some(root) = self.root()? else { return Ok(()) };
+        let root_off = self.commit.map_or(0, |c| c.trailer.root);
+        let bad = |offset, reason| ArchiveError::Inconsistent { offset, reason };
+        let [objs, recs, inputs, tl] = self.run_refs()?;
+        /// Each run non-empty, strictly sorted by key, `first`/`last` its end keys.
+        fn runs_ok<E: IndexEntry>(
+            a: &Archive,
+            runs: &[RunRef],
+        ) -> Result<Vec<(RunRef, Vec<u64>)>, ArchiveError> {
+            let mut out = Vec::new();
+            for r in runs {
+                let v = a.run::<E>(r)?;
+                let bad = |reason| ArchiveError::Inconsistent {
+                    offset: r.seg,
+                    reason,
+                };
+                if v.is_empty() {
+                    return Err(bad("empty index run"));
+                }
+                if v.windows(2).any(|w| matches!(w, [x, y] if x.key() >= y.key())) {
+                    return Err(bad("index run out of order"));
+                }
+                let (Some(f), Some(l)) = (v.first(), v.last()) else {
+                    return Err(bad("empty index run"));
+                };
+                if f.key().range_key() != r.first || l.key().range_key() != r.last {
+                    return Err(bad("index run's key range differs from its entries"));
+                }
+                out.push((*r, v.iter().map(|e| e.key().range_key()).collect()));
+            }
+            Ok(out)
+        }
+        runs_ok::<ArchivedObjEntry>(self, &objs)?;
+        runs_ok::<ArchivedInputEntry>(self, &inputs)?;
+        for (table, runs) in [
+            (
+                "record runs overlap or are out of order",
+                runs_ok::<ArchivedRecEntry>(self, &recs)?,
+            ),
+            (
+                "timeline runs overlap or are out of order",
+                runs_ok::<ArchivedTlEntry>(self, &tl)?,
+            ),
+        ] {
+            if runs
+                .windows(2)
+                .any(|w| matches!(w, [a, b] if a.0.last >= b.0.first))
+            {
+                return Err(bad(root_off, table));
+            }
+        }
+        // Records: the count, and record numbers below the next one.
+        let mut n_recs = 0u64;
+        let mut max_id = None;
+        for r in &recs {
+            for e in self.run::<ArchivedRecEntry>(r)? {
+                n_recs += 1;
+                max_id = Some(e.id.to_native());
+            }
+        }
+        if n_recs != root.record_count.to_native() {
+            return Err(bad(root_off, "record count differs from the record index"));
+        }
+        if max_id.is_some_and(|m| m >= root.next_record_id.to_native()) {
+            return Err(bad(root_off, "next record number is not after every record"));
+        }
+        // Objects: each hash once, counted, agreeing with its metadata; a delta's depth
+        // one more than its base's, full pages at depth 0.
+        let mut depths: HashMap<[u8; 16], u8> = HashMap::new();
+        for r in &objs {
+            for e in self.run::<ArchivedObjEntry>(r)? {
+                if depths.insert(e.hash, e.depth).is_some() {
+                    return Err(bad(r.seg, "an object is indexed twice"));
+                }
+            }
+        }
+        if depths.len() as u64 != root.object_count.to_native() {
+            return Err(bad(root_off, "object count differs from the object index"));
+        }
+        for r in &objs {
+            for e in self.run::<ArchivedObjEntry>(r)? {
+                let e = own_obj(e);
+                let (_, m) = self.data_entry(
+                    e.seg,
+                    e.pos,
+                    |d| &d.objects,
+                    |m| m.hash == e.hash && m.kind == e.kind && m.depth == e.depth,
+                    OBJECT_REASONS,
+                )?;
+                let ok = match m.kind {
+                    KIND_RAW | KIND_LZ4 => m.depth == 0 && m.parent == [0; 16],
+                    KIND_DELTA => {
+                        m.depth <= self.header.max_chain
+                            && m.parent != [0; 16]
+                            && depths.get(&m.parent).and_then(|d| d.checked_add(1)) == Some(m.depth)
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(bad(e.seg, "object kind, depth or delta base is wrong"));
+                }
+            }
+        }
+        // Inputs: each once, its bytes hashing to its name.
+        let mut seen = HashSet::new();
+        for r in &inputs {
+            for e in self.run::<ArchivedInputEntry>(r)? {
+                let e = own_input(e);
+                if !seen.insert(e.hash) {
+                    return Err(bad(r.seg, "an input is indexed twice"));
+                }
+                if self.hasher.bytes(self.input_bytes(&e)?) != PageHash(e.hash) {
+                    return Err(bad(e.seg, "input bytes do not hash to their name"));
+                }
+            }
+        }
+        // The timeline is the head's chain of parents, from a root, by iteration.
+        let mut prev: Option<u64> = None;
+        for r in &tl {
+            for t in self.run::<ArchivedTlEntry>(r)? {
+                let rec = self.rec_entry(t.id.to_native())?;
+                let expected_parent = prev.unwrap_or(NONE);
+                if rec.iteration != t.iteration.to_native() || rec.parent != expected_parent {
+                    return Err(bad(r.seg, "timeline is not the head's chain of parents"));
+                }
+                prev = Some(rec.id);
+            }
+        }
+        if prev.unwrap_or(NONE) != root.head.to_native() {
+            return Err(bad(root_off, "timeline does not end at the head"));
+        }
+        Ok(())
+    }
+
     /// Check everything: every segment and trailer of the committed part (framing,
     /// checksum, rkyv validation), every object rebuilds to its hash, every record's
     /// state hash recomputes, and the whole archive loads into a consistent history.
@@ -1619,7 +1878,13 @@ impl Archive {
         while off < end {
             let at = usize_of(off, off)?;
             if Trailer::has_magic(self.bytes(), at) {
-                let t = Trailer::decode(self.bytes(), off, self.header.seed)?;
+                let t = self.check_commit(off, &mut u64::MAX.clone())?;
+                if t.seq != rep.commits {
+                    return Err(ArchiveError::BadSegment {
+                        offset: off,
+                        reason: "commit sequence numbers do not count up from 0",
+                    });
+                }
                 if t.prev != prev_trailer {
                     return Err(ArchiveError::BadSegment {
                         offset: off,
@@ -1674,7 +1939,8 @@ impl Archive {
                 rep.objects += 1;
             }
         }
-        let history = self.to_history()?;
+        self.check_index()?;
+        let history = self.load(true)?;
         rep.records = history.len() as u64;
         if let Err(_msg) = history.check() {
             return Err(ArchiveError::Inconsistent {
