@@ -62,6 +62,13 @@ pub fn compute(
     }
     let tl = &upto[skip..];
     let ps = archive.page_size().bytes();
+    // Every memory length is checked before anything is sized by it: the index entry
+    // is read as stored, and a damaged or hostile one must be an error, not an
+    // allocation of its size.
+    for r in &upto {
+        pages_of(r.memory_len, ps)
+            .with_context(|| format!("record {} of iteration {}", r.id.0, r.iteration))?;
+    }
     let pages = tl
         .iter()
         .map(|r| r.memory_len / ps as u64)
@@ -76,7 +83,7 @@ pub fn compute(
     let (mut a, mut b) = (vec![0u8; ps], vec![0u8; ps]);
     let mut total = 0u64;
     for r in &upto[..skip] {
-        let npages = (r.memory_len / ps as u64) as usize;
+        let npages = pages_of(r.memory_len, ps)?;
         cur.resize(npages, PageHash::ZERO);
         for (i, new) in archive.changes(r.id)? {
             if let Some(slot) = cur.get_mut(i as usize) {
@@ -89,7 +96,7 @@ pub fn compute(
     for (k, r) in tl.iter().enumerate() {
         let changes = archive.changes(r.id)?;
         let col = k * cols / n;
-        let npages = (r.memory_len / ps as u64) as usize;
+        let npages = pages_of(r.memory_len, ps)?;
         if cur.len() < npages {
             cur.resize(npages, PageHash::ZERO);
         }
@@ -136,6 +143,18 @@ pub fn compute(
         pages_per_row: pages as f64 / rows as f64,
         total,
     })
+}
+
+/// Pages of a memory of `memory_len` bytes: an error unless it is a whole number of
+/// pages of at most 4 GiB (the wasm32 limit the archive format keeps).
+pub fn pages_of(memory_len: u64, page_size: usize) -> Result<usize> {
+    let ps = page_size as u64;
+    if memory_len > rewind_archive::format::MAX_MEMORY || ps == 0 || !memory_len.is_multiple_of(ps) {
+        anyhow::bail!(
+            "memory length {memory_len} is not a whole number of {page_size}-byte pages of at most 4 GiB (a damaged archive)"
+        );
+    }
+    usize::try_from(memory_len / ps).context("memory length does not fit in this machine's address space")
 }
 
 fn changed_bytes(archive: &Archive, old: PageHash, new: PageHash, a: &mut [u8], b: &mut [u8]) -> Result<u64> {
@@ -386,4 +405,19 @@ pub fn render(grid: &Grid, out: &mut dyn Write) -> Result<(u32, u32)> {
     wr.write_image_data(&c.px).context("cannot write the PNG image")?;
     wr.finish().context("cannot finish the PNG")?;
     Ok((w32, h32))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hostile_memory_lengths_are_errors_not_allocations() {
+        assert_eq!(super::pages_of(0, 1024).expect("empty memory"), 0);
+        assert_eq!(super::pages_of(1 << 32, 1024).expect("4 GiB"), 1 << 22);
+        // Lengths like the one that made the heatmap abort with "memory allocation of
+        // 36028797018964992 bytes failed", and lengths that are not whole pages.
+        for bad in [1u64 << 53, u64::MAX - 1023, (1 << 32) + 1024, 1000] {
+            let e = super::pages_of(bad, 1024).expect_err("refused");
+            assert!(e.to_string().contains("memory length"), "{e}");
+        }
+    }
 }

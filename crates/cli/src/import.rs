@@ -7,8 +7,9 @@
 //! comparing run on a second thread, a cache-sized chunk at a time, and only the
 //! differing pages cross to the thread that captures. Records already written are
 //! dropped from the in-memory history, so memory stays at about two frames plus the
-//! stored pages of one however long the input is. The archive is written to a temporary
-//! file beside the output and renamed over it only when complete.
+//! stored pages of one however long the input is. The archive is written through
+//! [`crate::output::Output`]: to a temporary file beside the output, renamed over it
+//! only when complete.
 
 use std::fs::File;
 use std::io::Read;
@@ -156,10 +157,11 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Refuse an output path that is one of the inputs.
+/// Refuse an output path that is one of the inputs (also through a symbolic or hard
+/// link, or a name that leads to the same place).
 pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
     for i in inputs {
-        if same_file(out, i) {
+        if crate::output::same_destination(out, i) {
             bail!("refusing to write {}: it is an input", out.display());
         }
     }
@@ -175,24 +177,40 @@ pub fn import(
     progress: crate::Progress<'_>,
 ) -> Result<ImportReport> {
     let (frame_size, count) = plan(frames, opts.page_size)?;
+    last_iteration(opts.first_iteration, count)?;
     check_output(out, &frames.paths())?;
-    let ps = usize::try_from(opts.page_size).context("page size does not fit in memory")?;
     let mut config = HistoryConfig::new(opts.page_size)?;
     if let Some(seed) = opts.seed {
         config = config.seed(seed);
     }
-    let mut history = History::new(config)?;
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+    let history = History::new(config)?;
+    let output = crate::output::Output::new(out)?;
+    // A writer appending to an archive at `out` would lose its appends to the
+    // replacement: refuse while one holds its lock.
+    let _lock = if output.is_special() {
+        None
+    } else {
+        Some(
+            rewind_archive::ArchiveLock::acquire(output.target())
+                .with_context(|| format!("cannot lock {}", out.display()))?,
+        )
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".rewind-import-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let mut writer = ArchiveWriter::create(tmp.path(), &history, Durability::Manual)
-        .with_context(|| format!("cannot create {}", tmp.path().display()))?;
+    output.write_file(|tmp| write_archive(frames, tmp, opts, history, frame_size, count, progress))
+}
+
+/// Read the frames and write their archive to `path`.
+fn write_archive(
+    frames: &Frames,
+    path: &Path,
+    opts: &ImportOptions,
+    mut history: History,
+    frame_size: u64,
+    count: u64,
+    progress: crate::Progress<'_>,
+) -> Result<ImportReport> {
+    let ps = usize::try_from(opts.page_size).context("page size does not fit in memory")?;
+    let mut writer = ArchiveWriter::create(path, &history, Durability::Manual)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     let n = usize::try_from(frame_size).context("frame size does not fit in memory")?;
     let mut rep = ImportReport {
         frames: count,
@@ -255,7 +273,10 @@ pub fn import(
                 }
             }
             rep.pages_changed += hint.len() as u64;
-            let iteration = opts.first_iteration + k;
+            let iteration = opts
+                .first_iteration
+                .checked_add(k)
+                .context("iteration number past 2^64 - 1")?;
             history
                 .capture(iteration, &memory, &[], Some(&hint), None)
                 .with_context(|| format!("cannot capture frame {k}"))?;
@@ -279,11 +300,21 @@ pub fn import(
     })?;
     writer.sync().context("cannot sync the archive")?;
     rep.archive_bytes = writer.len();
-    drop(writer);
-    tmp.persist(out)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot move the archive into place at {}", out.display()))?;
     Ok(rep)
+}
+
+/// The iteration of the last of `count` frames numbered from `first`, or an error when it
+/// would be past the largest iteration number.
+pub fn last_iteration(first: u64, count: u64) -> Result<u64> {
+    count
+        .checked_sub(1)
+        .and_then(|n| first.checked_add(n))
+        .with_context(|| {
+            format!(
+                "--first-iteration {first} with {count} frames runs past the largest iteration number ({})",
+                u64::MAX
+            )
+        })
 }
 
 /// Bytes read and compared at a time: small enough to stay in a core's cache between the

@@ -1,6 +1,6 @@
 //! The library behind the `rewind` inspector: queries over a `.rwd` archive (read in
 //! place through [`rewind_archive::Archive`]), building an archive from raw memory images,
-//! the page-churn heatmap and hexdump formatting. The binary (`src/main.rs`) only parses
+//! the page-churn heatmap, hexdump formatting and the writing of output files. The binary (`src/main.rs`) only parses
 //! arguments, draws progress bars and prints what these functions return.
 //!
 //! ```
@@ -29,10 +29,12 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod gc;
 pub mod heatmap;
 pub mod hexdump;
 pub mod import;
 pub mod inspect;
+pub mod output;
 
 /// Progress callback: `(done, total)` in the unit of the operation (bytes or records).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rewind_archive::Archive;
 use rewind_cli::import::{self, Frames, ImportOptions};
 use rewind_cli::inspect::{self, Target};
-use rewind_cli::{heatmap, hexdump};
+use rewind_cli::{gc, heatmap, hexdump};
 
 /// Inspect rewind histories: the timeline, one iteration, diffs, reads, blame, export,
 /// import, heatmaps, verification, garbage collection and statistics of a `.rwd` archive.
@@ -392,27 +392,10 @@ fn check_output(out: &Path, inputs: &[&Path], force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Write a file through a temporary file beside it, moved into place when complete.
+/// Write a file through [`rewind_cli::output::Output`]: a temporary file beside it moved
+/// into place when complete, or straight into a device or FIFO.
 fn write_atomic(out: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".rewind-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        f(&mut w)?;
-        w.flush()
-            .with_context(|| format!("cannot write {}", out.display()))?;
-    }
-    tmp.persist(out)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(())
+    rewind_cli::output::Output::new(out)?.write(f)
 }
 
 fn human(b: u64) -> String {
@@ -718,6 +701,12 @@ fn run_to(cmd: Command, progress: bool, out: &mut dyn Write) -> Result<ExitCode>
             force,
         } => {
             let gpath = globals.unwrap_or_else(|| output.with_extension("globals.json"));
+            if rewind_cli::output::same_destination(&gpath, &output) {
+                bail!(
+                    "refusing to write {}: the memory image (-o) and the globals (--globals) would be the same file",
+                    gpath.display()
+                );
+            }
             check_output(&output, &[&file], force.force)?;
             check_output(&gpath, &[&file, &output], force.force)?;
             let a = open(&file)?;
@@ -941,93 +930,66 @@ fn run_to(cmd: Command, progress: bool, out: &mut dyn Write) -> Result<ExitCode>
             if let Some(o) = &output {
                 check_output(o, &[&file], force.force)?;
             }
-            let before = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            let sp = spinner(progress, "collecting");
-            if dry_run {
-                let mut h = a.to_history().context("cannot load the archive")?;
-                let records_before = h.len();
-                let rep = rewind_gc::Collector::new(policy).collect(&mut h)?;
-                sp.finish_and_clear();
-                let v = serde_json::json!({
-                    "dry_run": true,
-                    "records_before": records_before,
-                    "records_after": h.len(),
-                    "objects_freed": rep.removed.objects,
-                    "store_bytes_freed": rep.removed.bytes,
-                    "resident_bytes_after": rep.resident_bytes,
-                    "over_budget": rep.over_budget,
-                });
-                if j {
-                    json(out, &v)?;
-                } else {
-                    writeln!(
-                        out,
-                        "dry run: would keep {} of {} records, free {} objects ({} of page data); nothing written",
-                        h.len(),
-                        records_before,
-                        rep.removed.objects,
-                        human(rep.removed.bytes)
-                    )?;
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
             drop(a);
-            let target = match &output {
-                None => file.clone(),
-                Some(o) => o.clone(),
+            let dest = match (&output, dry_run) {
+                (_, true) => gc::Destination::DryRun,
+                (None, false) => gc::Destination::InPlace,
+                (Some(o), false) => gc::Destination::To(o.clone()),
             };
-            let rep = match &output {
-                None => rewind_archive::compact(&file, &policy)
-                    .with_context(|| format!("cannot collect {}", file.display()))?,
-                Some(o) => {
-                    let dir = match o.parent() {
-                        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                        _ => PathBuf::from("."),
-                    };
-                    let tmp = tempfile::Builder::new()
-                        .prefix(".rewind-gc-")
-                        .suffix(".rwd")
-                        .tempfile_in(&dir)
-                        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-                    std::fs::copy(&file, tmp.path())
-                        .with_context(|| format!("cannot copy {}", file.display()))?;
-                    let rep = rewind_archive::compact(tmp.path(), &policy)
-                        .with_context(|| format!("cannot collect {}", file.display()))?;
-                    tmp.persist(o)
-                        .map_err(|e| e.error)
-                        .with_context(|| format!("cannot write {}", o.display()))?;
-                    rep
-                }
-            };
+            let sp = spinner(progress, "collecting");
+            let rep = gc::collect(&file, &policy, &dest)
+                .with_context(|| format!("cannot collect {}", file.display()))?;
             sp.finish_and_clear();
+            let (b, a) = (&rep.before, &rep.after);
             if j {
                 json(
                     out,
                     &serde_json::json!({
-                        "output": target,
-                        "records_before": rep.records_before,
-                        "records_after": rep.records_after,
-                        "objects_before": rep.objects_before,
-                        "objects_after": rep.objects_after,
-                        "bytes_before": before.max(rep.bytes_before),
-                        "bytes_after": rep.bytes_after,
-                        "records_removed": rep.removed.records,
-                        "objects_freed": rep.removed.objects,
+                        "dry_run": rep.dry_run,
+                        "output": rep.output,
+                        "records_before": b.records,
+                        "records_after": a.records,
+                        "records_removed": rep.records_removed,
+                        "objects_before": b.objects,
+                        "objects_after": a.objects,
+                        "objects_freed": rep.objects_freed,
+                        "inputs_freed": rep.inputs_freed,
+                        "checkpoints_before": b.checkpoints,
+                        "checkpoints_after": a.checkpoints,
+                        "bytes_before": b.bytes,
+                        "bytes_after": a.bytes,
+                        "bytes_freed": i64::try_from(rep.bytes_freed()).unwrap_or(i64::MAX),
+                        "grew": rep.grew,
+                        "before": b,
+                        "after": a,
                     }),
                 )?;
             } else {
+                let what = match &rep.output {
+                    Some(o) => format!("{}:", o.display()),
+                    None => "dry run (nothing written):".to_string(),
+                };
                 writeln!(
                     out,
-                    "{}: {} → {} records, {} → {} objects, {} → {} (freed {})",
-                    target.display(),
-                    rep.records_before,
-                    rep.records_after,
-                    rep.objects_before,
-                    rep.objects_after,
-                    human(rep.bytes_before),
-                    human(rep.bytes_after),
-                    human(rep.bytes_before.saturating_sub(rep.bytes_after))
+                    "{what} {} → {} records ({} removed), {} → {} objects ({} freed), {} → {} checkpoints, {} → {} ({})",
+                    b.records,
+                    a.records,
+                    rep.records_removed,
+                    b.objects,
+                    a.objects,
+                    rep.objects_freed,
+                    b.checkpoints,
+                    a.checkpoints,
+                    human(b.bytes),
+                    human(a.bytes),
+                    match rep.bytes_freed() {
+                        n if n >= 0 => format!("freed {}", human(n.unsigned_abs() as u64)),
+                        n => format!("grew by {}", human(n.unsigned_abs() as u64)),
+                    }
                 )?;
+                if let Some(why) = &rep.grew {
+                    writeln!(out, "note: the collected archive is larger than the input: {why}")?;
+                }
             }
         }
         Command::Stats { file, json: j } => {

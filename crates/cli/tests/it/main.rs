@@ -397,7 +397,9 @@ fn gc_rewrites_under_a_policy_and_reports() {
         .args(["--keep-last", "3", "--dry-run"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("would keep 3 of 40"));
+        .stdout(predicate::str::contains(
+            "dry run (nothing written): 40 → 3 records",
+        ));
     assert_eq!(digest(&fx.archive), before);
     rewind()
         .arg("gc")
@@ -631,4 +633,400 @@ fn help_is_complete() {
             .stdout(predicate::str::contains("Usage: rewind"));
     }
     rewind().assert().code(2);
+}
+
+// ---- outputs: never over an input, through links, into devices ------------------------
+
+/// `rewind verify FILE` succeeds.
+fn sound(archive: &Path) {
+    rewind().arg("verify").arg(archive).assert().success();
+}
+
+#[test]
+fn export_refuses_globals_and_memory_in_the_same_file() {
+    let fx = fixture();
+    let d = fx.dir.path();
+    let x = d.join("x.bin");
+    // A new file named twice, also through a path that differs in spelling.
+    let spelled = d.join(".").join("x.bin");
+    for g in [&x, &spelled] {
+        fails(
+            rewind()
+                .arg("export")
+                .arg(&fx.archive)
+                .args(["3", "--globals"])
+                .arg(g)
+                .arg("-o")
+                .arg(&x),
+            "would be the same file",
+        );
+        assert!(!x.exists(), "a refused export wrote {}", x.display());
+    }
+    // An existing file, replaced with --force, named through a symbolic and a hard link.
+    std::fs::write(&x, b"keep me").expect("write");
+    let soft = d.join("soft.bin");
+    std::os::unix::fs::symlink(&x, &soft).expect("symlink");
+    let hard = d.join("hard.bin");
+    std::fs::hard_link(&x, &hard).expect("hard link");
+    for g in [&x, &soft, &hard] {
+        fails(
+            rewind()
+                .arg("export")
+                .arg(&fx.archive)
+                .args(["3", "--force", "--globals"])
+                .arg(g)
+                .arg("-o")
+                .arg(&x),
+            "would be the same file",
+        );
+        assert_eq!(digest(&x), b"keep me");
+    }
+    sound(&fx.archive);
+}
+
+#[test]
+fn outputs_that_are_inputs_through_links_are_refused() {
+    let fx = fixture();
+    let d = fx.dir.path();
+    let before = digest(&fx.archive);
+    let soft = d.join("soft.rwd");
+    std::os::unix::fs::symlink(&fx.archive, &soft).expect("symlink");
+    let hard = d.join("hard.rwd");
+    std::fs::hard_link(&fx.archive, &hard).expect("hard link");
+    for o in [&soft, &hard] {
+        fails(
+            rewind()
+                .arg("export")
+                .arg(&fx.archive)
+                .args(["3", "--force", "-o"])
+                .arg(o),
+            "it is an input",
+        );
+        fails(
+            rewind()
+                .arg("export")
+                .arg(&fx.archive)
+                .args(["3", "--force", "-o"])
+                .arg(d.join("m.bin"))
+                .arg("--globals")
+                .arg(o),
+            "it is an input",
+        );
+        fails(
+            rewind()
+                .arg("heatmap")
+                .arg(&fx.archive)
+                .args(["--force", "-o"])
+                .arg(o),
+            "it is an input",
+        );
+        fails(
+            rewind()
+                .arg("gc")
+                .arg(&fx.archive)
+                .args(["--keep-last", "2", "--force", "-o"])
+                .arg(o),
+            "it is an input",
+        );
+    }
+    let frame_link = d.join("frame-link.bin");
+    std::os::unix::fs::symlink(&fx.files[0], &frame_link).expect("symlink");
+    fails(
+        rewind()
+            .args(["import", "--force", "--page-size", "1024", "-o"])
+            .arg(&frame_link)
+            .arg(&fx.files[0]),
+        "it is an input",
+    );
+    assert_eq!(digest(&fx.archive), before);
+    sound(&fx.archive);
+}
+
+#[test]
+fn writing_through_a_symlink_keeps_the_link_the_mode_and_replaces_the_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = fixture();
+    let d = fx.dir.path();
+    // export -o LINK --force
+    let real = d.join("real.bin");
+    std::fs::write(&real, b"old").expect("write");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let link = d.join("link.bin");
+    std::os::unix::fs::symlink("real.bin", &link).expect("symlink");
+    rewind()
+        .arg("export")
+        .arg(&fx.archive)
+        .args(["7", "--force", "-o"])
+        .arg(&link)
+        .arg("--globals")
+        .arg(d.join("g.json"))
+        .assert()
+        .success();
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("stat")
+        .file_type()
+        .is_symlink());
+    assert!(digest(&real) == fx.frames[7]);
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(mode(&real), 0o640);
+
+    // gc in place on an archive reached through a symlink, with its own mode.
+    let copy = d.join("copy.rwd");
+    std::fs::copy(&fx.archive, &copy).expect("copy");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+    let alink = d.join("alink.rwd");
+    std::os::unix::fs::symlink("copy.rwd", &alink).expect("symlink");
+    rewind()
+        .arg("gc")
+        .arg(&alink)
+        .args(["--keep-last", "5"])
+        .assert()
+        .success();
+    assert!(std::fs::symlink_metadata(&alink)
+        .expect("stat")
+        .file_type()
+        .is_symlink());
+    assert_eq!(mode(&copy), 0o604);
+    let log = json(rewind().arg("log").arg(&copy).arg("--json"));
+    assert_eq!(log.as_array().expect("array").len(), 5);
+    sound(&copy);
+    sound(&fx.archive);
+}
+
+#[test]
+fn dev_full_is_an_error_and_stays_a_device_dev_null_is_written_through() {
+    use std::os::unix::fs::FileTypeExt;
+    let fx = fixture();
+    let d = fx.dir.path();
+    let full = Path::new("/dev/full");
+    if full.exists() {
+        for cmd in [
+            vec!["export".to_string(), "3".to_string()],
+            vec!["heatmap".to_string()],
+            vec!["gc".to_string(), "--keep-last".to_string(), "3".to_string()],
+        ] {
+            fails(
+                rewind()
+                    .arg(&cmd[0])
+                    .arg(&fx.archive)
+                    .args(&cmd[1..])
+                    .args(["--force", "-o", "/dev/full", "--no-progress"])
+                    .args(if cmd[0] == "export" {
+                        vec!["--globals".to_string(), d.join("g.json").display().to_string()]
+                    } else {
+                        vec![]
+                    }),
+                "No space left on device",
+            );
+            assert!(std::fs::metadata(full)
+                .expect("stat")
+                .file_type()
+                .is_char_device());
+        }
+        fails(
+            rewind()
+                .args(["import", "--force", "--page-size", "1024", "-o", "/dev/full"])
+                .args(&fx.files[..3]),
+            "No space left on device",
+        );
+        assert!(std::fs::metadata(full)
+            .expect("stat")
+            .file_type()
+            .is_char_device());
+    }
+    let null = Path::new("/dev/null");
+    rewind()
+        .arg("export")
+        .arg(&fx.archive)
+        .args(["3", "--force", "-o", "/dev/null", "--globals"])
+        .arg(d.join("g.json"))
+        .assert()
+        .success();
+    rewind()
+        .args(["import", "--force", "--page-size", "1024", "-o", "/dev/null"])
+        .args(&fx.files[..3])
+        .assert()
+        .success();
+    assert!(std::fs::metadata(null)
+        .expect("stat")
+        .file_type()
+        .is_char_device());
+    sound(&fx.archive);
+}
+
+#[test]
+fn import_refuses_iterations_past_u64_max() {
+    let fx = fixture();
+    let out = fx.dir.path().join("wrap.rwd");
+    fails(
+        rewind()
+            .args([
+                "import",
+                "--page-size",
+                "1024",
+                "--first-iteration",
+                "18446744073709551615",
+                "-o",
+            ])
+            .arg(&out)
+            .args(&fx.files[..2]),
+        "runs past the largest iteration number",
+    );
+    assert!(!out.exists());
+    // One frame at the largest iteration fits.
+    rewind()
+        .args([
+            "import",
+            "--page-size",
+            "1024",
+            "--first-iteration",
+            "18446744073709551615",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&fx.files[0])
+        .assert()
+        .success();
+    let log = json(rewind().arg("log").arg(&out).arg("--json"));
+    assert_eq!(log[0]["iteration"], u64::MAX);
+    sound(&out);
+}
+
+#[test]
+fn temporary_files_of_a_killed_import_are_removed_by_the_next_one() {
+    let fx = fixture();
+    let d = fx.dir.path();
+    // A pid that no longer runs: a child that has exited and been waited for.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let stale = d.join(format!(".out.rwd.rewind-tmp.{dead}.k1ll3d"));
+    std::fs::write(&stale, vec![0u8; 4096]).expect("write");
+    let unrelated = d.join(format!(".other.rwd.rewind-tmp.{dead}.k1ll3d"));
+    std::fs::write(&unrelated, b"x").expect("write");
+    rewind()
+        .args(["import", "--page-size", "1024", "-o"])
+        .arg(d.join("out.rwd"))
+        .args(&fx.files[..3])
+        .assert()
+        .success();
+    if Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{dead}")).exists() {
+        assert!(!stale.exists(), "the stale temporary file stayed");
+    }
+    assert!(unrelated.exists(), "another output's temporary file was removed");
+    let left: Vec<String> = std::fs::read_dir(d)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".out.rwd."))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+// ---- gc reports -----------------------------------------------------------------------
+
+/// A gc report without what differs by design between a dry run and a real run (what
+/// was written, and whether it was a dry run).
+fn gc_numbers(j: &serde_json::Value) -> serde_json::Value {
+    let mut j = j.clone();
+    let m = j.as_object_mut().expect("a JSON object");
+    m.remove("output");
+    m.remove("dry_run");
+    j
+}
+
+#[test]
+fn gc_dry_run_reports_exactly_what_the_real_run_does() {
+    let fx = fixture();
+    let d = fx.dir.path();
+    for args in [
+        vec!["--keep-last", "5"],
+        vec!["--keep-last", "40"],
+        vec!["--pin", "3", "17"],
+        vec!["--budget", "20000"],
+    ] {
+        let dry = json(
+            rewind()
+                .arg("gc")
+                .arg(&fx.archive)
+                .args(&args)
+                .args(["--dry-run", "--json"]),
+        );
+        assert_eq!(dry["dry_run"], true);
+        let out = d.join("gc-out.rwd");
+        let real = json(
+            rewind()
+                .arg("gc")
+                .arg(&fx.archive)
+                .args(&args)
+                .args(["--force", "--json", "-o"])
+                .arg(&out),
+        );
+        assert_eq!(gc_numbers(&dry), gc_numbers(&real), "{args:?}");
+        assert_eq!(
+            real["after"]["bytes"],
+            std::fs::metadata(&out).expect("stat").len()
+        );
+        assert_eq!(
+            real["before"]["bytes"],
+            std::fs::metadata(&fx.archive).expect("stat").len()
+        );
+        let text = stdout(rewind().arg("gc").arg(&fx.archive).args(&args).arg("--dry-run"));
+        let text_real = stdout(
+            rewind()
+                .arg("gc")
+                .arg(&fx.archive)
+                .args(&args)
+                .args(["--force", "-o"])
+                .arg(&out),
+        );
+        // The same sentence after the name of what was written.
+        let tail = |s: &str| s.split_once(": ").map(|(_, t)| t.to_string()).expect("a report");
+        assert_eq!(tail(&text), tail(&text_real), "{args:?}");
+        sound(&out);
+    }
+    sound(&fx.archive);
+}
+
+#[test]
+fn gc_never_grows_a_file_without_saying_why() {
+    let fx = fixture();
+    let d = fx.dir.path();
+    // Keeping every record of an archive written one commit per frame.
+    let mut grew = 0;
+    for args in [
+        vec!["--keep-last", "40"],
+        vec!["--pin", "0", "9", "19", "29"],
+        vec!["--keep-last", "1"],
+    ] {
+        let out = d.join("g.rwd");
+        let j = json(
+            rewind()
+                .arg("gc")
+                .arg(&fx.archive)
+                .args(&args)
+                .args(["--force", "--json", "-o"])
+                .arg(&out),
+        );
+        let (b, a) = (
+            j["before"]["bytes"].as_u64().expect("bytes"),
+            j["after"]["bytes"].as_u64().expect("bytes"),
+        );
+        let text = stdout(
+            rewind()
+                .arg("gc")
+                .arg(&fx.archive)
+                .args(&args)
+                .args(["--force", "-o"])
+                .arg(&out),
+        );
+        if a > b {
+            grew += 1;
+            assert!(j["grew"].as_str().is_some_and(|s| !s.is_empty()), "{j}");
+            assert!(text.contains("grew by") && text.contains("note: "), "{text}");
+        } else {
+            assert!(j["grew"].is_null(), "{j}");
+            assert!(text.contains("freed") && !text.contains("note: "), "{text}");
+        }
+    }
+    let _ = grew;
 }
