@@ -36,6 +36,11 @@ pub fn sample(n: u64) -> (Vec<u8>, Vec<rewind_snapshot::StateHash>, History) {
 
 /// (offset, end, is_trailer) of every segment and trailer.
 pub fn layout(bytes: &[u8]) -> Vec<(u64, u64, bool)> {
+    layout_with(bytes, SEED)
+}
+
+/// [`layout`] of an archive with another seed.
+pub fn layout_with(bytes: &[u8], seed: u64) -> Vec<(u64, u64, bool)> {
     let mut out = Vec::new();
     let mut off = HEADER_LEN as u64;
     while (off as usize) < bytes.len() {
@@ -43,7 +48,7 @@ pub fn layout(bytes: &[u8]) -> Vec<(u64, u64, bool)> {
             out.push((off, off + TRAILER_LEN as u64, true));
             off += TRAILER_LEN as u64;
         } else {
-            let h = SegHeader::decode(bytes, off, bytes.len() as u64, SEED).expect("segment");
+            let h = SegHeader::decode(bytes, off, bytes.len() as u64, seed).expect("segment");
             let end = format::align_up(off + SEG_HEADER_LEN as u64 + h.len).expect("aligned");
             out.push((off, end, false));
             off = end;

@@ -2,6 +2,7 @@
 //! corruption and recovery, a crash test that SIGKILLs a writer, stable fuzzing, the
 //! writer lock and file replacement, damaged tails, and re-sealed edits of every field.
 
+mod attack;
 mod common;
 mod corrupt;
 mod crash;
