@@ -8,8 +8,17 @@
 //! the file and answers queries from a small index without deserializing anything: the
 //! state hash of an iteration, its globals, any page or byte range, the timeline and the
 //! abandoned branches. A crash that tears the tail loses only the commit in progress;
-//! [`repair`] truncates it. [`compact`] rewrites the file under a retention policy.
-//! The byte layout is in `docs/format.md`.
+//! [`repair`] truncates it, while a damaged last commit is an error
+//! ([`ArchiveError::DamagedTail`]), never silently dropped. [`compact`] rewrites the
+//! file under a retention policy.
+//!
+//! Concurrency: one writer, any number of readers. [`ArchiveWriter`], [`repair`] and
+//! [`compact`] hold the archive's [`ArchiveLock`] (a second one gets
+//! [`ArchiveError::Locked`] naming the holder's pid); readers take no lock, and no file
+//! is ever truncated or rewritten in place under them: new archives
+//! ([`ArchiveWriter::create`], [`ArchiveWriter::replace`], [`compact`]) arrive by
+//! rename. [`Archive::verify`] checks every field that can be derived from the rest.
+//! The byte layout, and what is guaranteed, are in `docs/format.md`.
 //!
 //! ```
 //! use rewind_archive::{Archive, ArchiveWriter, Durability};
