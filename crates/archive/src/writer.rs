@@ -40,9 +40,12 @@ pub const MERGE_FANOUT: u32 = 8;
 /// - [`Durability::EveryN`]`(n)`: the same two-phase sync on every `n`-th append (and on
 ///   [`ArchiveWriter::sync`]). Commits up to the last synced one survive; up to `n - 1`
 ///   later commits may be lost. Because their writes were not ordered by a sync, the OS
-///   may have kept a later trailer but not the segments before it: the file then opens
-///   at that commit and a read of a lost segment (or [`Archive::verify`]) reports a
-///   [`ArchiveError::ChecksumMismatch`] naming its offset; nothing is silently misread.
+///   may have kept a later trailer but not the segments before it. When the lost bytes
+///   include that commit's root, opening reports [`ArchiveError::DamagedTail`] (a valid
+///   trailer naming a commit that does not check) and [`crate::repair_with`] with
+///   `force` cuts back to the last complete commit; otherwise the file opens at that
+///   commit and a read of a lost segment (or [`Archive::verify`]) reports a
+///   [`ArchiveError::ChecksumMismatch`] naming its offset. Nothing is silently misread.
 /// - [`Durability::Manual`]: only [`ArchiveWriter::sync`] syncs; as `EveryN` otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
