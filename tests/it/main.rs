@@ -3,3 +3,4 @@
 mod bad_input;
 mod gc_model;
 mod model;
+mod persist;

@@ -5,7 +5,11 @@
 //!
 //! [`Recorder`] is the API most users need: record every frame, roll back when a late
 //! input arrives, compare state hashes with peers, read any retained iteration's bytes
-//! without restoring it, and ask when bytes last changed.
+//! without restoring it, and ask when bytes last changed. With
+//! [`Options::archive`] it also persists every recorded iteration to a `.rwd` archive
+//! (appended before each GC step, so the policy never drops a record the file has not
+//! seen), and [`Recorder::open`] + [`Recorder::resume_at`] continue a stored history from
+//! any retained iteration.
 //!
 //! ```
 //! use rewind::{GlobalValue, LiveMemory, Policy, Recorder, Options};
@@ -27,6 +31,9 @@
 //! ```
 #![deny(missing_docs)]
 
+use std::path::{Path, PathBuf};
+
+pub use rewind_archive::{AppendReport, Archive, ArchiveError, ArchiveWriter, Durability};
 pub use rewind_gc::{Abandoned, Collector, GcError, GcReport, Policy};
 pub use rewind_history::{
     Blame, CaptureReport, History, HistoryConfig, HistoryError, LiveMemory, Record, RecordId, Removed,
@@ -37,6 +44,7 @@ pub use rewind_store::{PageHash, PageSize, StoreConfig, StoreError, StoreStats};
 
 /// Re-exports of the layers, for users who need more than the facade.
 pub mod layers {
+    pub use rewind_archive as archive;
     pub use rewind_gc as gc;
     pub use rewind_history as history;
     pub use rewind_snapshot as snapshot;
@@ -56,6 +64,21 @@ pub enum Error {
     /// From the page store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// From the archive (create, append, open, load).
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+/// Where and how a [`Recorder`] persists its history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveOptions {
+    /// The archive's path.
+    pub path: PathBuf,
+    /// When appends reach the disk.
+    pub durability: Durability,
+    /// Replace an archive already at `path` (by rename: a reader of the old file keeps
+    /// it intact). Without it an existing file is refused ([`ArchiveError::Exists`]).
+    pub replace: bool,
 }
 
 /// How a [`Recorder`] is set up.
@@ -65,6 +88,8 @@ pub struct Options {
     pub history: HistoryConfig,
     /// Retention policy applied after every recorded iteration.
     pub policy: Policy,
+    /// Persist every recorded iteration to an archive.
+    pub archive: Option<ArchiveOptions>,
 }
 
 impl Options {
@@ -73,6 +98,7 @@ impl Options {
         Ok(Options {
             history: HistoryConfig::new(page_size)?,
             policy: Policy::default(),
+            archive: None,
         })
     }
     /// Use this hash seed (peers that compare state hashes must share it).
@@ -90,6 +116,42 @@ impl Options {
         self.history = self.history.max_chain(depth);
         self
     }
+    /// Persist to a new archive at `path`: every [`Recorder::record`] appends what is
+    /// new before the GC step runs. [`Recorder::new`] refuses a path that exists
+    /// ([`ArchiveError::Exists`]); see [`Options::replace_archive`].
+    pub fn archive(mut self, path: impl Into<PathBuf>, durability: Durability) -> Self {
+        self.archive = Some(ArchiveOptions {
+            path: path.into(),
+            durability,
+            replace: false,
+        });
+        self
+    }
+    /// As [`Options::archive`], replacing an archive already at `path`.
+    pub fn replace_archive(mut self, path: impl Into<PathBuf>, durability: Durability) -> Self {
+        self.archive = Some(ArchiveOptions {
+            path: path.into(),
+            durability,
+            replace: true,
+        });
+        self
+    }
+}
+
+/// The whole state of one iteration, for a guest started fresh from it
+/// ([`Recorder::resume_at`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    /// The iteration.
+    pub iteration: u64,
+    /// Its record.
+    pub record: RecordId,
+    /// Linear memory (its full length).
+    pub memory: Vec<u8>,
+    /// Every global, in the order they were recorded.
+    pub globals: Vec<GlobalValue>,
+    /// Its state hash.
+    pub state_hash: StateHash,
 }
 
 /// A history with its garbage collector: the everyday API.
@@ -97,16 +159,110 @@ pub struct Recorder {
     history: History,
     gc: Collector,
     last_gc: GcReport,
+    archive: Option<ArchiveWriter>,
 }
 
 impl Recorder {
-    /// An empty recorder.
+    /// An empty recorder; with [`Options::archive`], a new archive too (refused if the
+    /// path exists, unless [`Options::replace_archive`]).
     pub fn new(options: Options) -> Result<Self, Error> {
+        let history = History::new(options.history)?;
+        let archive = match &options.archive {
+            None => None,
+            Some(a) if a.replace => Some(ArchiveWriter::replace(&a.path, &history, a.durability)?),
+            Some(a) => Some(ArchiveWriter::create(&a.path, &history, a.durability)?),
+        };
         Ok(Recorder {
-            history: History::new(options.history)?,
+            history,
             gc: Collector::new(options.policy),
             last_gc: GcReport::default(),
+            archive,
         })
+    }
+
+    /// Open the archive at `path` to continue it: its retained history (every record
+    /// of its last complete commit) is loaded, `policy` is applied, and further records
+    /// are appended to the same file. The head is the archive's; call
+    /// [`Recorder::resume_at`] to continue from another iteration. Takes the archive's
+    /// writer lock ([`ArchiveError::Locked`] while another writer holds it); a torn
+    /// tail is refused ([`ArchiveError::TornTail`]: repair it first).
+    ///
+    /// ```
+    /// use rewind::{Durability, GlobalValue, Options, Policy, Recorder};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("game.rwd");
+    /// let mut memory = vec![0u8; 8 * 4096];
+    /// {
+    ///     let options = Options::new(4096)?.seed(9).archive(&path, Durability::EveryAppend);
+    ///     let mut rec = Recorder::new(options)?;
+    ///     for frame in 0..30u64 {
+    ///         memory[(frame as usize * 1000) % (8 * 4096)] = frame as u8;
+    ///         rec.record(frame, &memory, &[GlobalValue::I64(frame as i64)], None, None)?;
+    ///     }
+    /// } // the process could end here: every record is in the file
+    /// let mut rec = Recorder::open(&path, Durability::EveryAppend, Policy::default().keep_last(600))?;
+    /// let state = rec.resume_at(25)?; // a fresh guest starts from frame 25
+    /// assert_eq!(state.globals, vec![GlobalValue::I64(25)]);
+    /// let mut memory = state.memory;
+    /// memory[0] = 0xff; // frame 26 goes differently this time
+    /// rec.record(26, &memory, &[GlobalValue::I64(26)], None, None)?;
+    /// assert_eq!(rec.history().head().map(|h| h.iteration()), Some(26));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open(path: impl AsRef<Path>, durability: Durability, policy: Policy) -> Result<Self, Error> {
+        let path = path.as_ref();
+        // The writer first: it takes the lock, so the history loaded below is the one
+        // it continues.
+        let writer = ArchiveWriter::open(path, durability)?;
+        let history = Archive::open(path)?.to_history()?;
+        let mut rec = Recorder {
+            history,
+            gc: Collector::new(policy),
+            last_gc: GcReport::default(),
+            archive: Some(writer),
+        };
+        rec.last_gc = rec.gc.collect(&mut rec.history)?;
+        Ok(rec)
+    }
+
+    /// Move the head to `iteration` of the current timeline and return its whole state
+    /// (memory, globals) for a guest started fresh from it: resuming a crashed game, a
+    /// debugger continuing from a stored frame, a late joiner. The next
+    /// [`Recorder::record`] is `iteration + 1`; records after `iteration` become an
+    /// abandoned branch. Nothing changes on error ([`HistoryError::NotRetained`] for an
+    /// iteration that is not retained).
+    pub fn resume_at(&mut self, iteration: u64) -> Result<State, Error> {
+        let record = self.history.at(iteration)?;
+        let mut memory = vec![0u8; record.snapshot().memory_len() as usize];
+        rewind_snapshot::read(self.history.store(), record.snapshot(), 0, &mut memory)
+            .map_err(HistoryError::from)?;
+        let state = State {
+            iteration,
+            record: record.id(),
+            memory,
+            globals: record.snapshot().globals().to_vec(),
+            state_hash: record.state_hash(),
+        };
+        self.history.rollback(iteration)?;
+        Ok(state)
+    }
+
+    /// The archive writer, when the recorder persists.
+    pub fn archive(&self) -> Option<&ArchiveWriter> {
+        self.archive.as_ref()
+    }
+
+    /// Append what the archive does not hold yet (records, and the head after a
+    /// rollback) and sync it to disk. A no-op without an archive.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        if let Some(w) = &mut self.archive {
+            w.append(&self.history)?;
+            w.sync()?;
+        }
+        Ok(())
     }
 
     /// The history.
@@ -129,7 +285,8 @@ impl Recorder {
         self.last_gc
     }
 
-    /// Record the guest state of `iteration`, then run one incremental GC step.
+    /// Record the guest state of `iteration`, append it to the archive (with
+    /// [`Options::archive`]), then run one incremental GC step.
     ///
     /// `hint`: pages that may have changed since the last record or rollback (`None`
     /// hashes all of memory). `input`: the input of this iteration, kept for replay.
@@ -142,6 +299,10 @@ impl Recorder {
         input: Option<&[u8]>,
     ) -> Result<CaptureReport, Error> {
         let report = self.history.capture(iteration, memory, globals, hint, input)?;
+        if let Some(w) = &mut self.archive {
+            // Before the GC step, so the policy never drops a record the file lacks.
+            w.append(&self.history)?;
+        }
         self.last_gc = self.gc.step(&mut self.history)?;
         Ok(report)
     }
