@@ -812,7 +812,8 @@ fn run_to(cmd: Command, progress: bool, out: &mut dyn Write) -> Result<ExitCode>
                     pb.set_length(t);
                     pb.set_position(d);
                 },
-            )?;
+            )
+            .with_context(|| format!("cannot draw the heatmap of {}", file.display()))?;
             pb.finish_and_clear();
             let mut dims = (0, 0);
             write_atomic(&output, |w| {

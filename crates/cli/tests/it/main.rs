@@ -1029,3 +1029,74 @@ fn gc_never_grows_a_file_without_saying_why() {
     }
     let _ = grew;
 }
+
+// ---- hostile archives -------------------------------------------------------------------
+
+/// Re-seal every segment of an archive after its payloads were edited: the checksums
+/// then match, so only checks of the fields themselves can catch the edit.
+fn reseal(bytes: &mut [u8]) {
+    use rewind_archive::format::{align_up, Header, SegHeader, Trailer, SEG_HEADER_LEN, TRAILER_LEN};
+    let seed = Header::decode(bytes).expect("a header").seed;
+    let mut off = rewind_archive::format::HEADER_LEN;
+    while off < bytes.len() {
+        if Trailer::has_magic(bytes, off) {
+            off += TRAILER_LEN;
+            continue;
+        }
+        // Decoding checks only the segment header's own checksum, not the payload's.
+        let h = SegHeader::decode(bytes, off as u64, bytes.len() as u64, seed).expect("a segment");
+        let start = off + SEG_HEADER_LEN;
+        let end = start + usize::try_from(h.len).expect("segment length");
+        let sealed = SegHeader::encode(h.kind, &bytes[start..end], seed);
+        bytes[off..start].copy_from_slice(&sealed);
+        off = usize::try_from(align_up(end as u64).expect("aligned")).expect("offset");
+    }
+}
+
+#[test]
+fn heatmap_refuses_a_hostile_memory_length_instead_of_aborting() {
+    let fx = fixture();
+    let d = fx.dir.path();
+    let one = d.join("one.rwd");
+    rewind()
+        .args(["import", "--page-size", "1024", "--seed", "7", "-o"])
+        .arg(&one)
+        .arg(&fx.files[0])
+        .assert()
+        .success();
+    let mut bytes = digest(&one);
+    // Record 0 (iteration 0, no parent) as stored in the data segment and in the index:
+    // id, iteration, parent, memory_len.
+    let mut pattern = vec![0u8; 16];
+    pattern.extend_from_slice(&u64::MAX.to_le_bytes());
+    pattern.extend_from_slice(&(MEM as u64).to_le_bytes());
+    let hostile: u64 = 1 << 53;
+    let mut edited = 0;
+    let mut at = 0;
+    while let Some(k) = bytes[at..].windows(pattern.len()).position(|w| w == pattern) {
+        let len_at = at + k + 24;
+        bytes[len_at..len_at + 8].copy_from_slice(&hostile.to_le_bytes());
+        edited += 1;
+        at = len_at + 8;
+    }
+    assert!(edited > 0, "record 0 not found in the file");
+    reseal(&mut bytes);
+    let bad = d.join("hostile.rwd");
+    std::fs::write(&bad, &bytes).expect("write");
+    let png = d.join("hostile.png");
+    let out = rewind()
+        .arg("heatmap")
+        .arg(&bad)
+        .arg("-o")
+        .arg(&png)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "not a clean error exit: {err}");
+    assert!(
+        err.starts_with("rewind: ") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+    assert!(err.contains("memory length 9007199254740992"), "{err}");
+    assert!(!png.exists(), "a failed heatmap left an image");
+}
