@@ -572,6 +572,55 @@ pub struct Reservation {
     pub mapped_len: usize,
 }
 
+/// Globals the store holds: what [`start_ran_out_of_fuel`] counts from.
+pub(crate) fn store_globals(store: &mut impl AsStoreMut) -> usize {
+    store.objects_mut().as_sys().iter_globals().len()
+}
+
+/// After `err` from [`Guest::instantiate`] in a store that held `globals_before`
+/// globals: true when the module's start function trapped because wasmer's metering
+/// middleware ran out of points.
+///
+/// The middleware adds two globals after the module's own (the points remaining, a
+/// mutable `i64`, then the exhausted flag, a mutable `i32`), and sets the flag before it
+/// traps. Instantiation creates the globals before the start function runs, and a
+/// failed instantiation leaves them in the store, so the flag is the last global the
+/// instantiation created.
+pub(crate) fn start_ran_out_of_fuel(
+    store: &mut impl AsStoreMut,
+    globals_before: usize,
+    err: &GuestError,
+) -> bool {
+    let GuestError::Instantiate { source } = err else {
+        return false;
+    };
+    if !matches!(**source, wasmer::InstantiationError::Start(_)) {
+        return false;
+    }
+    let types: Vec<wasmer::GlobalType> = store
+        .objects_mut()
+        .as_sys()
+        .iter_globals()
+        .skip(globals_before)
+        .map(|g| *g.ty())
+        .collect();
+    let n = types.len();
+    let metering_shaped = n >= 2
+        && types
+            .get(n - 2)
+            .is_some_and(|t| t.ty == Type::I64 && t.mutability == Mutability::Var)
+        && types
+            .get(n - 1)
+            .is_some_and(|t| t.ty == Type::I32 && t.mutability == Mutability::Var);
+    if !metering_shaped {
+        return false;
+    }
+    let values = store.objects_mut().as_u128_globals();
+    values
+        .get(globals_before + n - 1)
+        .is_some_and(|flag| (*flag & 0xffff_ffff) != 0)
+}
+
 /// An instance of a [`GuestModule`] with its memory and mutable globals located.
 #[derive(Debug, Clone)]
 pub struct Guest {

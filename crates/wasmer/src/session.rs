@@ -522,7 +522,20 @@ impl Live {
     ) -> Result<Self, SessionError> {
         let mut store = Store::new(engine.clone());
         let imports = imports(&mut store);
-        let guest = Guest::instantiate(&mut store, module, &imports)?;
+        let globals_before = crate::guest::store_globals(&mut store);
+        let guest = match Guest::instantiate(&mut store, module, &imports) {
+            Ok(guest) => guest,
+            // A start function that loops is stopped by the metering like a frame.
+            Err(e) => match fuel {
+                Some(per_step) if crate::guest::start_ran_out_of_fuel(&mut store, globals_before, &e) => {
+                    return Err(SessionError::OutOfFuel {
+                        iteration: 0,
+                        fuel: per_step,
+                    })
+                }
+                _ => return Err(e.into()),
+            },
+        };
         let step = step_export
             .map(|name| resolve_step(&mut store, &guest, name))
             .transpose()?;

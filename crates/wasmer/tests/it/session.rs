@@ -761,3 +761,39 @@ fn fuel_needs_a_metered_module() {
     .expect_err("not metered");
     assert!(matches!(err, SessionError::NotMetered { .. }), "{err}");
 }
+
+#[test]
+fn a_start_function_that_loops_runs_out_of_fuel() {
+    const START_LOOPS: &str = r#"(module
+        (memory (export "memory") 1)
+        (func $start (loop $l (br $l)))
+        (start $start)
+        (func (export "step") (param i64)))"#;
+    let err =
+        Session::new(START_LOOPS, options().fuel_per_step(10_000)).expect_err("the start function loops");
+    assert!(
+        matches!(
+            err,
+            SessionError::OutOfFuel {
+                iteration: 0,
+                fuel: 10_000
+            }
+        ),
+        "{err}"
+    );
+    // A start function that traps for another reason is not reported as fuel, even
+    // when the module's own last globals look like the metering's and one is set.
+    const START_TRAPS: &str = r#"(module
+        (memory (export "memory") 1)
+        (global $points (mut i64) (i64.const 0))
+        (global $flag (mut i32) (i32.const 1))
+        (func $start unreachable)
+        (start $start)
+        (func (export "step") (param i64)))"#;
+    let err =
+        Session::new(START_TRAPS, options().fuel_per_step(10_000)).expect_err("the start function traps");
+    assert!(
+        matches!(err, SessionError::Guest(GuestError::Instantiate { .. })),
+        "{err}"
+    );
+}
