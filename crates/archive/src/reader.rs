@@ -80,9 +80,11 @@ pub struct RecordDetail {
     pub checkpoint: bool,
     /// Change lists between this record and its checkpoint.
     pub hops: u32,
-    /// Pages the capture changed (as counted when it was captured).
+    /// Pages that differ from the parent this file holds (as captured, unless a
+    /// collection removed the record's capture-time parent before it was written).
     pub pages_changed: u32,
-    /// Bytes the capture added to the in-memory store (as counted when it was captured).
+    /// Bytes the capture added to the in-memory store (as counted when it was captured,
+    /// at most a page per changed page).
     pub bytes_stored: u64,
     /// Number of globals.
     pub globals: u32,

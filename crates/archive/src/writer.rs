@@ -661,17 +661,28 @@ impl ArchiveWriter {
                 }
             }
             let parent_id = parent.map_or(NONE, |p| p.0);
+            // Counts against the parent as this file holds it: after a collection that
+            // parent may be further back than the one the record was captured against,
+            // so the capture's count is replaced by the length of the difference, and
+            // the bytes stored at capture are bounded by a page per changed page.
+            let pages_changed = changed.as_ref().map_or(r.pages_changed(), |c| c.len() as u32);
+            let bytes_stored = match &changed {
+                Some(_) => r
+                    .bytes_stored()
+                    .min(u64::from(pages_changed) * self.header.page_size as u64),
+                None => r.bytes_stored(),
+            };
             let meta = RecMeta {
                 id,
                 iteration: r.iteration(),
                 parent: parent_id,
                 memory_len: snap.memory_len(),
-                bytes_stored: r.bytes_stored(),
+                bytes_stored,
                 state_hash: r.state_hash().0,
                 input: input.map_or([0; 16], |h| h.0),
                 has_input: input.is_some() as u8,
                 checkpoint: checkpoint as u8,
-                pages_changed: r.pages_changed(),
+                pages_changed,
                 hops,
                 globals_start,
                 globals_len: snap.globals().len() as u32,

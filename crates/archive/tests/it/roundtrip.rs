@@ -194,3 +194,38 @@ fn compact_frees_what_the_policy_drops() {
         Err(rewind_archive::ArchiveError::NotOnTimeline { iteration: 10 })
     ));
 }
+
+/// A history whose middle records were collected before it was first written (kept
+/// records with pins between them) writes each record's counts against its parent in
+/// the file, which is further back than the one it was captured against: `verify`
+/// derives `pages_changed` from the change lists and must find them equal.
+#[test]
+fn counts_of_a_collected_history_are_against_the_parents_the_file_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pinned.rwd");
+    let mut history = History::new(HistoryConfig::new(PAGE as u64).expect("page").seed(4)).expect("history");
+    let mut gc = Collector::new(Policy::default().keep_last(3));
+    let mut memory = vec![0u8; 16 * PAGE];
+    for it in 0..60u64 {
+        memory[(it as usize % 16) * PAGE + it as usize] = it as u8 + 1;
+        history
+            .capture(it, &memory, &[GlobalValue::I64(it as i64)], None, None)
+            .expect("capture");
+        if it % 20 == 0 {
+            gc.pin(&history, it).expect("pin");
+        }
+        gc.step(&mut history).expect("gc");
+    }
+    let kept: Vec<u64> = history.timeline().map(|r| r.iteration()).collect();
+    assert_eq!(kept, [0, 20, 40, 57, 58, 59]);
+    let mut w = ArchiveWriter::create(&path, &history, Durability::EveryAppend).expect("create");
+    w.append(&history).expect("append");
+    let archive = Archive::open(&path).expect("open");
+    archive.verify().expect("sound");
+    // Record 20 changed one page at capture; against record 0, every page changed.
+    let r20 = archive
+        .record_detail(archive.at(20).expect("kept").id)
+        .expect("detail");
+    assert_eq!(r20.pages_changed, 16);
+    assert_eq!(history.at(20).expect("kept").pages_changed(), 1);
+}
