@@ -231,6 +231,8 @@ enum Command {
         #[arg(long, value_parser = num)]
         budget: Option<u64>,
         /// Drop abandoned branches captured more than this many captures ago (0: all).
+        /// Without it, an abandoned branch is dropped with the window: once --keep-last or
+        /// --keep-from no longer keeps timeline records of its iterations.
         #[arg(long, value_parser = num)]
         abandoned_max_age: Option<u64>,
         /// Never collect these iterations (or rN records).
@@ -257,10 +259,16 @@ enum Command {
         json: bool,
     },
     /// Cut a torn tail (the bytes of a commit a crash interrupted) so the archive can be
-    /// appended to again. Changes FILE in place; a clean file is left untouched.
+    /// appended to again. Changes FILE in place under the archive's writer lock (refused
+    /// while a writer appends); a clean file is left untouched. A damaged tail (bytes a
+    /// torn write cannot explain, such as a complete commit whose trailer was damaged)
+    /// is refused unless --force.
     Repair {
         /// The archive.
         file: PathBuf,
+        /// Also cut a damaged tail: everything after the last complete commit.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -1076,9 +1084,13 @@ fn run_to(cmd: Command, progress: bool, out: &mut dyn Write) -> Result<ExitCode>
                 )?;
             }
         }
-        Command::Repair { file } => {
-            open(&file)?;
-            match rewind_archive::repair(&file)
+        Command::Repair { file, force } => {
+            if !force {
+                // A damaged or unreadable file fails here, before anything is cut.
+                open(&file)?;
+            }
+            let options = rewind_archive::RepairOptions { force };
+            match rewind_archive::repair_with(&file, options)
                 .with_context(|| format!("cannot repair {}", file.display()))?
             {
                 Some(t) => writeln!(

@@ -1103,3 +1103,35 @@ fn heatmap_refuses_a_hostile_memory_length_instead_of_aborting() {
     assert!(err.contains("memory length 9007199254740992"), "{err}");
     assert!(!png.exists(), "a failed heatmap left an image");
 }
+
+/// One flipped bit in the last trailer is damage, not a torn write: reads fail, `repair`
+/// refuses and leaves every byte, and only `repair --force` cuts back to the commit
+/// before.
+#[test]
+fn a_damaged_last_trailer_is_refused_and_only_a_forced_repair_cuts_it() {
+    let fx = fixture();
+    let mut bytes = std::fs::read(&fx.archive).expect("read");
+    let n = bytes.len();
+    bytes[n - 64 + 20] ^= 0x04; // the root offset of the last trailer
+    std::fs::write(&fx.archive, &bytes).expect("write");
+    rewind().arg("log").arg(&fx.archive).assert().failure();
+    rewind()
+        .arg("repair")
+        .arg(&fx.archive)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("damaged"));
+    assert_eq!(
+        std::fs::read(&fx.archive).expect("read"),
+        bytes,
+        "a refused repair changes nothing"
+    );
+    rewind()
+        .arg("repair")
+        .arg("--force")
+        .arg(&fx.archive)
+        .assert()
+        .success();
+    assert!(std::fs::metadata(&fx.archive).expect("stat").len() < n as u64);
+    rewind().arg("verify").arg(&fx.archive).assert().success();
+}
