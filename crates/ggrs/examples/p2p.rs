@@ -268,7 +268,7 @@ pub fn peer(args: &PeerArgs) -> Result<(), BoxError> {
         session_stats.reinstantiations,
     );
     println!(
-        "{MARK}stat peer {}: frame time (advance_frame + requests) p50 {} p99 {}; capture p50 {} p99 {}; restore p50 {} p99 {}; capture mode {}",
+        "{MARK}stat peer {}: frame time (advance_frame + requests) p50 {} p99 {}; capture p50 {} p99 {}; restore p50 {} p99 {}; save mean {}; capture mode {}",
         args.handle,
         ms(percentile(&mut frame_times, 0.5)),
         ms(percentile(&mut frame_times, 0.99)),
@@ -276,6 +276,7 @@ pub fn peer(args: &PeerArgs) -> Result<(), BoxError> {
         ms(percentile(&mut captures, 0.99)),
         ms(percentile(&mut restores, 0.5)),
         ms(percentile(&mut restores, 0.99)),
+        ms(stats.save_time / u32::try_from(stats.saves.max(1)).unwrap_or(u32::MAX)),
         backend.session().mode(),
     );
     if desyncs > 0 {

@@ -331,9 +331,14 @@ where
     }
     // `next`: the first node index at `level` not yet known to be equal;
     // `limit`: the end of the range to look at on this level.
-    let mut level = top - 1;
+    // With the same shape the roots (in the summaries) already differ: start
+    // with the root's children.
+    let (mut level, mut limit) = if same_shape && top >= 2 {
+        (top - 2, FANOUT as u64)
+    } else {
+        (top - 1, u64::MAX)
+    };
     let mut next = 0u64;
-    let mut limit = u64::MAX;
     loop {
         let mut end = next;
         while end < limit && end - next < FANOUT as u64 && comparable(level, end) {

@@ -81,7 +81,7 @@ fn sync_test_guest(kind: GuestKind, frames: i32, check_distance: usize) {
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
         "{kind}: {} frames at check distance {check_distance}: {} advances ({} re-simulated), {} loads; \
-         {:.1} s; per advance: run {:.2} ms, capture {:.2} ms; per load {:.2} ms",
+         {:.1} s; per advance: run {:.2} ms, capture {:.2} ms; per load {:.2} ms; per save {:.4} ms",
         summary.frames,
         stats.advances,
         stats.resimulated,
@@ -90,6 +90,7 @@ fn sync_test_guest(kind: GuestKind, frames: i32, check_distance: usize) {
         stats.run_time.as_secs_f64() * 1e3 / stats.advances as f64,
         stats.capture_time.as_secs_f64() * 1e3 / stats.advances as f64,
         stats.load_time.as_secs_f64() * 1e3 / stats.loads.max(1) as f64,
+        stats.save_time.as_secs_f64() * 1e3 / stats.saves.max(1) as f64,
     );
 }
 

@@ -76,22 +76,62 @@ fn locate_in_process_matches_the_snapshot_comparison() {
     }
 }
 
+/// Input 1 grows the memory from 2 to 22 wasm pages (32 to 352 rewind
+/// pages: a tree one level deeper); input 2 writes a byte in page 3.
+const GROWER: &str = r#"(module
+  (memory (export "memory") 2 64)
+  (func (export "step") (param i64)
+    (if (i64.eq (local.get 0) (i64.const 1))
+      (then (drop (memory.grow (i32.const 20)))))
+    (if (i64.eq (local.get 0) (i64.const 2))
+      (then (i32.store8 (i32.const 0x3010) (i32.const 7))))))"#;
+
+fn grower(inputs: &[u8]) -> Session {
+    let mut s = Session::new(GROWER, SessionOptions::new(4096).expect("size").seed(SEED)).expect("guest");
+    for &i in inputs {
+        s.step(&[i]).expect("step");
+    }
+    s
+}
+
 #[test]
 fn locate_across_memory_lengths_and_seeds() {
-    // Different lengths: the same guest before and after its growth at 600,
-    // compared at the same iteration number of two different runs.
-    let mut short = guest_session(SEED);
-    let mut long = guest_session(SEED);
-    for f in 0..620u64 {
-        short.step(&[0]).expect("step");
-        long.step(&[(f % 3) as u8]).expect("step");
+    // Equal pages where both have them, one memory longer (its tree deeper):
+    // the first page past the shorter memory.
+    let (short, long) = (grower(&[0, 0, 0]), grower(&[0, 1, 0]));
+    for (a, b) in [(&short, &long), (&long, &short)] {
+        let found = locate(a, 3, |r| Ok::<_, LocateError>(answer(b, r))).expect("locate");
+        assert!(!found.equal);
+        assert_eq!(found.first_page, Some(32), "{found:?}");
+        assert_eq!(
+            (
+                found.memory_len.0.min(found.memory_len.1),
+                found.memory_len.0.max(found.memory_len.1)
+            ),
+            (2 * 65536, 22 * 65536)
+        );
     }
-    let found = locate(&short, 599, |r| Ok::<_, LocateError>(answer(&long, r))).expect("locate");
-    let sa = short.recorder().history().at(599).expect("a").snapshot();
-    let sb = long.recorder().history().at(599).expect("b").snapshot();
-    assert_eq!(found.first_page, sa.first_differing_page(sb));
-    let grown = locate(&short, 610, |r| Ok::<_, LocateError>(answer(&short, r))).expect("self");
-    assert!(grown.equal);
+    // A differing page inside the common part: the same page the snapshots'
+    // own comparison finds.
+    let (short, long) = (grower(&[0, 2, 0]), grower(&[0, 1, 0]));
+    for (a, b) in [(&short, &long), (&long, &short)] {
+        let found = locate(a, 3, |r| Ok::<_, LocateError>(answer(b, r))).expect("locate");
+        let sa = a.recorder().history().at(3).expect("a").snapshot();
+        let sb = b.recorder().history().at(3).expect("b").snapshot();
+        assert_eq!(found.first_page, Some(3), "{found:?}");
+        assert_eq!(sa.first_differing_page(sb), Some(3));
+        assert!(
+            found.hashes_received <= FANOUT * levels(a, 3).max(levels(b, 3)),
+            "{found:?}"
+        );
+    }
+    // Only the globals or nothing differ.
+    let same = locate(&short, 1, |r| Ok::<_, LocateError>(answer(&long, r))).expect("locate");
+    assert!(same.equal && same.first_page.is_none(), "{same:?}");
+    let mut short = guest_session(SEED);
+    for _ in 0..6 {
+        short.step(&[0]).expect("step");
+    }
 
     // A peer with another seed: a clear error, not a wrong page.
     let other =
