@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rewind::{GlobalValue, Policy, StateHash};
-use rewind_archive::{Archive, ArchiveWriter, Durability};
+use rewind::{Archive, Durability};
 use rewind_bench::SplitMix64;
 use rewind_wasmer::{CapturePreference, Session, SessionOptions};
 
@@ -117,7 +117,9 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     }
 
     // The netcode run.
-    let mut s = Session::new(GUEST, options()?)?;
+    // The live session persists every record to the archive as it goes (a re-run
+    // replaces the file).
+    let mut s = Session::new(GUEST, options()?.replace_archive(archive_path(), Durability::Manual))?;
     let hook_calls = Arc::new(AtomicU64::new(0));
     let calls = Arc::clone(&hook_calls);
     // Host state tied to the guest (sound queues, UI) would be reset here.
@@ -286,12 +288,10 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
             .collect();
         println!("    |{line}|");
     }
-    // Persist the history and read it back in place, as the inspector does.
+    // The session appended every record as it went: sync, then read the file back in
+    // place, as the inspector does.
+    s.sync()?;
     let path = archive_path();
-    let history = s.recorder().history();
-    let mut writer = ArchiveWriter::create(&path, history, Durability::Manual)?;
-    writer.append(history)?;
-    writer.sync()?;
     let archive = Archive::open(&path)?;
     let reopened = archive.state_hash(FRAMES)? == s.state_hash(FRAMES)?;
     let size = std::fs::metadata(&path)?.len();

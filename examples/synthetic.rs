@@ -14,8 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use rewind::{GlobalValue, LiveMemory, Options, Policy, Recorder};
-use rewind_archive::{ArchiveWriter, Durability};
+use rewind::{Durability, GlobalValue, LiveMemory, Options, Policy, Recorder};
 
 const PAGE: usize = 4096;
 const MEMORY: usize = 4 << 20;
@@ -108,15 +107,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The live run: inputs arrive late; roll back and re-simulate.
-    let mut rec = Recorder::new(
-        Options::new(PAGE as u64)?
-            .seed(2024)
-            .policy(Policy::default().keep_last(WINDOW).abandoned_max_age(0)),
-    )?;
-    let mut archive = match &archive_path {
-        Some(p) => Some(ArchiveWriter::create(p, rec.history(), Durability::EveryAppend)?),
-        None => None,
-    };
+    let mut options = Options::new(PAGE as u64)?
+        .seed(2024)
+        .policy(Policy::default().keep_last(WINDOW).abandoned_max_age(0));
+    if let Some(p) = &archive_path {
+        // Every record is appended as it is recorded; a re-run replaces the file.
+        options = options.replace_archive(p, Durability::EveryAppend);
+    }
+    let mut rec = Recorder::new(options)?;
     let mut mem = vec![0u8; MEMORY];
     let mut known: BTreeMap<u64, u8> = BTreeMap::new();
     let (mut rollbacks, mut resimulated, mut pages_captured, mut captures) = (0u64, 0u64, 0u64, 0u64);
@@ -144,9 +142,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         Some(&dirty),
                         Some(&[known.get(&rf).copied().unwrap_or(0)]),
                     )?;
-                    if let Some(w) = &mut archive {
-                        w.append(rec.history())?;
-                    }
                     resimulated += 1;
                     if r.state_hash != expected[rf as usize] {
                         return Err(format!("desync at frame {rf} after rollback").into());
@@ -157,9 +152,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let input = known.get(&f).copied().unwrap_or(0);
         let g = step(&mut mem, f, input, &mut dirty);
         let r = rec.record(f, &mem, &[g], Some(&dirty), Some(&[input]))?;
-        if let Some(w) = &mut archive {
-            w.append(rec.history())?;
-        }
         pages_captured += r.pages_changed as u64;
         captures += 1;
         f += 1;
@@ -194,7 +186,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ring as f64 / 1048576.0,
         ring as f64 / resident as f64
     );
-    if let (Some(w), Some(p)) = (&archive, &archive_path) {
+    if let (Some(w), Some(p)) = (rec.archive(), &archive_path) {
         println!(
             "archive: {} ({:.1} MiB, {} records); inspect it with `cargo run --release -p rewind-cli -- log {}`",
             p.display(),

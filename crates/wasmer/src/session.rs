@@ -51,7 +51,7 @@
 
 use std::time::{Duration, Instant};
 
-use rewind::{LiveMemory, Options, Policy, RecordId, Recorder, Snapshot, StateHash};
+use rewind::{Durability, LiveMemory, Options, Policy, RecordId, Recorder, Snapshot, StateHash};
 use thiserror::Error;
 use wasmer::{Engine, Imports, Mutability, Store, Type, TypedFunction, Value};
 
@@ -117,6 +117,15 @@ pub struct SessionOptions {
     capture: CapturePreference,
     max_memory: Option<u64>,
     fuel: Option<u64>,
+    resume: Option<Resume>,
+}
+
+/// Where a resumed session starts ([`SessionOptions::resume_from`]).
+#[derive(Clone, Debug)]
+struct Resume {
+    path: std::path::PathBuf,
+    iteration: u64,
+    durability: Durability,
 }
 
 impl SessionOptions {
@@ -131,6 +140,7 @@ impl SessionOptions {
             capture: CapturePreference::Auto,
             max_memory: None,
             fuel: None,
+            resume: None,
         })
     }
 
@@ -144,6 +154,44 @@ impl SessionOptions {
     /// The retention policy, applied incrementally after every step.
     pub fn policy(mut self, policy: Policy) -> Self {
         self.recorder = self.recorder.policy(policy);
+        self
+    }
+
+    /// Persist every captured iteration to a new archive at `path` (appended before
+    /// each GC step, see [`rewind::Options::archive`]). A path that exists is refused;
+    /// see [`SessionOptions::replace_archive`].
+    pub fn archive(mut self, path: impl Into<std::path::PathBuf>, durability: Durability) -> Self {
+        self.recorder = self.recorder.archive(path, durability);
+        self
+    }
+
+    /// As [`SessionOptions::archive`], replacing an archive already at `path`.
+    pub fn replace_archive(mut self, path: impl Into<std::path::PathBuf>, durability: Durability) -> Self {
+        self.recorder = self.recorder.replace_archive(path, durability);
+        self
+    }
+
+    /// Start from iteration `iteration` of the archive at `path` instead of the
+    /// module's initial state, and keep appending to that archive: a crashed game
+    /// restarting where it stopped, a debugger continuing from a stored frame. The
+    /// module is instantiated (and a setup run) as usual, then memory, memory size and
+    /// every global are restored from the archive; the session's head is `iteration`
+    /// and the next step is `iteration + 1`. The archive's page size and seed win over
+    /// these options'; the policy applies to the loaded history. Fails with
+    /// [`rewind::HistoryError::NotRetained`] for an iteration the archive (under the
+    /// policy) does not retain, and with a guest error when the archive's globals do
+    /// not fit the module.
+    pub fn resume_from(
+        mut self,
+        path: impl Into<std::path::PathBuf>,
+        iteration: u64,
+        durability: Durability,
+    ) -> Self {
+        self.resume = Some(Resume {
+            path: path.into(),
+            iteration,
+            durability,
+        });
         self
     }
 
@@ -783,7 +831,10 @@ impl Session {
         setup: impl FnOnce(&mut Store, &Guest) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
     ) -> Result<(Self, T), SessionError> {
         let mut imports: ImportsFn = Box::new(imports);
-        let recorder = Recorder::new(options.recorder.clone())?;
+        let recorder = match &options.resume {
+            Some(r) => Recorder::open(&r.path, r.durability, options.recorder.policy.clone())?,
+            None => Recorder::new(options.recorder.clone())?,
+        };
         let page_size = recorder.history().page_size().bytes();
         let (mut mode, mut fallback) = match options.capture {
             CapturePreference::FullScan => (CaptureMode::FullScan, Some("full scan requested".to_owned())),
@@ -856,9 +907,34 @@ impl Session {
                 limit,
             });
         }
+        if let Some(r) = &options.resume {
+            // Memory, size and globals from the archive, into a fresh instance (nothing
+            // is known about live memory, so every page is restored); the head moves
+            // there.
+            let (target_len, globals) = {
+                let snapshot = session
+                    .recorder
+                    .history()
+                    .at(r.iteration)
+                    .map_err(rewind::Error::from)?
+                    .snapshot();
+                (snapshot.memory_len(), snapshot.globals().to_vec())
+            };
+            session.live.guest.check_global_values(&globals)?;
+            session.restore_fresh(r.iteration, target_len, Instant::now())?;
+            session.stats = SessionStats::default();
+            return Ok((session, value));
+        }
         // Iteration 0: everything is hashed (there is no previous snapshot).
         session.capture(0, None, true)?;
         Ok((session, value))
+    }
+
+    /// Append what the archive does not hold yet (with [`SessionOptions::archive`]:
+    /// the head after a rollback, records of [`rewind::Durability::Manual`] appends)
+    /// and sync it to disk. A no-op without an archive.
+    pub fn sync(&mut self) -> Result<(), SessionError> {
+        Ok(self.recorder.sync()?)
     }
 
     /// The capture mode in use.

@@ -5,6 +5,7 @@
 
 mod guests;
 mod kernel;
+mod resume;
 mod session;
 
 use rewind_wasmer::{Availability, DirtyTracker};

@@ -1,0 +1,119 @@
+//! Sessions that persist to an archive and resume from it at any retained iteration.
+
+use rewind::{Archive, Durability, HistoryError};
+use rewind_wasmer::{CapturePreference, Session, SessionError, SessionOptions};
+use wasmer::TypedFunction;
+
+use crate::guests::{self, grow, work};
+
+const SEED: u64 = 0x5EED;
+
+fn options(capture: CapturePreference) -> SessionOptions {
+    SessionOptions::new(4096)
+        .expect("4096 is a valid page size")
+        .seed(SEED)
+        .capture(capture)
+}
+
+fn size(s: &mut Session) -> i32 {
+    let f: TypedFunction<(), i32> = s
+        .guest()
+        .instance()
+        .exports
+        .get_typed_function(s.store(), "size")
+        .expect("export");
+    f.call(s.store_mut()).expect("call")
+}
+
+fn inputs() -> Vec<[u8; 8]> {
+    let mut v = vec![work(1), work(2), grow(3, 3), work(4), grow(2, 5)];
+    v.extend((6..30).map(work));
+    v
+}
+
+#[test]
+fn a_resumed_session_continues_like_a_straight_run() {
+    let inputs = inputs();
+    let mut straight = Session::new(guests::COUNTER, options(CapturePreference::FullScan)).expect("guest");
+    let mut want = vec![straight.state_hash(0).expect("iteration 0")];
+    for input in &inputs {
+        want.push(straight.step(input).expect("step").state_hash);
+    }
+    for capture in [CapturePreference::Auto, CapturePreference::FullScan] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("counter.rwd");
+        {
+            // The first run records 20 frames and stops (a crash would do the same:
+            // every append is synced).
+            let mut s = Session::new(
+                guests::COUNTER,
+                options(capture).archive(&path, Durability::EveryAppend),
+            )
+            .expect("guest");
+            for input in &inputs[..20] {
+                s.step(input).expect("step");
+            }
+        }
+        // Before the first growth, after it, after the second, and the last frame.
+        for at in [1u64, 3, 6, 20] {
+            let mut s = Session::new(
+                guests::COUNTER,
+                options(capture).resume_from(&path, at, Durability::EveryAppend),
+            )
+            .expect("resume");
+            assert_eq!(s.head_iteration(), at);
+            assert_eq!(s.state_hash(at).expect("head"), want[at as usize]);
+            let len = s.recorder().history().at(at).expect("head").snapshot().memory_len();
+            assert_eq!(s.memory_len(), len, "memory size restored ({capture:?}, at {at})");
+            assert_eq!(i64::from(size(&mut s)) * 65536, len as i64, "memory.size agrees");
+            for (i, input) in inputs.iter().enumerate().skip(at as usize) {
+                let r = s.step(input).expect("step");
+                assert_eq!(r.iteration, i as u64 + 1);
+                assert_eq!(r.state_hash, want[i + 1], "iteration {} after resuming at {at} ({capture:?})", i + 1);
+            }
+        }
+        // Every resumed run was appended: the last one is the file's timeline.
+        let archive = Archive::open(&path).expect("open");
+        for (i, h) in want.iter().enumerate() {
+            assert_eq!(archive.state_hash(i as u64).expect("retained"), *h);
+        }
+        archive.verify().expect("sound");
+    }
+}
+
+#[test]
+fn resuming_what_the_archive_does_not_hold_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("counter.rwd");
+    {
+        let mut s = Session::new(
+            guests::COUNTER,
+            options(CapturePreference::Auto).archive(&path, Durability::EveryAppend),
+        )
+        .expect("guest");
+        for input in &inputs()[..5] {
+            s.step(input).expect("step");
+        }
+    }
+    let err = Session::new(
+        guests::COUNTER,
+        options(CapturePreference::Auto).resume_from(&path, 9, Durability::EveryAppend),
+    )
+    .expect_err("iteration 9 was never recorded");
+    assert!(
+        matches!(
+            err,
+            SessionError::Rewind(rewind::Error::History(HistoryError::NotRetained { iteration: 9, .. }))
+        ),
+        "{err:?}"
+    );
+    // A module whose globals do not match the archive's is refused.
+    let other = "(module (memory (export \"memory\") 1) (global $g (mut i32) (i32.const 0)) (global $h (mut i64) (i64.const 0)) (global $k (mut f32) (f32.const 0)) (func (export \"step\") (param i64)))";
+    let err = Session::new(other, options(CapturePreference::Auto).resume_from(&path, 3, Durability::EveryAppend))
+        .expect_err("another module");
+    assert!(matches!(err, SessionError::Guest(_)), "{err:?}");
+    // Nothing was appended by the failed attempts.
+    let archive = Archive::open(&path).expect("open");
+    assert_eq!(archive.records().expect("records").len(), 6);
+    archive.verify().expect("sound");
+}
