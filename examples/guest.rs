@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rewind::{GlobalValue, Policy, StateHash};
 use rewind::{Archive, Durability};
+use rewind::{GlobalValue, Policy, StateHash};
 use rewind_bench::SplitMix64;
 use rewind_wasmer::{CapturePreference, Session, SessionOptions};
 
@@ -119,7 +119,10 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     // The netcode run.
     // The live session persists every record to the archive as it goes (a re-run
     // replaces the file).
-    let mut s = Session::new(GUEST, options()?.replace_archive(archive_path(), Durability::Manual))?;
+    let mut s = Session::new(
+        GUEST,
+        options()?.replace_archive(archive_path(), Durability::Manual),
+    )?;
     let hook_calls = Arc::new(AtomicU64::new(0));
     let calls = Arc::clone(&hook_calls);
     // Host state tied to the guest (sound queues, UI) would be reset here.

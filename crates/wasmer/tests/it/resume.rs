@@ -63,13 +63,24 @@ fn a_resumed_session_continues_like_a_straight_run() {
             .expect("resume");
             assert_eq!(s.head_iteration(), at);
             assert_eq!(s.state_hash(at).expect("head"), want[at as usize]);
-            let len = s.recorder().history().at(at).expect("head").snapshot().memory_len();
+            let len = s
+                .recorder()
+                .history()
+                .at(at)
+                .expect("head")
+                .snapshot()
+                .memory_len();
             assert_eq!(s.memory_len(), len, "memory size restored ({capture:?}, at {at})");
             assert_eq!(i64::from(size(&mut s)) * 65536, len as i64, "memory.size agrees");
             for (i, input) in inputs.iter().enumerate().skip(at as usize) {
                 let r = s.step(input).expect("step");
                 assert_eq!(r.iteration, i as u64 + 1);
-                assert_eq!(r.state_hash, want[i + 1], "iteration {} after resuming at {at} ({capture:?})", i + 1);
+                assert_eq!(
+                    r.state_hash,
+                    want[i + 1],
+                    "iteration {} after resuming at {at} ({capture:?})",
+                    i + 1
+                );
             }
         }
         // Every resumed run was appended: the last one is the file's timeline.
@@ -103,14 +114,20 @@ fn resuming_what_the_archive_does_not_hold_is_an_error() {
     assert!(
         matches!(
             err,
-            SessionError::Rewind(rewind::Error::History(HistoryError::NotRetained { iteration: 9, .. }))
+            SessionError::Rewind(rewind::Error::History(HistoryError::NotRetained {
+                iteration: 9,
+                ..
+            }))
         ),
         "{err:?}"
     );
     // A module whose globals do not match the archive's is refused.
     let other = "(module (memory (export \"memory\") 1) (global $g (mut i32) (i32.const 0)) (global $h (mut i64) (i64.const 0)) (global $k (mut f32) (f32.const 0)) (func (export \"step\") (param i64)))";
-    let err = Session::new(other, options(CapturePreference::Auto).resume_from(&path, 3, Durability::EveryAppend))
-        .expect_err("another module");
+    let err = Session::new(
+        other,
+        options(CapturePreference::Auto).resume_from(&path, 3, Durability::EveryAppend),
+    )
+    .expect_err("another module");
     assert!(matches!(err, SessionError::Guest(_)), "{err:?}");
     // Nothing was appended by the failed attempts.
     let archive = Archive::open(&path).expect("open");
