@@ -351,16 +351,61 @@ pub fn read_padded(
 /// Pages and byte ranges that differ between two records (memory past the shorter one
 /// counts as zeros). With `stat`, only the counts are kept (bytes are still compared).
 pub fn diff(archive: &Archive, a: Target, b: Target, stat: bool) -> Result<DiffReport> {
-    let (ra, rb) = (resolve(archive, a)?, resolve(archive, b)?);
-    let pages = archive.diff(ra.id, rb.id)?;
-    let ps = archive.page_size().bytes();
+    diff_between(archive, a, archive, b, stat)
+}
+
+/// The pages that differ between a record of one archive and a record of another (or
+/// the same). Archives with the same page size and seed (peers that compare state
+/// hashes share them) are compared by page hash; otherwise every page's bytes are.
+fn differing_pages(xa: &Archive, ra: &RecordInfo, xb: &Archive, rb: &RecordInfo) -> Result<Vec<u32>> {
+    if std::ptr::eq(xa, xb) {
+        return Ok(xa.diff(ra.id, rb.id)?);
+    }
+    let ps = xa.page_size().bytes();
+    if ps != xb.page_size().bytes() {
+        bail!(
+            "the archives have different page sizes ({} and {} bytes)",
+            ps,
+            xb.page_size().bytes()
+        );
+    }
+    let n = ra.memory_len.max(rb.memory_len).div_ceil(ps as u64);
+    let n = u32::try_from(n).context("memory too large to compare")?;
+    if xa.info()?.seed == xb.info()?.seed {
+        let (pa, pb) = (xa.pages(ra.id)?, xb.pages(rb.id)?);
+        let zero = PageHash::ZERO;
+        return Ok((0..n)
+            .filter(|&i| {
+                pa.get(i as usize).copied().unwrap_or(zero) != pb.get(i as usize).copied().unwrap_or(zero)
+            })
+            .collect());
+    }
+    let (mut x, mut y) = (vec![0u8; ps], vec![0u8; ps]);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let addr = u64::from(i) * ps as u64;
+        read_padded(xa, ra.id, ra.memory_len, addr, &mut x)?;
+        read_padded(xb, rb.id, rb.memory_len, addr, &mut y)?;
+        if x != y {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+/// [`diff`] across two archives: iteration (or record) `a` of `xa` against `b` of `xb`,
+/// e.g. two peers' archives at the frame a desync was reported for.
+pub fn diff_between(xa: &Archive, a: Target, xb: &Archive, b: Target, stat: bool) -> Result<DiffReport> {
+    let (ra, rb) = (resolve(xa, a)?, resolve(xb, b)?);
+    let pages = differing_pages(xa, &ra, xb, &rb)?;
+    let ps = xa.page_size().bytes();
     let (mut pa, mut pb) = (vec![0u8; ps], vec![0u8; ps]);
     let mut out = Vec::new();
     let (mut nranges, mut nbytes) = (0usize, 0u64);
     for &p in &pages {
         let addr = p as u64 * ps as u64;
-        read_padded(archive, ra.id, ra.memory_len, addr, &mut pa)?;
-        read_padded(archive, rb.id, rb.memory_len, addr, &mut pb)?;
+        read_padded(xa, ra.id, ra.memory_len, addr, &mut pa)?;
+        read_padded(xb, rb.id, rb.memory_len, addr, &mut pb)?;
         let ranges: Vec<ByteRange> = rewind_store::codec::ChangedRuns::new(&pa, &pb)
             .map(|(s, e)| ByteRange {
                 addr: addr + s as u64,
@@ -373,7 +418,7 @@ pub fn diff(archive: &Archive, a: Target, b: Target, stat: bool) -> Result<DiffR
             out.push(PageDiff { page: p, ranges });
         }
     }
-    let (ga, gb) = (archive.globals(ra.id)?, archive.globals(rb.id)?);
+    let (ga, gb) = (xa.globals(ra.id)?, xb.globals(rb.id)?);
     let (ja, jb) = (globals_json(&ga), globals_json(&gb));
     let mut globals_differing = Vec::new();
     for i in 0..ja.len().max(jb.len()) {

@@ -70,14 +70,13 @@ enum Command {
     /// Pages and byte ranges that differ between two iterations, with a hexdump of each
     /// changed range (`-` the first, `+` the second, `*` marks differing bytes).
     ///
-    /// Memory past the end of the smaller iteration counts as zeros.
+    /// Memory past the end of the smaller iteration counts as zeros. `FILE A B` compares
+    /// two iterations of one archive; `A.rwd:N B.rwd:N` compares an iteration of each
+    /// of two archives (two peers' archives at the frame a desync was reported for).
     Diff {
-        /// The archive.
-        file: PathBuf,
-        /// First iteration (or rN).
-        a: Target,
-        /// Second iteration (or rN).
-        b: Target,
+        /// `FILE A B` (iterations or rN of one archive) or `FILE:A FILE:B` (two archives).
+        #[arg(num_args = 2..=3, required = true, value_name = "FILE A B | FILE:A FILE:B")]
+        sides: Vec<String>,
         /// Counts only: pages, ranges and bytes that differ.
         #[arg(long)]
         stat: bool,
@@ -391,6 +390,27 @@ fn spinner(enabled: bool, what: &str) -> ProgressBar {
     pb
 }
 
+/// The sides of `diff`: `FILE A B` gives one open archive and two targets;
+/// `FILE:A FILE:B` gives the first archive, both targets and the second archive's path.
+#[allow(clippy::type_complexity)]
+fn diff_sides(sides: &[String]) -> Result<(Archive, (Target, Target), Option<PathBuf>)> {
+    let target = |s: &str| s.parse::<Target>().map_err(|e| anyhow::anyhow!(e));
+    match sides {
+        [file, a, b] => Ok((open(Path::new(file))?, (target(a)?, target(b)?), None)),
+        [a, b] => {
+            let split = |s: &str| -> Result<(PathBuf, Target)> {
+                let (file, it) = s.rsplit_once(':').with_context(|| {
+                    format!("{s:?}: expected FILE:ITERATION (or FILE A B for one archive)")
+                })?;
+                Ok((PathBuf::from(file), target(it)?))
+            };
+            let ((fa, ta), (fb, tb)) = (split(a)?, split(b)?);
+            Ok((open(&fa)?, (ta, tb), Some(fb)))
+        }
+        _ => bail!("diff takes FILE A B or FILE:A FILE:B"),
+    }
+}
+
 /// Refuse an output that is an input, or that exists without `--force`.
 fn check_output(out: &Path, inputs: &[&Path], force: bool) -> Result<()> {
     import::check_output(out, inputs)?;
@@ -550,15 +570,18 @@ fn run_to(cmd: Command, progress: bool, out: &mut dyn Write) -> Result<ExitCode>
             }
         }
         Command::Diff {
-            file,
-            a,
-            b,
+            sides,
             stat,
             max_bytes,
             json: j,
         } => {
-            let ar = open(&file)?;
-            let d = inspect::diff(&ar, a, b, stat)?;
+            let (xa, a, other) = diff_sides(&sides)?;
+            let xb = match &other {
+                Some(file) => Some(open(file)?),
+                None => None,
+            };
+            let (ar, br) = (&xa, xb.as_ref().unwrap_or(&xa));
+            let d = inspect::diff_between(ar, a.0, br, a.1, stat)?;
             if j {
                 json(out, &d)?;
                 return Ok(ExitCode::SUCCESS);
@@ -582,7 +605,7 @@ fn run_to(cmd: Command, progress: bool, out: &mut dyn Write) -> Result<ExitCode>
             if stat {
                 return Ok(ExitCode::SUCCESS);
             }
-            let (ra, rb) = (inspect::resolve(&ar, a)?, inspect::resolve(&ar, b)?);
+            let (ra, rb) = (inspect::resolve(ar, a.0)?, inspect::resolve(br, a.1)?);
             let mut shown = 0u64;
             'pages: for p in &d.pages {
                 let n: u64 = p.ranges.iter().map(|r| r.len).sum();
@@ -615,8 +638,8 @@ fn run_to(cmd: Command, progress: bool, out: &mut dyn Write) -> Result<ExitCode>
                 for row in row_addrs {
                     let start = row * hexdump::WIDTH;
                     let (mut x, mut y) = ([0u8; hexdump::WIDTH as usize], [0u8; hexdump::WIDTH as usize]);
-                    inspect::read_padded(&ar, ra.id, ra.memory_len, start, &mut x)?;
-                    inspect::read_padded(&ar, rb.id, rb.memory_len, start, &mut y)?;
+                    inspect::read_padded(ar, ra.id, ra.memory_len, start, &mut x)?;
+                    inspect::read_padded(br, rb.id, rb.memory_len, start, &mut y)?;
                     let mark: Vec<bool> = x.iter().zip(&y).map(|(p, q)| p != q).collect();
                     writeln!(out, "   -{}", hexdump::line(start, 0, &x, Some(&mark)))?;
                     writeln!(out, "   +{}", hexdump::line(start, 0, &y, Some(&mark)))?;

@@ -1135,3 +1135,52 @@ fn a_damaged_last_trailer_is_refused_and_only_a_forced_repair_cuts_it() {
     assert!(std::fs::metadata(&fx.archive).expect("stat").len() < n as u64);
     rewind().arg("verify").arg(&fx.archive).assert().success();
 }
+
+/// Two peers' archives after a desync: `diff A.rwd:N B.rwd:N` names the differing page
+/// and byte range, by page hash when the seeds agree and by bytes when they do not, and
+/// equal frames report nothing.
+#[test]
+fn diff_across_two_archives_names_the_pages_and_bytes_that_differ() {
+    let fx = fixture();
+    // Peer B's frames diverge at frame 9: one byte at 0x1234 differs from then on.
+    let dir = fx.dir.path();
+    let mut files_b = Vec::new();
+    for (i, f) in fx.frames.iter().enumerate() {
+        let mut f = f.clone();
+        if i >= 9 {
+            f[0x1234] ^= 0x5a;
+        }
+        let p = dir.join(format!("peer{i:03}.bin"));
+        std::fs::write(&p, &f).expect("write frame");
+        files_b.push(p);
+    }
+    for (name, seed) in [("same-seed.rwd", "7"), ("other-seed.rwd", "8")] {
+        let b = dir.join(name);
+        rewind()
+            .args(["import", "--page-size", "1024", "--seed", seed, "-o"])
+            .arg(&b)
+            .args(&files_b)
+            .assert()
+            .success();
+        let side = |p: &std::path::Path, n: u32| format!("{}:{n}", p.display());
+        let d = json(rewind().args(["diff", "--json", &side(&fx.archive, 9), &side(&b, 9)]));
+        assert_eq!(d["pages_differing"], 1, "{name}: {d}");
+        assert_eq!(d["pages"][0]["page"], 0x1234 / 1024, "{name}");
+        assert_eq!(d["pages"][0]["ranges"][0]["addr"], 0x1234, "{name}");
+        assert_eq!(d["pages"][0]["ranges"][0]["len"], 1, "{name}");
+        let same = json(rewind().args(["diff", "--json", &side(&fx.archive, 8), &side(&b, 8)]));
+        assert_eq!(same["pages_differing"], 0, "{name}: {same}");
+        // The text form names the page and the range too.
+        let text = stdout(rewind().args(["diff", &side(&fx.archive, 9), &side(&b, 9)]));
+        assert!(text.contains("1 pages differ"), "{text}");
+        assert!(text.contains("0x1234+1"), "{text}");
+    }
+    // A side without an iteration is a clear error.
+    rewind()
+        .args(["diff"])
+        .arg(&fx.archive)
+        .arg(dir.join("same-seed.rwd"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("FILE:ITERATION"));
+}
