@@ -37,18 +37,32 @@ fn options(seed: u64) -> Result<Options, Error> {
     Ok(Options::new(PAGE as u64)?.seed(seed))
 }
 
-/// State hashes of a straight run of `frames` frames with input 1.
-fn straight(frames: u64) -> Vec<StateHash> {
-    let mut rec = Recorder::new(options(3).expect("options")).expect("recorder");
-    let mut memory = vec![0u8; PAGES * PAGE];
-    (0..frames)
+/// Record frames `range` (input 1) from `memory`; their state hashes.
+fn run(rec: &mut Recorder, memory: &mut [u8], range: std::ops::Range<u64>) -> Vec<StateHash> {
+    range
         .map(|it| {
-            let dirty = frame(&mut memory, it, 1);
-            rec.record(it, &memory, &globals(it, &memory), Some(&dirty), None)
+            let dirty = frame(memory, it, 1);
+            rec.record(it, memory, &globals(it, memory), Some(&dirty), None)
                 .expect("record")
                 .state_hash
         })
         .collect()
+}
+
+/// A recorder that persists to a new archive at `path`, syncing every append.
+fn persisting(path: &std::path::Path) -> Recorder {
+    Recorder::new(
+        options(3)
+            .expect("options")
+            .archive(path, Durability::EveryAppend),
+    )
+    .expect("recorder")
+}
+
+/// State hashes of a straight run of `frames` frames with input 1.
+fn straight(frames: u64) -> Vec<StateHash> {
+    let mut rec = Recorder::new(options(3).expect("options")).expect("recorder");
+    run(&mut rec, &mut vec![0u8; PAGES * PAGE], 0..frames)
 }
 
 #[test]
@@ -107,21 +121,8 @@ fn resume_from_an_archive_continues_like_a_straight_run() {
     let want = straight(100);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("game.rwd");
-    {
-        let mut rec = Recorder::new(
-            options(3)
-                .expect("options")
-                .archive(&path, Durability::EveryAppend),
-        )
-        .expect("recorder");
-        let mut memory = vec![0u8; PAGES * PAGE];
-        for it in 0..60 {
-            let dirty = frame(&mut memory, it, 1);
-            rec.record(it, &memory, &globals(it, &memory), Some(&dirty), None)
-                .expect("record");
-        }
-        // Dropped without a sync: every append was synced (EveryAppend).
-    }
+    // The recorder is dropped without a sync: every append was synced (EveryAppend).
+    run(&mut persisting(&path), &mut vec![0u8; PAGES * PAGE], 0..60);
     let mut rec =
         Recorder::open(&path, Durability::EveryAppend, Policy::default().keep_last(600)).expect("open");
     assert_eq!(rec.history().head().map(|h| h.iteration()), Some(59));
@@ -130,16 +131,8 @@ fn resume_from_an_archive_continues_like_a_straight_run() {
     assert_eq!(state.state_hash, want[40]);
     assert_eq!(state.globals, globals(40, &state.memory));
     let mut memory = state.memory;
-    for it in 41..100 {
-        let dirty = frame(&mut memory, it, 1);
-        let r = rec
-            .record(it, &memory, &globals(it, &memory), Some(&dirty), None)
-            .expect("record");
-        assert_eq!(
-            r.state_hash, want[it as usize],
-            "iteration {it} after resuming at 40"
-        );
-    }
+    let resumed = run(&mut rec, &mut memory, 41..100);
+    assert_eq!(resumed, want[41..], "every iteration after resuming at 40");
     drop(rec);
     // The file holds the resumed branch as its timeline, the first run's 41..59 as an
     // abandoned branch.
@@ -155,20 +148,7 @@ fn resume_from_an_archive_continues_like_a_straight_run() {
 fn resume_past_the_retained_window_is_an_error_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("w.rwd");
-    {
-        let mut rec = Recorder::new(
-            options(3)
-                .expect("options")
-                .archive(&path, Durability::EveryAppend),
-        )
-        .expect("recorder");
-        let mut memory = vec![0u8; PAGES * PAGE];
-        for it in 0..50 {
-            let dirty = frame(&mut memory, it, 1);
-            rec.record(it, &memory, &globals(it, &memory), Some(&dirty), None)
-                .expect("record");
-        }
-    }
+    run(&mut persisting(&path), &mut vec![0u8; PAGES * PAGE], 0..50);
     let mut rec =
         Recorder::open(&path, Durability::EveryAppend, Policy::default().keep_last(10)).expect("open");
     let err = rec.resume_at(20).expect_err("collected by the policy");
@@ -202,18 +182,8 @@ fn resume_past_the_retained_window_is_an_error_and_changes_nothing() {
 fn an_existing_archive_is_never_clobbered_and_one_writer_at_a_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("keep.rwd");
-    let mut rec = Recorder::new(
-        options(3)
-            .expect("options")
-            .archive(&path, Durability::EveryAppend),
-    )
-    .expect("recorder");
-    let mut memory = vec![0u8; PAGES * PAGE];
-    for it in 0..10 {
-        let dirty = frame(&mut memory, it, 1);
-        rec.record(it, &memory, &globals(it, &memory), Some(&dirty), None)
-            .expect("record");
-    }
+    let mut rec = persisting(&path);
+    run(&mut rec, &mut vec![0u8; PAGES * PAGE], 0..10);
     // While the first recorder writes: a second one on the same path is refused.
     let second = Recorder::open(&path, Durability::EveryAppend, Policy::default());
     assert!(
