@@ -967,6 +967,24 @@ impl Session {
         &self.recorder
     }
 
+    /// Pin the record of `iteration` so the policy keeps it (e.g. the frame a peer
+    /// reported a desync for, until it has been compared). Fails with
+    /// [`rewind::HistoryError::NotRetained`] when it is no longer retained.
+    pub fn pin(&mut self, iteration: u64) -> Result<RecordId, SessionError> {
+        Ok(self.recorder.pin(iteration)?)
+    }
+
+    /// Unpin a record; true when it was pinned.
+    pub fn unpin(&mut self, id: RecordId) -> bool {
+        self.recorder.unpin(id)
+    }
+
+    /// Change the retention policy at run time (pins are kept), e.g. advance
+    /// `keep_from` as peers confirm frames. Takes effect at the next step.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.recorder.set_policy(policy);
+    }
+
     /// The live guest (its instance, memory and globals). Instances are
     /// replaced on re-instantiation: do not keep handles across rollbacks.
     pub fn guest(&self) -> &Guest {

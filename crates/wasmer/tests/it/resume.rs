@@ -134,3 +134,33 @@ fn resuming_what_the_archive_does_not_hold_is_an_error() {
     assert_eq!(archive.records().expect("records").len(), 6);
     archive.verify().expect("sound");
 }
+
+/// A pinned iteration outlives the window; a policy changed at run time applies at the
+/// next step; an iteration already collected cannot be pinned.
+#[test]
+fn pins_and_policy_changes_at_run_time() {
+    let mut s = Session::new(
+        guests::COUNTER,
+        options(CapturePreference::Auto).policy(rewind::Policy::default().keep_last(4)),
+    )
+    .expect("guest");
+    for input in &inputs()[..3] {
+        s.step(input).expect("step");
+    }
+    let pinned = s.pin(2).expect("iteration 2 is retained");
+    for input in &inputs()[3..12] {
+        s.step(input).expect("step");
+    }
+    assert!(s.state_hash(2).is_ok(), "the pin kept iteration 2");
+    assert!(s.state_hash(5).is_err(), "outside the window and not pinned");
+    assert!(matches!(
+        s.pin(5),
+        Err(SessionError::Rewind(rewind::Error::Gc(_)))
+    ));
+    assert!(s.unpin(pinned));
+    s.set_policy(rewind::Policy::default().keep_last(2));
+    s.step(&work(99)).expect("step");
+    assert!(s.state_hash(2).is_err(), "unpinned and outside the new window");
+    let kept: Vec<u64> = s.recorder().history().timeline().map(|r| r.iteration()).collect();
+    assert_eq!(kept, [12, 13]);
+}
