@@ -1071,14 +1071,20 @@ impl Archive {
         self.object_of(&e).map(Some)
     }
 
-    pub(crate) fn object_of(&self, e: &ObjEntry) -> Result<rewind_store::ObjectRef<'_>, ArchiveError> {
-        let (data, m) = self.data_entry(
+    /// The Data-segment meta of an object index entry, which must agree with it on hash,
+    /// kind and depth.
+    fn obj_meta(&self, e: &ObjEntry) -> Result<(&ArchivedDataSeg, &ArchivedObjMeta), ArchiveError> {
+        self.data_entry(
             e.seg,
             e.pos,
             |d| &d.objects,
             |m| m.hash == e.hash && m.kind == e.kind && m.depth == e.depth,
             OBJECT_REASONS,
-        )?;
+        )
+    }
+
+    pub(crate) fn object_of(&self, e: &ObjEntry) -> Result<rewind_store::ObjectRef<'_>, ArchiveError> {
+        let (data, m) = self.obj_meta(e)?;
         let bad = |reason| ArchiveError::Inconsistent {
             offset: e.seg,
             reason,
@@ -1831,13 +1837,7 @@ impl Archive {
         for r in &objs {
             for e in self.run::<ArchivedObjEntry>(r)? {
                 let e = own_obj(e);
-                let (_, m) = self.data_entry(
-                    e.seg,
-                    e.pos,
-                    |d| &d.objects,
-                    |m| m.hash == e.hash && m.kind == e.kind && m.depth == e.depth,
-                    OBJECT_REASONS,
-                )?;
+                let (_, m) = self.obj_meta(&e)?;
                 let ok = match m.kind {
                     KIND_RAW | KIND_LZ4 => m.depth == 0 && m.parent == [0; 16],
                     KIND_DELTA => {
