@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use rewind_history::{HistoryError, RecordId};
-use rewind_store::{CodecError, PageHash, StoreError};
+use rewind_store::{CodecError, PageHash, StateHash, StoreError};
 
 /// Errors of the archive: I/O, a file that is not (or no longer) a valid archive, and
 /// lookups of what the archive does not hold.
@@ -130,9 +130,9 @@ pub enum ArchiveError {
         /// The record.
         record: RecordId,
         /// The stored hash.
-        stored: PageHash,
+        stored: StateHash,
         /// The recomputed hash.
-        computed: PageHash,
+        computed: StateHash,
     },
     /// A read outside a record's memory.
     #[error("bytes {addr}+{len} are outside the {memory_len}-byte memory")]

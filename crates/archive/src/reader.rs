@@ -10,7 +10,7 @@ use memmap2::Mmap;
 use rewind_history::{Blame, History, RecordId};
 use rewind_snapshot::{GlobalType, GlobalValue, PageVec, Snapshot, StateHash};
 use rewind_store::codec::{self, Encoding};
-use rewind_store::{Object, PageHash, PageSize, PageStore, StoreConfig};
+use rewind_store::{InputHash, Object, PageHash, PageSize, PageStore, StoreConfig};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
@@ -353,7 +353,7 @@ fn info_of(e: &RecEntry) -> RecordInfo {
         iteration: e.iteration,
         parent: (e.parent != NONE).then_some(RecordId(e.parent)),
         memory_len: e.memory_len,
-        state_hash: PageHash(e.state_hash),
+        state_hash: StateHash(e.state_hash),
         input: (e.has_input != 0).then_some(PageHash(e.input)),
         on_timeline: false,
     }
@@ -1556,10 +1556,10 @@ impl Archive {
                     .map(|g| global_of(g, e.seg))
                     .collect::<Result<Vec<_>, _>>()?;
                 let snapshot = Snapshot::from_parts(&hasher, pages, e.memory_len, globals);
-                if snapshot.state_hash() != PageHash(e.state_hash) {
+                if snapshot.state_hash() != StateHash(e.state_hash) {
                     return Err(ArchiveError::StateHashMismatch {
                         record: RecordId(e.id),
-                        stored: PageHash(e.state_hash),
+                        stored: StateHash(e.state_hash),
                         computed: snapshot.state_hash(),
                     });
                 }
@@ -1626,11 +1626,11 @@ impl Archive {
             for ie in self.run(r)? {
                 let ie = own_input(ie);
                 let bytes = self.input_bytes(&ie)?;
-                history.push_loaded_input(PageHash(ie.hash), bytes.into());
+                history.push_loaded_input(InputHash(ie.hash), bytes.into());
             }
         }
         for l in loaded {
-            let input = (l.e.has_input != 0).then_some(PageHash(l.e.input));
+            let input = (l.e.has_input != 0).then_some(InputHash(l.e.input));
             history.push_loaded_record(
                 RecordId(l.e.id),
                 l.e.iteration,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rewind_history::History;
 use rewind_snapshot::GlobalValue;
 use rewind_store::codec::{self, Encoding, Scratch};
-use rewind_store::{ObjectRef, PageHash};
+use rewind_store::{InputHash, ObjectRef, PageHash};
 use rkyv::rancor;
 
 use crate::format::*;
@@ -246,7 +246,7 @@ pub struct ArchiveWriter {
     last_trailer: u64,
     objects: ObjectIndex,
     records: HashMap<u64, RecState>,
-    inputs: HashSet<PageHash>,
+    inputs: HashSet<InputHash>,
     next_unwritten: u64,
     tables: Tables,
     head: u64,
@@ -443,7 +443,7 @@ impl ArchiveWriter {
         for r in &inputs {
             let v: Vec<InputEntry> = archive.run(r)?.iter().map(own_input).collect();
             for e in &v {
-                input_set.insert(PageHash(e.hash));
+                input_set.insert(InputHash(e.hash));
             }
             tables.inputs.push(loaded_run(r, v));
         }
@@ -557,7 +557,7 @@ impl ArchiveWriter {
         let mut obj_entries: Vec<ObjEntry> = Vec::new();
         let mut new_recs: HashMap<u64, RecState> = HashMap::new();
         let mut rec_entries: Vec<RecEntry> = Vec::new();
-        let mut new_inputs: HashSet<PageHash> = HashSet::new();
+        let mut new_inputs: HashSet<InputHash> = HashSet::new();
         let mut input_entries: Vec<InputEntry> = Vec::new();
         let ps = self.header.page_size as usize;
         let mut page_buf = vec![0u8; ps];

@@ -162,7 +162,7 @@ pub fn log(archive: &Archive, all: bool) -> Result<Vec<LogEntry>> {
                 iteration: r.iteration,
                 record: r.id.0,
                 parent: r.parent.map(|p| p.0),
-                state_hash: hex_hash(r.state_hash),
+                state_hash: r.state_hash.to_hex(),
                 pages_changed: d.pages_changed,
                 bytes_stored: d.bytes_stored,
                 memory_len: r.memory_len,
@@ -270,7 +270,7 @@ pub fn show(archive: &Archive, target: Target) -> Result<ShowReport> {
         memory_len: r.memory_len,
         pages: r.memory_len / ps,
         page_size: ps as u32,
-        state_hash: hex_hash(r.state_hash),
+        state_hash: r.state_hash.to_hex(),
         globals: globals_json(&globals),
         changed_pages: changed,
         bytes_stored: d.bytes_stored,
@@ -436,7 +436,7 @@ pub fn diff_between(xa: &Archive, a: Target, xb: &Archive, b: Target, stat: bool
         iteration: r.iteration,
         record: r.id.0,
         memory_len: r.memory_len,
-        state_hash: hex_hash(r.state_hash),
+        state_hash: r.state_hash.to_hex(),
     };
     Ok(DiffReport {
         a: side(&ra),
@@ -612,7 +612,7 @@ pub fn export(
         iteration: r.iteration,
         record: r.id.0,
         memory_len: r.memory_len,
-        state_hash: hex_hash(r.state_hash),
+        state_hash: r.state_hash.to_hex(),
         globals: globals_json(&globals),
     })
 }

@@ -579,6 +579,6 @@ impl Response {
 impl TreeSummary {
     /// The state hash as rewind's type.
     pub fn state_hash(&self) -> StateHash {
-        PageHash(self.state_hash)
+        StateHash(self.state_hash)
     }
 }

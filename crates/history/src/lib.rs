@@ -35,7 +35,7 @@ mod parts;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rewind_snapshot::{capture, GlobalValue, Live, Restored, Snapshot, SnapshotError, StateHash};
-use rewind_store::{PageHash, PageSize, PageStore, StoreConfig, StoreError, StoreStats};
+use rewind_store::{InputHash, PageHash, PageSize, PageStore, StoreConfig, StoreError, StoreStats};
 
 /// The number of a record: monotonic, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -138,7 +138,7 @@ pub struct Record {
     /// Pages this record set relative to its parent, by index. Together with the
     /// snapshots of root records these are the store references the history owns.
     changes: Vec<(u32, PageHash)>,
-    input: Option<PageHash>,
+    input: Option<InputHash>,
     pages_changed: u32,
     bytes_stored: u64,
 }
@@ -170,7 +170,7 @@ impl Record {
         self.snapshot.state_hash()
     }
     /// The hash of the input recorded with this iteration.
-    pub fn input_hash(&self) -> Option<PageHash> {
+    pub fn input_hash(&self) -> Option<InputHash> {
         self.input
     }
     /// Pages that changed at capture.
@@ -282,7 +282,7 @@ pub struct History {
     timeline: BTreeMap<u64, RecordId>,
     head: Option<RecordId>,
     next_id: u64,
-    inputs: HashMap<PageHash, Blob>,
+    inputs: HashMap<InputHash, Blob>,
     /// Records off the current timeline, by number (oldest first for GC).
     abandoned: BTreeSet<RecordId>,
     /// The same records by (iteration, number), for dropping branches behind a window.
@@ -463,7 +463,7 @@ impl History {
             c
         };
         let input = input.map(|bytes| {
-            let h = self.store.hasher().bytes(bytes);
+            let h = self.store.hasher().input(bytes);
             let input_bytes = &mut self.input_bytes;
             self.inputs
                 .entry(h)

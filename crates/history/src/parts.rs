@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use rewind_snapshot::Snapshot;
-use rewind_store::{PageHash, PageStore};
+use rewind_store::{InputHash, PageHash, PageStore};
 
 use crate::{Blob, History, HistoryError, Record, RecordId};
 
@@ -44,7 +44,7 @@ impl History {
         parent: Option<RecordId>,
         snapshot: Snapshot,
         changes: Vec<(u32, PageHash)>,
-        input: Option<PageHash>,
+        input: Option<InputHash>,
         pages_changed: u32,
         bytes_stored: u64,
     ) -> Result<(), HistoryError> {
@@ -79,7 +79,7 @@ impl History {
     }
 
     /// Add an input blob read from an archive (before the records that name it).
-    pub fn push_loaded_input(&mut self, hash: PageHash, bytes: Box<[u8]>) {
+    pub fn push_loaded_input(&mut self, hash: InputHash, bytes: Box<[u8]>) {
         self.inputs.entry(hash).or_insert(Blob { bytes, refs: 0 });
     }
 

@@ -38,14 +38,12 @@ use std::sync::Arc;
 pub use global::{GlobalType, GlobalValue};
 pub use merkle::Merkle;
 use rewind_store::codec::ChangedRuns;
+pub use rewind_store::StateHash;
 use rewind_store::{Hasher, PageHash, PageStore, StoreError};
 
 /// The persistent vector of page hashes of a snapshot. `imbl` (the maintained fork of
 /// `im`) is used only through this alias (see `docs/architecture.md` for why).
 pub type PageVec = imbl::Vector<PageHash>;
-
-/// The hash of a whole guest state: memory length, every page, every global.
-pub type StateHash = PageHash;
 
 /// Errors of capture, restore and reads.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +121,7 @@ impl Default for Snapshot {
             memory_len: 0,
             globals: Arc::from(Vec::new()),
             tree: Merkle::default(),
-            state_hash: PageHash::ZERO,
+            state_hash: StateHash::default(),
         }
     }
 }
@@ -223,7 +221,7 @@ pub fn state_hash(hasher: &Hasher, memory_len: u64, root: PageHash, globals: &[G
         buf.push(g.ty() as u8);
         buf.extend_from_slice(&g.to_bits().to_le_bytes());
     }
-    hasher.bytes(&buf)
+    hasher.state(&buf)
 }
 
 fn check_globals(prev: Option<&Snapshot>, globals: &[GlobalValue]) -> Result<(), SnapshotError> {

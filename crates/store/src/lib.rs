@@ -41,6 +41,6 @@ mod store;
 
 pub use codec::Encoding;
 pub use error::{CodecError, StoreError};
-pub use hash::{Hasher, PageHash};
+pub use hash::{Hasher, InputHash, PageHash, ParseHashError, StateHash};
 pub use page_size::PageSize;
 pub use store::{Freed, Object, ObjectRef, PageStore, Put, StoreConfig, StoreStats};

@@ -417,11 +417,6 @@ impl PageStore {
         self.compress_some(usize::MAX)
     }
 
-    /// Raw pages waiting to age or to be compressed.
-    pub fn young_pages(&self) -> usize {
-        self.young.len()
-    }
-
     fn compress_some(&mut self, budget: usize) -> usize {
         // A queue that outgrows what compression keeps up with drops its oldest entries:
         // those pages stay raw (correct, only larger), and the queue stays bounded.

@@ -398,7 +398,7 @@ mod linux_tests {
         }
     }
 
-    /// Quick cost measurement for NOTES.md (run with `--ignored --nocapture`).
+    /// Cost printout of the tracker and of reading/writing globals (run with `--ignored --nocapture`).
     #[test]
     #[ignore = "timing printout, run explicitly"]
     fn measure_costs() {
