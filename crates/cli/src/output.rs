@@ -80,6 +80,19 @@ impl Output {
         matches!(self.kind, Kind::Special)
     }
 
+    /// The writer lock of the archive this output replaces
+    /// ([`rewind_archive::ArchiveLock`]), to hold until the output is in place: a
+    /// writer appending meanwhile would lose its appends to the replacement. `None` for
+    /// a device, FIFO or socket, which is written through, not replaced.
+    pub fn lock(&self) -> Result<Option<rewind_archive::ArchiveLock>> {
+        if self.is_special() {
+            return Ok(None);
+        }
+        rewind_archive::ArchiveLock::acquire(&self.target)
+            .map(Some)
+            .with_context(|| format!("cannot lock {}", self.given.display()))
+    }
+
     /// Write the output as a stream: `f` writes everything, then the file is moved into
     /// place (or, for a special file, the writes went straight to it).
     pub fn write(&self, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
@@ -224,6 +237,12 @@ impl Output {
     }
 }
 
+/// Write the file at `path` as a stream through an [`Output`]: `f` writes everything,
+/// then the file is moved into place.
+pub fn write_path(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    Output::new(path)?.write(f)
+}
+
 /// Follow symbolic links from `path` to the file they name (which need not exist).
 pub fn resolve(path: &Path) -> Result<PathBuf> {
     let mut p = path.to_path_buf();
@@ -261,18 +280,41 @@ fn dir_and_name(path: &Path) -> Result<(PathBuf, String)> {
     Ok((dir, name))
 }
 
+/// Refuse to write `out` when it is one of the `inputs` (also through a symbolic or
+/// hard link, or a name that leads to the same place), or when it exists and `force`
+/// is not given.
+pub fn check(out: &Path, inputs: &[&Path], force: bool) -> Result<()> {
+    for i in inputs {
+        if same_destination(out, i) {
+            bail!("refusing to write {}: it is an input", out.display());
+        }
+    }
+    if !force && out.exists() {
+        bail!("{} already exists (use --force to replace it)", out.display());
+    }
+    Ok(())
+}
+
+/// True when two paths name the same existing file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 /// True when the two paths are the same destination: the same existing file (also
 /// through a symbolic or hard link), or the same name in the same directory once
 /// symbolic links are followed (for files that do not exist yet).
 pub fn same_destination(a: &Path, b: &Path) -> bool {
-    if crate::import::same_file(a, b) {
+    if same_file(a, b) {
         return true;
     }
     let (Ok(ra), Ok(rb)) = (resolve(a), resolve(b)) else {
         return false;
     };
     match (dir_and_name(&ra), dir_and_name(&rb)) {
-        (Ok((da, na)), Ok((db, nb))) => na == nb && crate::import::same_file(&da, &db),
+        (Ok((da, na)), Ok((db, nb))) => na == nb && same_file(&da, &db),
         _ => false,
     }
 }
