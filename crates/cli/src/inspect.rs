@@ -799,6 +799,21 @@ mod tests {
     }
 
     #[test]
+    fn iteration_ranges_parse_like_rust_ranges() {
+        let r = |s: &str| s.parse::<IterRange>().map(|r| (r.first, r.last));
+        assert_eq!(r("10..13"), Ok((10, 12)));
+        assert_eq!(r("10..=13"), Ok((10, 13)));
+        assert_eq!(r("0x10.."), Ok((16, u64::MAX)));
+        assert_eq!(r("..3"), Ok((0, 2)));
+        assert_eq!(r("..=3"), Ok((0, 3)));
+        assert_eq!(r(".."), Ok((0, u64::MAX)));
+        assert_eq!(r("7"), Ok((7, 7)));
+        for bad in ["3..3", "..0", "9..=3", "a..4", "4..b", "1...3"] {
+            assert!(r(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
     fn targets_parse() {
         assert_eq!("12".parse::<Target>(), Ok(Target::Iteration(12)));
         assert_eq!("r7".parse::<Target>(), Ok(Target::Record(7)));
