@@ -1595,3 +1595,64 @@ fn log_into_a_closed_pipe_stops_quietly() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
     }
 }
+
+/// An archive with a rollback: frames 0..=9, back to 5, then 6 and 7 again. Records
+/// r6..=r9 are an abandoned branch; r5 is a branch point.
+fn branched(dir: &Path) -> PathBuf {
+    use rewind_archive::{ArchiveWriter, Durability};
+    use rewind_history::{History, HistoryConfig};
+    let path = dir.join("branched.rwd");
+    let mut h = History::new(HistoryConfig::new(1024).expect("page size").seed(3)).expect("history");
+    let mut w = ArchiveWriter::create(&path, &h, Durability::Manual).expect("create");
+    let mut mem = vec![0u8; 4096];
+    for i in 0..10u64 {
+        mem[i as usize * 7] = 1 + i as u8;
+        h.capture(i, &mem, &[], None, None).expect("capture");
+    }
+    h.rollback(5).expect("rollback");
+    for i in 6..8u64 {
+        mem[i as usize * 11] = 100 + i as u8;
+        h.capture(i, &mem, &[], None, None).expect("capture");
+    }
+    w.append(&h).expect("append");
+    w.sync().expect("sync");
+    path
+}
+
+#[test]
+fn log_marks_branches_and_a_branch_only_iteration_names_its_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = branched(dir.path());
+    let all = lines(rewind().arg("log").arg(&a).args(["--all", "--json"]));
+    assert_eq!(all.len(), 12);
+    let children: Vec<u64> = all
+        .iter()
+        .map(|r| r["children"].as_u64().expect("children"))
+        .collect();
+    assert_eq!(children, vec![1, 1, 1, 1, 1, 2, 1, 1, 1, 0, 1, 0]);
+    let off: Vec<u64> = all
+        .iter()
+        .filter(|r| r["on_timeline"] == false)
+        .map(|r| r["record"].as_u64().expect("record"))
+        .collect();
+    assert_eq!(off, vec![6, 7, 8, 9]);
+    // The timeline alone counts the abandoned children too.
+    let tl = lines(rewind().arg("log").arg(&a).arg("--json"));
+    assert_eq!(tl.len(), 8);
+    assert_eq!(tl[5]["children"], 2);
+    assert_eq!(tl[5], all[5]);
+    let text = stdout(rewind().arg("log").arg(&a));
+    assert!(text.contains("branch point (2 children)"), "{text}");
+    let text = stdout(rewind().arg("log").arg(&a).arg("--all"));
+    assert_eq!(text.matches("abandoned").count(), 4, "{text}");
+    // Iteration 8 exists only on the abandoned branch: the error says where.
+    fails(
+        rewind().arg("show").arg(&a).arg("8"),
+        "iteration 8 is not on the timeline, only on an abandoned branch: r8",
+    );
+    assert!(stdout(rewind().arg("show").arg(&a).arg("r8")).contains("[abandoned branch]"));
+    fails(
+        rewind().arg("show").arg(&a).arg("10"),
+        "iteration 10 was never recorded",
+    );
+}
