@@ -64,7 +64,9 @@ pub struct ImportOptions {
 }
 
 /// Frames committed together by default: few enough commits that their indexes and
-/// trailers cost little beside the pages, and a crash loses at most this many frames.
+/// trailers cost little beside the pages (100,000 frames of 2 KiB: 62 MiB in 100
+/// commits, 401 MiB in one commit per frame; `docs/cli.md`), while the records held in
+/// memory until their commit stay few.
 pub const DEFAULT_BATCH: u64 = 1000;
 
 /// Bytes of changed pages after which a batch is committed early, whatever its frame
