@@ -51,6 +51,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod collect;
 mod error;
 pub mod format;
 mod lock;
@@ -59,6 +60,7 @@ mod writer;
 
 use std::path::Path;
 
+pub use collect::{collect_file, growth_reason, CollectReport, FileCounts};
 pub use error::ArchiveError;
 pub use lock::{lock_path, ArchiveLock};
 pub use reader::{

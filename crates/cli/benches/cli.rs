@@ -2,7 +2,7 @@
 //! (open the file, find the record, read/blame in place), at a recent and a far-back
 //! iteration, through the same library calls the binary makes.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-cli cargo bench -p rewind-cli --bench cli`
+//! Run: `cargo bench -p rewind-cli --bench cli`
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented `benches` function
 

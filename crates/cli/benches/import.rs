@@ -1,5 +1,5 @@
 //! Measures the import phase: `rewind import` of 1 GiB of frames (read, compare with the
-//! previous frame, hash and store the changed pages, append each record to the archive)
+//! previous frame, hash and store the changed pages, append the records to the archive)
 //! against the floor of reading the input once and hashing every page with xxh3-128.
 //! Timed runs, not criterion: one pass over 1 GiB is already a long sample. The floor and
 //! the import alternate `REWIND_BENCH_REPS` times (default 5); prints the median of
@@ -7,7 +7,7 @@
 //! floor).
 //!
 //! Run: `REWIND_BENCH_FRAMES=/path/frames.bin REWIND_BENCH_FRAME_SIZE=16MiB \
-//!   CARGO_TARGET_DIR=/work/target-cli cargo bench -p rewind-cli --bench import`
+//!   cargo bench -p rewind-cli --bench import`
 //! Without `REWIND_BENCH_FRAMES`, 1 GiB of frames (64 × 16 MiB, ~400 32-byte writes
 //! per frame) is generated in a temporary directory first; when it names a file that
 //! does not exist, the frames are generated there once and reused by later runs.
@@ -111,9 +111,8 @@ fn main() {
                 },
                 &out,
                 &ImportOptions {
-                    page_size: PAGE as u64,
                     seed: Some(7),
-                    first_iteration: 0,
+                    ..ImportOptions::new(PAGE as u64)
                 },
                 &mut |_, _| {},
             )

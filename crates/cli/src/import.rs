@@ -3,11 +3,14 @@
 //!
 //! Each frame is compared with the previous one page by page (a memcmp, cheaper than
 //! hashing), the differing pages go to [`History::capture`] as its dirty hint, and the
-//! record is appended to the archive with [`ArchiveWriter::append`]. Reading and
+//! records are appended to the archive with [`ArchiveWriter::append`] in batches
+//! ([`ImportOptions::batch`] frames, or fewer when their changed pages pass
+//! [`BATCH_BYTES`]): each commit writes an index and a trailer, so a commit per frame
+//! made the archive of many small frames larger than its input. Reading and
 //! comparing run on a second thread, a cache-sized chunk at a time, and only the
 //! differing pages cross to the thread that captures. Records already written are
 //! dropped from the in-memory history, so memory stays at about two frames plus the
-//! stored pages of one however long the input is. The archive is written through
+//! stored pages of one batch however long the input is. The archive is written through
 //! [`crate::output::Output`]: to a temporary file beside the output, renamed over it
 //! only when complete.
 
@@ -55,7 +58,20 @@ pub struct ImportOptions {
     pub seed: Option<u64>,
     /// The iteration number of the first frame.
     pub first_iteration: u64,
+    /// Frames per commit (at least 1; fewer when a batch's changed pages pass
+    /// [`BATCH_BYTES`]).
+    pub batch: u64,
 }
+
+/// Frames committed together by default: few enough commits that their indexes and
+/// trailers cost little beside the pages (100,000 frames of 2 KiB: 62 MiB in 100
+/// commits, 401 MiB in one commit per frame; `docs/cli.md`), while the records held in
+/// memory until their commit stay few.
+pub const DEFAULT_BATCH: u64 = 1000;
+
+/// Bytes of changed pages after which a batch is committed early, whatever its frame
+/// count: the pages wait in memory until their commit.
+pub const BATCH_BYTES: u64 = 64 << 20;
 
 impl ImportOptions {
     /// Defaults for a page size: random seed, iterations from 0.
@@ -64,6 +80,7 @@ impl ImportOptions {
             page_size,
             seed: None,
             first_iteration: 0,
+            batch: DEFAULT_BATCH,
         }
     }
 }
@@ -71,6 +88,8 @@ impl ImportOptions {
 /// What an import wrote.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImportReport {
+    /// Always `"import"`.
+    pub kind: &'static str,
     /// Frames (iterations) imported.
     pub frames: u64,
     /// Bytes per frame.
@@ -83,6 +102,8 @@ pub struct ImportReport {
     pub pages_changed: u64,
     /// Page objects written.
     pub objects: u64,
+    /// Commits written after the first, empty one (one per batch).
+    pub commits: u64,
 }
 
 /// Check the frames before anything is written: sizes equal, non-zero, a whole number
@@ -148,26 +169,6 @@ pub fn plan(frames: &Frames, page_size: u64) -> Result<(u64, u64)> {
     Ok((frame_size, count))
 }
 
-/// True when two paths name the same existing file.
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
-/// Refuse an output path that is one of the inputs (also through a symbolic or hard
-/// link, or a name that leads to the same place).
-pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
-    for i in inputs {
-        if crate::output::same_destination(out, i) {
-            bail!("refusing to write {}: it is an input", out.display());
-        }
-    }
-    Ok(())
-}
-
 /// Import frames into a new archive at `out` (replacing it only when complete).
 /// `progress` gets `(bytes read, total bytes)`.
 pub fn import(
@@ -178,7 +179,7 @@ pub fn import(
 ) -> Result<ImportReport> {
     let (frame_size, count) = plan(frames, opts.page_size)?;
     last_iteration(opts.first_iteration, count)?;
-    check_output(out, &frames.paths())?;
+    crate::output::check(out, &frames.paths(), true)?;
     let mut config = HistoryConfig::new(opts.page_size)?;
     if let Some(seed) = opts.seed {
         config = config.seed(seed);
@@ -187,14 +188,7 @@ pub fn import(
     let output = crate::output::Output::new(out)?;
     // A writer appending to an archive at `out` would lose its appends to the
     // replacement: refuse while one holds its lock.
-    let _lock = if output.is_special() {
-        None
-    } else {
-        Some(
-            rewind_archive::ArchiveLock::acquire(output.target())
-                .with_context(|| format!("cannot lock {}", out.display()))?,
-        )
-    };
+    let _lock = output.lock()?;
     output.write_file(|tmp| write_archive(frames, tmp, opts, history, frame_size, count, progress))
 }
 
@@ -213,13 +207,17 @@ fn write_archive(
         .with_context(|| format!("cannot create {}", path.display()))?;
     let n = usize::try_from(frame_size).context("frame size does not fit in memory")?;
     let mut rep = ImportReport {
+        kind: "import",
         frames: count,
         frame_size,
         bytes_in: 0,
         archive_bytes: 0,
         pages_changed: 0,
         objects: 0,
+        commits: 0,
     };
+    let batch = opts.batch.max(1);
+    let mut pending = Pending::default();
     let total = frame_size * count;
     // Two threads share the work. The reader reads each frame a chunk at a time into a
     // small buffer that stays in cache, compares each page with the previous frame (its
@@ -280,18 +278,11 @@ fn write_archive(
             history
                 .capture(iteration, &memory, &[], Some(&hint), None)
                 .with_context(|| format!("cannot capture frame {k}"))?;
-            let a = writer.append(&history).context("cannot append to the archive")?;
-            rep.objects += a.objects;
-            // Keep only the head in memory: it is the parent of the next record.
-            let old: Vec<_> = history
-                .records()
-                .filter(|r| Some(r.id()) != history.head().map(|h| h.id()))
-                .map(|r| r.id())
-                .collect();
-            for id in old {
-                history
-                    .remove(id)
-                    .context("cannot drop a written record from memory")?;
+            pending.frames += 1;
+            pending.bytes += hint.len() as u64 * ps as u64;
+            if pending.frames >= batch || pending.bytes >= BATCH_BYTES || k + 1 == count {
+                commit(&mut writer, &mut history, &mut rep)?;
+                pending = Pending::default();
             }
             rep.bytes_in += frame_size;
             progress(rep.bytes_in, total);
@@ -301,6 +292,35 @@ fn write_archive(
     writer.sync().context("cannot sync the archive")?;
     rep.archive_bytes = writer.len();
     Ok(rep)
+}
+
+/// Frames captured since the last commit.
+#[derive(Default)]
+struct Pending {
+    /// Frames.
+    frames: u64,
+    /// Bytes of their changed pages.
+    bytes: u64,
+}
+
+/// Append the records captured since the last commit as one commit, then drop them from
+/// memory but the head, the parent of the next record.
+fn commit(writer: &mut ArchiveWriter, history: &mut History, rep: &mut ImportReport) -> Result<()> {
+    let a = writer.append(history).context("cannot append to the archive")?;
+    rep.objects += a.objects;
+    rep.commits += 1;
+    let head = history.head().map(|h| h.id());
+    let old: Vec<_> = history
+        .records()
+        .map(|r| r.id())
+        .filter(|id| Some(*id) != head)
+        .collect();
+    for id in old {
+        history
+            .remove(id)
+            .context("cannot drop a written record from memory")?;
+    }
+    Ok(())
 }
 
 /// The iteration of the last of `count` frames numbered from `first`, or an error when it

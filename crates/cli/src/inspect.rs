@@ -1,16 +1,19 @@
 //! Queries over an archive read in place: the timeline, one record, diffs, reads,
-//! blame, export and statistics. Every function returns plain data (serializable for
-//! `--json`); printing is the binary's job.
+//! blame, export and statistics. Every function returns plain data, built from the
+//! [`crate::schema`] types that `--json` prints; printing is the commands' job.
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{bail, Context, Result};
-use rewind_archive::{Archive, ObjectKind, RecordInfo};
+use rewind_archive::{Archive, ArchiveError, ObjectKind, RecordInfo};
 use rewind_history::RecordId;
 use rewind_snapshot::{GlobalValue, PageVec, Snapshot};
 use rewind_store::{Hasher, PageHash};
 use serde::Serialize;
+
+use crate::render::hex;
+use crate::schema::{ByteRange, Bytes, Change, DiffEntry, Global, GlobalChange, Page, Record};
 
 /// Which record a command looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,257 +82,302 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
     v.checked_mul(mul).ok_or_else(|| "number too large".to_string())
 }
 
-/// The record a target names, with a message that says what the archive holds when it
-/// is not there.
-pub fn resolve(archive: &Archive, target: Target) -> Result<RecordInfo> {
-    match target {
-        Target::Record(r) => archive
-            .record(RecordId(r))
-            .with_context(|| format!("record {r} is not in the archive")),
-        Target::Iteration(i) => match archive.at(i) {
-            Ok(r) => Ok(r),
-            Err(rewind_archive::ArchiveError::NotOnTimeline { .. }) => {
-                let tl = archive.timeline()?;
-                match (tl.first(), tl.last()) {
-                    (Some(a), Some(b)) => bail!(
-                        "iteration {i} is not retained in the archive (its timeline holds iterations {}..={}, {} records)",
-                        a.iteration,
-                        b.iteration,
-                        tl.len()
-                    ),
-                    _ => bail!("iteration {i} is not retained: the archive holds no records"),
-                }
-            }
-            Err(e) => Err(e).with_context(|| format!("cannot look up iteration {i}")),
-        },
+/// A range of iterations, as `rewind log` takes it: `A..B` (B excluded), `A..=B`, `A..`,
+/// `..B`, `..=B`, or one iteration `N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IterRange {
+    /// First iteration in the range.
+    pub first: u64,
+    /// Last iteration in the range (inclusive).
+    pub last: u64,
+}
+
+impl IterRange {
+    /// Every iteration.
+    pub const ALL: IterRange = IterRange {
+        first: 0,
+        last: u64::MAX,
+    };
+
+    /// True when `iteration` is in the range.
+    pub fn contains(&self, iteration: u64) -> bool {
+        (self.first..=self.last).contains(&iteration)
     }
 }
 
-/// Lower-case hex of a hash, most significant byte first.
+impl std::str::FromStr for IterRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bound = |t: &str, what: &str| -> Result<u64, String> {
+            parse_u64(t).map_err(|e| format!("bad {what} iteration {t:?} in {s:?}: {e}"))
+        };
+        let Some((a, b)) = s.trim().split_once("..") else {
+            let n = bound(s, "the")?;
+            return Ok(IterRange { first: n, last: n });
+        };
+        let first = if a.is_empty() { 0 } else { bound(a, "first")? };
+        let last = match b.strip_prefix('=') {
+            Some(b) => bound(b, "last")?,
+            None if b.is_empty() => u64::MAX,
+            None => bound(b, "end")?
+                .checked_sub(1)
+                .ok_or_else(|| format!("the range {s:?} is empty (A..B leaves B out; A..=B keeps it)"))?,
+        };
+        if last < first {
+            return Err(format!("the range {s:?} is empty"));
+        }
+        Ok(IterRange { first, last })
+    }
+}
+
+/// The record a target names, with a message that says why when it is not there: never
+/// recorded (beyond the last record, or in no record the archive ever held), collected
+/// (a `gc` removed it), or only on an abandoned branch.
+pub fn resolve(archive: &Archive, target: Target) -> Result<RecordInfo> {
+    let found = match target {
+        Target::Record(r) => archive.record(RecordId(r)),
+        Target::Iteration(i) => archive.at(i),
+    };
+    match found {
+        Ok(r) => Ok(r),
+        Err(ArchiveError::NoSuchRecord(_) | ArchiveError::NotOnTimeline { .. }) => {
+            Err(anyhow::anyhow!(missing(archive, target)?))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot look up {target}")),
+    }
+}
+
+/// Why `target` is not in the archive.
+fn missing(archive: &Archive, target: Target) -> Result<String> {
+    let records = archive.records().context("cannot read the record index")?;
+    let next = archive.next_record_id()?;
+    // Record numbers are never reused: those below `next` not in the file were removed.
+    let collected = next.saturating_sub(records.len() as u64);
+    let tl: Vec<&RecordInfo> = records.iter().filter(|r| r.on_timeline).collect();
+    let holds = match (tl.first(), tl.last()) {
+        (Some(a), Some(b)) => format!(
+            "the timeline holds iterations {}..={} in {} records",
+            a.iteration,
+            b.iteration,
+            tl.len()
+        ),
+        _ => "the archive holds no records".to_string(),
+    };
+    let gone = match collected {
+        0 => "none was collected".to_string(),
+        1 => "1 record was collected".to_string(),
+        n => format!("{n} records were collected"),
+    };
+    Ok(match target {
+        Target::Record(r) if r >= next => match next.checked_sub(1) {
+            Some(last) => format!("record {r} was never recorded: the last record is r{last}"),
+            None => format!("record {r} was never recorded: the archive holds no records"),
+        },
+        Target::Record(r) => format!("record {r} is not retained: a collection removed it ({holds}; {gone})"),
+        Target::Iteration(i) => {
+            let branches: Vec<String> = records
+                .iter()
+                .filter(|r| r.iteration == i && !r.on_timeline)
+                .map(|r| format!("r{}", r.id.0))
+                .collect();
+            // The timeline records either side of `i`: when record numbers between them
+            // are missing from the file, a collection removed the records there.
+            let below = tl.iter().rev().find(|r| r.iteration < i).map(|r| r.id.0);
+            let above = tl.iter().find(|r| r.iteration > i).map(|r| r.id.0);
+            let removed_between = |lo: Option<u64>, hi: u64| {
+                let from = lo.map_or(0, |l| l + 1);
+                let present = records.iter().filter(|r| (from..hi).contains(&r.id.0)).count() as u64;
+                hi.saturating_sub(from) > present
+            };
+            if !branches.is_empty() {
+                format!(
+                    "iteration {i} is not on the timeline, only on an abandoned branch: {} (name a record as rN)",
+                    branches.join(", ")
+                )
+            } else if let Some(hi) = above.filter(|&hi| removed_between(below, hi)) {
+                format!(
+                    "iteration {i} is not retained: a collection removed the records before r{hi} ({holds}; {gone})"
+                )
+            } else if above.is_none() {
+                format!("iteration {i} was never recorded: it is past the last iteration ({holds})")
+            } else {
+                format!("iteration {i} was never recorded ({holds})")
+            }
+        }
+    })
+}
+
+/// Lower-case hex of a hash, most significant byte first: all 32 digits.
 pub fn hex_hash(h: PageHash) -> String {
     h.to_hex()
 }
 
-fn hex_bytes(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// How many records branch from each record, found without a scan of the whole index
+/// when the file holds no abandoned record (then every timeline record but the head
+/// has exactly one child).
+pub struct Children {
+    /// Children per record, when the file holds abandoned records.
+    counts: Option<HashMap<u64, u32>>,
+    /// The timeline's head: the one timeline record without a child.
+    head: Option<RecordId>,
+}
+
+impl Children {
+    /// The branching of `archive`, whose timeline holds `timeline` records.
+    pub fn new(archive: &Archive, timeline: usize) -> Result<Children> {
+        let head = archive.head();
+        if archive.info()?.records == timeline as u64 {
+            return Ok(Children { counts: None, head });
+        }
+        let mut counts: HashMap<u64, u32> = HashMap::new();
+        for r in archive.records().context("cannot read the record index")? {
+            if let Some(p) = r.parent {
+                *counts.entry(p.0).or_default() += 1;
+            }
+        }
+        Ok(Children {
+            counts: Some(counts),
+            head,
+        })
+    }
+
+    /// Records whose parent is `r`.
+    pub fn of(&self, r: &RecordInfo) -> u32 {
+        match &self.counts {
+            Some(c) => c.get(&r.id.0).copied().unwrap_or(0),
+            None => u32::from(r.on_timeline && Some(r.id) != self.head),
+        }
+    }
+}
+
+/// The record `r` as a [`Record`], its children counted in one pass of the index.
+pub fn record(archive: &Archive, r: &RecordInfo) -> Result<Record> {
+    let tl = archive.timeline().context("cannot read the timeline")?;
+    Record::of(archive, r, Children::new(archive, tl.len())?.of(r))
 }
 
 // ---- log ---------------------------------------------------------------------------
 
-/// One line of `rewind log`.
-#[derive(Clone, Debug, Serialize)]
-pub struct LogEntry {
-    /// Iteration.
-    pub iteration: u64,
-    /// Record number.
-    pub record: u64,
-    /// Parent record.
-    pub parent: Option<u64>,
-    /// State hash (hex).
-    pub state_hash: String,
-    /// Pages the capture changed.
-    pub pages_changed: u32,
-    /// Bytes the capture stored.
-    pub bytes_stored: u64,
-    /// Memory length.
-    pub memory_len: u64,
-    /// Stored as a checkpoint (full page vector).
-    pub checkpoint: bool,
-    /// On the current timeline (false: an abandoned branch).
-    pub on_timeline: bool,
-    /// Records in the file whose parent this is; more than one makes a branch point.
-    pub children: u32,
-    /// True when more than one record branches from here.
-    pub branch_point: bool,
+/// Which records `rewind log` lists, and in which order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogSelection {
+    /// Every record by number, abandoned branches included (else the timeline).
+    pub all: bool,
+    /// Only records of these iterations.
+    pub range: IterRange,
+    /// Newest first.
+    pub reverse: bool,
+    /// At most this many records.
+    pub limit: Option<u64>,
 }
 
-/// The timeline (oldest first), or with `all` every record by number, abandoned
-/// branches included.
-pub fn log(archive: &Archive, all: bool) -> Result<Vec<LogEntry>> {
-    let records = archive.records().context("cannot read the record index")?;
-    let mut children: HashMap<u64, u32> = HashMap::new();
-    for r in &records {
-        if let Some(p) = r.parent {
-            *children.entry(p.0).or_default() += 1;
+impl Default for LogSelection {
+    fn default() -> Self {
+        LogSelection {
+            all: false,
+            range: IterRange::ALL,
+            reverse: false,
+            limit: None,
         }
     }
-    let list = if all { records } else { archive.timeline()? };
-    list.iter()
-        .map(|r| {
-            let d = archive.record_detail(r.id)?;
-            let c = children.get(&r.id.0).copied().unwrap_or(0);
-            Ok(LogEntry {
-                iteration: r.iteration,
-                record: r.id.0,
-                parent: r.parent.map(|p| p.0),
-                state_hash: r.state_hash.to_hex(),
-                pages_changed: d.pages_changed,
-                bytes_stored: d.bytes_stored,
-                memory_len: r.memory_len,
-                checkpoint: d.checkpoint,
-                on_timeline: d.info.on_timeline,
-                children: c,
-                branch_point: c > 1,
-            })
-        })
-        .collect()
+}
+
+/// The records `sel` names, oldest first (or newest first with `reverse`), handed to
+/// `each` one at a time as they are read: nothing is collected, so a consumer that
+/// stops early (an error from `each`, such as a closed pipe) stops the walk.
+pub fn log(archive: &Archive, sel: &LogSelection, each: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+    let tl = archive.timeline().context("cannot read the timeline")?;
+    let children = Children::new(archive, tl.len())?;
+    let list = if sel.all {
+        archive.records().context("cannot read the record index")?
+    } else {
+        tl
+    };
+    // The timeline is sorted by iteration: the range is a slice of it.
+    let slice = if sel.all {
+        &list[..]
+    } else {
+        let from = list.partition_point(|r| r.iteration < sel.range.first);
+        let to = list.partition_point(|r| r.iteration <= sel.range.last);
+        list.get(from..to).unwrap_or(&[])
+    };
+    let picked = slice.iter().filter(|r| sel.range.contains(r.iteration));
+    let limit = sel
+        .limit
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let ordered: Box<dyn Iterator<Item = &RecordInfo>> = if sel.reverse {
+        Box::new(picked.rev().take(limit))
+    } else {
+        Box::new(picked.take(limit))
+    };
+    for r in ordered {
+        each(Record::of(archive, r, children.of(r))?)?;
+    }
+    Ok(())
 }
 
 // ---- show --------------------------------------------------------------------------
 
-/// A global's type and value for display and JSON.
-#[derive(Clone, Debug, Serialize)]
-pub struct GlobalJson {
-    /// Index of the global.
-    pub index: usize,
-    /// `i32`, `i64`, `f32`, `f64` or `v128`.
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    /// The value as text (`1.5`, `-3`, `0x…` for v128).
-    pub value: String,
-    /// The raw bits in hex.
-    pub bits: String,
-}
-
-/// Globals as display/JSON values.
-pub fn globals_json(globals: &[GlobalValue]) -> Vec<GlobalJson> {
-    globals
-        .iter()
-        .enumerate()
-        .map(|(index, g)| {
-            let value = match *g {
-                GlobalValue::I32(v) => v.to_string(),
-                GlobalValue::I64(v) => v.to_string(),
-                GlobalValue::F32(b) => format!("{:?}", f32::from_bits(b)),
-                GlobalValue::F64(b) => format!("{:?}", f64::from_bits(b)),
-                GlobalValue::V128(v) => format!("{v:#034x}"),
-            };
-            let bits = match *g {
-                GlobalValue::I32(v) => format!("{:#010x}", v as u32),
-                GlobalValue::I64(v) => format!("{:#018x}", v as u64),
-                GlobalValue::F32(b) => format!("{b:#010x}"),
-                GlobalValue::F64(b) => format!("{b:#018x}"),
-                GlobalValue::V128(v) => format!("{v:#034x}"),
-            };
-            GlobalJson {
-                index,
-                ty: g.ty().name(),
-                value,
-                bits,
-            }
-        })
-        .collect()
-}
-
-/// What `rewind show` prints.
-#[derive(Clone, Debug, Serialize)]
+/// What `rewind show` prints: the record, its globals and the pages it changed.
+#[derive(Clone, Debug)]
 pub struct ShowReport {
-    /// Iteration.
-    pub iteration: u64,
-    /// Record number.
-    pub record: u64,
-    /// Parent record.
-    pub parent: Option<u64>,
-    /// On the current timeline.
-    pub on_timeline: bool,
-    /// Memory length in bytes.
-    pub memory_len: u64,
-    /// Pages of memory.
-    pub pages: u64,
-    /// Page size.
+    /// The record.
+    pub record: Record,
+    /// Page size of the archive.
     pub page_size: u32,
-    /// State hash (hex).
-    pub state_hash: String,
-    /// Globals.
-    pub globals: Vec<GlobalJson>,
-    /// Pages changed against the parent.
-    pub changed_pages: Vec<u32>,
-    /// Bytes the capture stored.
-    pub bytes_stored: u64,
-    /// Stored as a checkpoint.
-    pub checkpoint: bool,
-    /// Size of the recorded input blob, if any.
-    pub input_len: Option<usize>,
-    /// Hash of the input blob.
-    pub input_hash: Option<String>,
+    /// Its globals.
+    pub globals: Vec<Global>,
+    /// The pages it changed against its parent, with their new hashes.
+    pub changed: Vec<Page>,
 }
 
 /// One record in detail.
 pub fn show(archive: &Archive, target: Target) -> Result<ShowReport> {
     let r = resolve(archive, target)?;
-    let d = archive.record_detail(r.id)?;
-    let ps = archive.page_size().bytes() as u64;
-    let globals = archive.globals(r.id)?;
-    let changed = archive.changes(r.id)?.into_iter().map(|(i, _)| i).collect();
-    let input = archive.input(r.id)?;
+    let ps = archive.page_size().bytes();
+    let changed = archive
+        .changes(r.id)?
+        .into_iter()
+        .map(|(i, h)| Page::of(r.id, i, h, ps))
+        .collect();
     Ok(ShowReport {
-        iteration: r.iteration,
-        record: r.id.0,
-        parent: r.parent.map(|p| p.0),
-        on_timeline: d.info.on_timeline,
-        memory_len: r.memory_len,
-        pages: r.memory_len / ps,
+        record: record(archive, &r)?,
         page_size: ps as u32,
-        state_hash: r.state_hash.to_hex(),
-        globals: globals_json(&globals),
-        changed_pages: changed,
-        bytes_stored: d.bytes_stored,
-        checkpoint: d.checkpoint,
-        input_len: input.map(|i| i.len()),
-        input_hash: r.input.map(hex_hash),
+        globals: Global::all(r.id, &archive.globals(r.id)?),
+        changed,
     })
 }
 
 // ---- diff --------------------------------------------------------------------------
 
-/// A byte range that differs.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
-pub struct ByteRange {
-    /// First address.
-    pub addr: u64,
-    /// Length in bytes.
-    pub len: u64,
-}
-
-/// One page that differs between two records.
+/// The summary line of `rewind diff` (`kind: "diff"`): the two records and what differs.
 #[derive(Clone, Debug, Serialize)]
-pub struct PageDiff {
-    /// Page index.
-    pub page: u32,
-    /// Exact ranges of differing bytes (every byte inside differs).
-    pub ranges: Vec<ByteRange>,
-}
-
-/// What `rewind diff` finds.
-#[derive(Clone, Debug, Serialize)]
-pub struct DiffReport {
+pub struct DiffSummary {
+    /// Always `"diff"`.
+    pub kind: &'static str,
     /// The first record.
-    pub a: DiffSide,
+    pub a: Record,
     /// The second record.
-    pub b: DiffSide,
-    /// Pages whose hash differs.
+    pub b: Record,
+    /// Pages that differ.
     pub pages_differing: usize,
     /// Ranges of differing bytes.
     pub ranges: usize,
     /// Bytes that differ.
     pub bytes_differing: u64,
-    /// Globals that differ: `(index, a, b)`.
-    pub globals_differing: Vec<(usize, String, String)>,
-    /// Per page (empty with `stat`).
-    pub pages: Vec<PageDiff>,
+    /// Globals that differ.
+    pub globals_differing: usize,
 }
 
-/// One side of a diff.
-#[derive(Clone, Debug, Serialize)]
-pub struct DiffSide {
-    /// Iteration.
-    pub iteration: u64,
-    /// Record.
-    pub record: u64,
-    /// Memory length.
-    pub memory_len: u64,
-    /// State hash.
-    pub state_hash: String,
+/// What `rewind diff` finds.
+#[derive(Clone, Debug)]
+pub struct DiffReport {
+    /// The records and the counts.
+    pub summary: DiffSummary,
+    /// The globals that differ.
+    pub globals: Vec<GlobalChange>,
+    /// The pages that differ, with their byte ranges (empty with `stat`).
+    pub pages: Vec<DiffEntry>,
 }
 
 /// Read bytes of a record where bytes past its memory read as zero.
@@ -393,6 +441,24 @@ fn differing_pages(xa: &Archive, ra: &RecordInfo, xb: &Archive, rb: &RecordInfo)
     Ok(out)
 }
 
+/// The globals that differ between two records.
+fn global_changes(
+    a: &RecordInfo,
+    ga: &[GlobalValue],
+    b: &RecordInfo,
+    gb: &[GlobalValue],
+) -> Vec<GlobalChange> {
+    (0..ga.len().max(gb.len()))
+        .filter(|&i| ga.get(i) != gb.get(i))
+        .map(|i| GlobalChange {
+            kind: "global_change",
+            index: i,
+            a: ga.get(i).map(|g| Global::of(a.id, i, *g)),
+            b: gb.get(i).map(|g| Global::of(b.id, i, *g)),
+        })
+        .collect()
+}
+
 /// [`diff`] across two archives: iteration (or record) `a` of `xa` against `b` of `xb`,
 /// e.g. two peers' archives at the frame a desync was reported for.
 pub fn diff_between(xa: &Archive, a: Target, xb: &Archive, b: Target, stat: bool) -> Result<DiffReport> {
@@ -403,7 +469,7 @@ pub fn diff_between(xa: &Archive, a: Target, xb: &Archive, b: Target, stat: bool
     let mut out = Vec::new();
     let (mut nranges, mut nbytes) = (0usize, 0u64);
     for &p in &pages {
-        let addr = p as u64 * ps as u64;
+        let addr = u64::from(p) * ps as u64;
         read_padded(xa, ra.id, ra.memory_len, addr, &mut pa)?;
         read_padded(xb, rb.id, rb.memory_len, addr, &mut pb)?;
         let ranges: Vec<ByteRange> = rewind_store::codec::ChangedRuns::new(&pa, &pb)
@@ -412,39 +478,31 @@ pub fn diff_between(xa: &Archive, a: Target, xb: &Archive, b: Target, stat: bool
                 len: (e - s) as u64,
             })
             .collect();
+        let bytes = ranges.iter().map(|r| r.len).sum::<u64>();
         nranges += ranges.len();
-        nbytes += ranges.iter().map(|r| r.len).sum::<u64>();
+        nbytes += bytes;
         if !stat {
-            out.push(PageDiff { page: p, ranges });
+            out.push(DiffEntry {
+                kind: "diff_entry",
+                page: p,
+                addr,
+                bytes,
+                ranges,
+            });
         }
     }
-    let (ga, gb) = (xa.globals(ra.id)?, xb.globals(rb.id)?);
-    let (ja, jb) = (globals_json(&ga), globals_json(&gb));
-    let mut globals_differing = Vec::new();
-    for i in 0..ja.len().max(jb.len()) {
-        let va = ja.get(i).map(|g| format!("{} {}", g.ty, g.value));
-        let vb = jb.get(i).map(|g| format!("{} {}", g.ty, g.value));
-        if ga.get(i) != gb.get(i) {
-            globals_differing.push((
-                i,
-                va.unwrap_or_else(|| "-".into()),
-                vb.unwrap_or_else(|| "-".into()),
-            ));
-        }
-    }
-    let side = |r: &RecordInfo| DiffSide {
-        iteration: r.iteration,
-        record: r.id.0,
-        memory_len: r.memory_len,
-        state_hash: r.state_hash.to_hex(),
-    };
+    let globals = global_changes(&ra, &xa.globals(ra.id)?, &rb, &xb.globals(rb.id)?);
     Ok(DiffReport {
-        a: side(&ra),
-        b: side(&rb),
-        pages_differing: pages.len(),
-        ranges: nranges,
-        bytes_differing: nbytes,
-        globals_differing,
+        summary: DiffSummary {
+            kind: "diff",
+            a: record(xa, &ra)?,
+            b: record(xb, &rb)?,
+            pages_differing: pages.len(),
+            ranges: nranges,
+            bytes_differing: nbytes,
+            globals_differing: globals.len(),
+        },
+        globals,
         pages: out,
     })
 }
@@ -476,82 +534,65 @@ pub fn cat(archive: &Archive, target: Target, addr: u64, len: u64) -> Result<(Re
     Ok((r, out))
 }
 
-/// One change found by `blame`.
-#[derive(Clone, Debug, Serialize)]
-pub struct BlameChange {
-    /// The iteration at which the bytes took the value `after`.
-    pub iteration: u64,
-    /// Its record.
-    pub record: u64,
-    /// True when this is the oldest record in the archive: the bytes may have changed
-    /// earlier than the archive reaches.
-    pub at_oldest: bool,
-    /// The bytes in the parent record (hex; empty at the oldest record).
-    pub before: String,
-    /// The bytes at this record (hex).
-    pub after: String,
-}
-
 /// What `rewind blame` finds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct BlameReport {
-    /// The iteration asked about.
-    pub iteration: u64,
-    /// Its record.
-    pub record: u64,
-    /// Address.
-    pub addr: u64,
-    /// Length.
-    pub len: u64,
-    /// The bytes at the asked iteration (hex).
-    pub value: String,
+    /// The bytes at the asked iteration.
+    pub value: Bytes,
     /// Latest change first. Empty when the bytes were zero and never changed.
-    pub changes: Vec<BlameChange>,
+    pub changes: Vec<Change>,
 }
 
 /// The latest `limit` changes of `[addr, addr + len)` at or before a record.
 pub fn blame(archive: &Archive, target: Target, addr: u64, len: u64, limit: usize) -> Result<BlameReport> {
-    let r = resolve(archive, target)?;
-    check_range(&r, addr, len)?;
-    let n = usize::try_from(len).context("--len does not fit in memory")?;
+    let (r, value) = cat(archive, target, addr, len)?;
     let chain = archive.blame_chain(r.id, addr, len, limit)?;
-    let mut value = vec![0u8; n];
-    archive.read(r.id, addr, &mut value)?;
-    let mut buf = vec![0u8; n];
+    let mut buf = vec![0u8; value.len()];
     let mut changes = Vec::with_capacity(chain.len());
     for b in chain {
         archive.read(b.record, addr, &mut buf)?;
-        let after = hex_bytes(&buf);
+        let after = hex(&buf);
         let before = match archive.record(b.record)?.parent {
             Some(p) if !b.at_oldest => {
                 let pm = archive.memory_len(p)?;
                 read_padded(archive, p, pm, addr, &mut buf)?;
-                hex_bytes(&buf)
+                Some(hex(&buf))
             }
-            _ => String::new(),
+            _ => None,
         };
-        changes.push(BlameChange {
-            iteration: b.iteration,
+        changes.push(Change {
+            kind: "change",
             record: b.record.0,
+            iteration: b.iteration,
             at_oldest: b.at_oldest,
+            addr,
+            len,
             before,
             after,
         });
     }
     Ok(BlameReport {
-        iteration: r.iteration,
-        record: r.id.0,
-        addr,
-        len,
-        value: hex_bytes(&value),
+        value: bytes(&r, addr, &value),
         changes,
     })
+}
+
+/// Bytes of record `r` at `addr` as a [`Bytes`].
+pub fn bytes(r: &RecordInfo, addr: u64, b: &[u8]) -> Bytes {
+    Bytes {
+        kind: "bytes",
+        record: r.id.0,
+        iteration: r.iteration,
+        addr,
+        len: b.len() as u64,
+        hex: hex(b),
+    }
 }
 
 // ---- export ------------------------------------------------------------------------
 
 /// What `rewind export` wrote.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ExportReport {
     /// Iteration.
     pub iteration: u64,
@@ -562,7 +603,7 @@ pub struct ExportReport {
     /// The state hash, recomputed from the exported pages and globals (it matched).
     pub state_hash: String,
     /// The globals.
-    pub globals: Vec<GlobalJson>,
+    pub globals: Vec<Global>,
 }
 
 /// Write the full memory image of a record to `out`, page by page, checking every page's
@@ -613,7 +654,7 @@ pub fn export(
         record: r.id.0,
         memory_len: r.memory_len,
         state_hash: r.state_hash.to_hex(),
-        globals: globals_json(&globals),
+        globals: Global::all(r.id, &globals),
     })
 }
 
@@ -622,6 +663,8 @@ pub fn export(
 /// What `rewind stats` prints.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
+    /// Always `"stats"`.
+    pub kind: &'static str,
     /// File size in bytes.
     pub file_bytes: u64,
     /// Page size.
@@ -676,6 +719,7 @@ pub fn stats(archive: &Archive, file_bytes: u64, progress: crate::Progress<'_>) 
     let info = archive.info()?;
     let ps = info.page_size as u64;
     let mut s = Stats {
+        kind: "stats",
         file_bytes,
         page_size: info.page_size,
         commits: info.commits,
@@ -752,6 +796,21 @@ mod tests {
         assert_eq!(parse_u64("0xff"), Ok(255));
         assert!(parse_u64("zz").is_err());
         assert!(parse_u64("99999999999G").is_err());
+    }
+
+    #[test]
+    fn iteration_ranges_parse_like_rust_ranges() {
+        let r = |s: &str| s.parse::<IterRange>().map(|r| (r.first, r.last));
+        assert_eq!(r("10..13"), Ok((10, 12)));
+        assert_eq!(r("10..=13"), Ok((10, 13)));
+        assert_eq!(r("0x10.."), Ok((16, u64::MAX)));
+        assert_eq!(r("..3"), Ok((0, 2)));
+        assert_eq!(r("..=3"), Ok((0, 3)));
+        assert_eq!(r(".."), Ok((0, u64::MAX)));
+        assert_eq!(r("7"), Ok((7, 7)));
+        for bad in ["3..3", "..0", "9..=3", "a..4", "4..b", "1...3"] {
+            assert!(r(bad).is_err(), "{bad} parsed");
+        }
     }
 
     #[test]

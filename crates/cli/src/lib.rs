@@ -1,7 +1,13 @@
-//! The library behind the `rewind` inspector: queries over a `.rwd` archive (read in
-//! place through [`rewind_archive::Archive`]), building an archive from raw memory images,
-//! the page-churn heatmap, hexdump formatting and the writing of output files. The binary (`src/main.rs`) only parses
-//! arguments, draws progress bars and prints what these functions return.
+//! The library behind the `rewind` inspector, laid out as ripgrep lays out its crates:
+//!
+//! - [`cmd`]: one module per command, each its arguments and `run(args, ctx)`;
+//! - [`inspect`], [`import`], [`heatmap`]: the work, returning plain data;
+//! - [`schema`]: the JSON Lines types, one per concept, shared by every command;
+//! - [`render`]: sizes, hex, JSON Lines, hexdumps, the one-line error chain;
+//! - [`output`]: writing a file through a temporary file renamed into place.
+//!
+//! The binary (`src/main.rs`) parses arguments, installs the panic hook and prints
+//! errors. Garbage collection is [`rewind_archive::collect_file`].
 //!
 //! ```
 //! use rewind_cli::{import, inspect};
@@ -29,12 +35,13 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
-pub mod gc;
+pub mod cmd;
 pub mod heatmap;
-pub mod hexdump;
 pub mod import;
 pub mod inspect;
 pub mod output;
+pub mod render;
+pub mod schema;
 
 /// Progress callback: `(done, total)` in the unit of the operation (bytes or records).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);

@@ -5,10 +5,11 @@
 //! symbolic links to the file they name (the link stays a link; its target is
 //! replaced).
 //!
-//! - A regular file (or a path that does not exist yet) is written through a temporary
-//!   file beside it (or a file in a temporary directory beside it),
-//!   `.<name>.rewind-tmp.<pid>.<random>`, which is synced and renamed over the target
-//!   only when complete. A file that is replaced keeps its permission
+//! - A regular file (or a path that does not exist yet) is written as a file in a
+//!   private temporary directory beside it, `.<name>.rewind-tmp.<pid>.<random>/`, which
+//!   is synced and renamed over the target only when complete (the one way every
+//!   command writes a file: streamed with [`Output::write`], or built by a library call
+//!   with [`Output::write_file`]). A file that is replaced keeps its permission
 //!   bits and its owner and group; a new file gets `0o666` less the umask, like any
 //!   file a program creates. The temporary file is removed on an error; one left by a
 //!   process that was killed (its pid no longer runs) is removed the next time the same
@@ -80,6 +81,19 @@ impl Output {
         matches!(self.kind, Kind::Special)
     }
 
+    /// The writer lock of the archive this output replaces
+    /// ([`rewind_archive::ArchiveLock`]), to hold until the output is in place: a
+    /// writer appending meanwhile would lose its appends to the replacement. `None` for
+    /// a device, FIFO or socket, which is written through, not replaced.
+    pub fn lock(&self) -> Result<Option<rewind_archive::ArchiveLock>> {
+        if self.is_special() {
+            return Ok(None);
+        }
+        rewind_archive::ArchiveLock::acquire(&self.target)
+            .map(Some)
+            .with_context(|| format!("cannot lock {}", self.given.display()))
+    }
+
     /// Write the output as a stream: `f` writes everything, then the file is moved into
     /// place (or, for a special file, the writes went straight to it).
     pub fn write(&self, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
@@ -88,24 +102,12 @@ impl Output {
                 .write(true)
                 .open(&self.target)
                 .with_context(|| format!("cannot open {}", self.given.display()))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-            f(&mut w)?;
-            w.flush()
-                .with_context(|| format!("cannot write {}", self.given.display()))?;
-            return Ok(());
+            return self.stream(file, f);
         }
-        let (mut tmp, mode) = self.temp_file()?;
-        {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            f(&mut w)?;
-            w.flush()
-                .with_context(|| format!("cannot write {}", self.given.display()))?;
-        }
-        let tmp = tmp.into_temp_path();
-        self.commit(&tmp, mode)?;
-        // Moved into place: nothing left to remove.
-        let _ = tmp.keep();
-        Ok(())
+        self.in_temp_dir(|path| {
+            let file = File::create(path).context("cannot create the temporary file")?;
+            self.stream(file, f)
+        })
     }
 
     /// Build the output as a file: `f` gets a path where nothing exists yet, in a
@@ -114,22 +116,37 @@ impl Output {
     /// the system's temporary directory). The temporary directory is removed afterwards,
     /// also on an error.
     pub fn write_file<T>(&self, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-        let (_, name) = dir_and_name(&self.target)?;
-        if self.is_special() {
-            let tmp = tempfile::Builder::new()
-                .prefix(".rewind-tmp.")
-                .tempdir()
-                .context("cannot create a temporary directory")?;
-            let path = tmp.path().join(&name);
-            let value = f(&path)?;
-            let mut from = File::open(&path).context("cannot read back the temporary file")?;
-            self.write(|w| {
-                std::io::copy(&mut from, w)
-                    .with_context(|| format!("cannot write {}", self.given.display()))?;
-                Ok(())
-            })?;
-            return Ok(value);
+        if !self.is_special() {
+            return self.in_temp_dir(f);
         }
+        let (_, name) = dir_and_name(&self.target)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".rewind-tmp.")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let path = tmp.path().join(&name);
+        let value = f(&path)?;
+        let mut from = File::open(&path).context("cannot read back the temporary file")?;
+        self.write(|w| {
+            std::io::copy(&mut from, w).with_context(|| format!("cannot write {}", self.given.display()))?;
+            Ok(())
+        })?;
+        Ok(value)
+    }
+
+    /// `f` writes everything into `file` through a buffer, which is then flushed.
+    fn stream(&self, file: File, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        f(&mut w)?;
+        w.flush()
+            .with_context(|| format!("cannot write {}", self.given.display()))
+    }
+
+    /// The one way a regular file is written: `f` creates it at a path in a private
+    /// temporary directory beside the target, then it is given its mode and owner and
+    /// renamed over the target. The directory is removed afterwards, also on an error.
+    fn in_temp_dir<T>(&self, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        let (_, name) = dir_and_name(&self.target)?;
         let tmp = self.temp_dir()?;
         let path = tmp.path().join(&name);
         // The mode a new file gets here: what a plain create (0o666) leaves after the
@@ -155,27 +172,6 @@ impl Output {
             .prefix(&format!(".{name}{TMP_TAG}{}.", std::process::id()))
             .tempdir_in(&dir)
             .with_context(|| format!("cannot create a temporary directory in {}", dir.display()))
-    }
-
-    /// A new temporary file beside the target, after removing the stale ones of
-    /// processes that no longer run, and the permission bits it was created with.
-    fn temp_file(&self) -> Result<(tempfile::NamedTempFile, u32)> {
-        let (dir, name) = dir_and_name(&self.target)?;
-        remove_stale(&dir, &name);
-        let mut b = tempfile::Builder::new();
-        let prefix = format!(".{name}{TMP_TAG}{}.", std::process::id());
-        b.prefix(&prefix);
-        // Created like any new file: 0o666 less the umask (the kernel applies it).
-        b.permissions(Permissions::from_mode(0o666));
-        let tmp = b
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        let mode = tmp
-            .as_file()
-            .metadata()
-            .context("cannot stat the temporary file")?
-            .mode();
-        Ok((tmp, mode & 0o777))
     }
 
     /// Give the finished temporary file the target's mode and owner (a new file: the
@@ -224,6 +220,12 @@ impl Output {
     }
 }
 
+/// Write the file at `path` as a stream through an [`Output`]: `f` writes everything,
+/// then the file is moved into place.
+pub fn write_path(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    Output::new(path)?.write(f)
+}
+
 /// Follow symbolic links from `path` to the file they name (which need not exist).
 pub fn resolve(path: &Path) -> Result<PathBuf> {
     let mut p = path.to_path_buf();
@@ -261,18 +263,41 @@ fn dir_and_name(path: &Path) -> Result<(PathBuf, String)> {
     Ok((dir, name))
 }
 
+/// Refuse to write `out` when it is one of the `inputs` (also through a symbolic or
+/// hard link, or a name that leads to the same place), or when it exists and `force`
+/// is not given.
+pub fn check(out: &Path, inputs: &[&Path], force: bool) -> Result<()> {
+    for i in inputs {
+        if same_destination(out, i) {
+            bail!("refusing to write {}: it is an input", out.display());
+        }
+    }
+    if !force && out.exists() {
+        bail!("{} already exists (use --force to replace it)", out.display());
+    }
+    Ok(())
+}
+
+/// True when two paths name the same existing file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 /// True when the two paths are the same destination: the same existing file (also
 /// through a symbolic or hard link), or the same name in the same directory once
 /// symbolic links are followed (for files that do not exist yet).
 pub fn same_destination(a: &Path, b: &Path) -> bool {
-    if crate::import::same_file(a, b) {
+    if same_file(a, b) {
         return true;
     }
     let (Ok(ra), Ok(rb)) = (resolve(a), resolve(b)) else {
         return false;
     };
     match (dir_and_name(&ra), dir_and_name(&rb)) {
-        (Ok((da, na)), Ok((db, nb))) => na == nb && crate::import::same_file(&da, &db),
+        (Ok((da, na)), Ok((db, nb))) => na == nb && same_file(&da, &db),
         _ => false,
     }
 }

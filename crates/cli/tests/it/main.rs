@@ -89,8 +89,28 @@ fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// The JSON Lines a command prints: one object per line, each naming its `kind`.
+fn lines(cmd: &mut Command) -> Vec<serde_json::Value> {
+    stdout(cmd)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("each line is valid JSON");
+            assert!(v["kind"].is_string(), "a line without a kind: {l}");
+            v
+        })
+        .collect()
+}
+
+/// The lines of kind `kind`.
+fn of_kind(lines: &[serde_json::Value], kind: &str) -> Vec<serde_json::Value> {
+    lines.iter().filter(|l| l["kind"] == kind).cloned().collect()
+}
+
+/// The one JSON object a report command prints.
 fn json(cmd: &mut Command) -> serde_json::Value {
-    serde_json::from_str(&stdout(cmd)).expect("valid JSON")
+    let mut l = lines(cmd);
+    assert_eq!(l.len(), 1, "expected one line: {l:?}");
+    l.remove(0)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -148,12 +168,10 @@ fn import_of_one_packed_file_equals_import_of_many() {
         .arg(&a2)
         .assert()
         .success();
-    let l1 = json(rewind().arg("log").arg(&fx.archive).arg("--json"));
-    let l2 = json(rewind().arg("log").arg(&a2).arg("--json"));
-    let hashes = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array()
-            .expect("array")
-            .iter()
+    let l1 = lines(rewind().arg("log").arg(&fx.archive).arg("--json"));
+    let l2 = lines(rewind().arg("log").arg(&a2).arg("--json"));
+    let hashes = |v: &Vec<serde_json::Value>| -> Vec<String> {
+        v.iter()
             .map(|e| e["state_hash"].as_str().expect("hash").to_string())
             .collect()
     };
@@ -233,7 +251,7 @@ fn blame_agrees_with_a_brute_force_scan() {
     ];
     for (i, addr, len) in cases {
         let want = brute_blame(&fx.frames, i, addr, len);
-        let j = json(rewind().arg("blame").arg(&fx.archive).arg(i.to_string()).args([
+        let j = lines(rewind().arg("blame").arg(&fx.archive).arg(i.to_string()).args([
             "--history",
             "--json",
             "--addr",
@@ -241,9 +259,12 @@ fn blame_agrees_with_a_brute_force_scan() {
             "--len",
             &len.to_string(),
         ]));
-        let got: Vec<(usize, bool)> = j["changes"]
-            .as_array()
-            .expect("changes")
+        // The value at ITER first, in the schema `cat` prints.
+        assert_eq!(j[0]["kind"], "bytes");
+        assert_eq!(j[0]["hex"], hex(&fx.frames[i][addr..addr + len]));
+        let changes = of_kind(&j, "change");
+        assert_eq!(changes.len(), j.len() - 1);
+        let got: Vec<(usize, bool)> = changes
             .iter()
             .map(|c| {
                 (
@@ -253,25 +274,24 @@ fn blame_agrees_with_a_brute_force_scan() {
             })
             .collect();
         assert_eq!(got, want, "blame {i} {addr}+{len}");
-        for c in j["changes"].as_array().expect("changes") {
+        for c in &changes {
             let it = c["iteration"].as_u64().expect("it") as usize;
             assert_eq!(c["after"], hex(&fx.frames[it][addr..addr + len]));
             if it > 0 {
                 assert_eq!(c["before"], hex(&fx.frames[it - 1][addr..addr + len]));
+            } else {
+                assert!(c["before"].is_null(), "{c}");
             }
         }
         // Without --history: only the latest.
-        let j1 = json(rewind().arg("blame").arg(&fx.archive).arg(i.to_string()).args([
+        let j1 = lines(rewind().arg("blame").arg(&fx.archive).arg(i.to_string()).args([
             "--json",
             "--addr",
             &addr.to_string(),
             "--len",
             &len.to_string(),
         ]));
-        assert_eq!(
-            j1["changes"].as_array().expect("changes").len(),
-            want.len().min(1)
-        );
+        assert_eq!(of_kind(&j1, "change").len(), want.len().min(1));
     }
     let text = stdout(
         rewind()
@@ -285,20 +305,18 @@ fn blame_agrees_with_a_brute_force_scan() {
 #[test]
 fn log_show_diff_stats_verify_heatmap_work_and_json_parses() {
     let fx = fixture();
-    let log = json(rewind().arg("log").arg(&fx.archive).arg("--json"));
-    let log = log.as_array().expect("array");
+    let log = lines(rewind().arg("log").arg(&fx.archive).arg("--json"));
     assert_eq!(log.len(), FRAMES);
     assert_eq!(log[0]["iteration"], 0);
     assert!(stdout(rewind().arg("log").arg(&fx.archive).arg("--all")).contains("state hash"));
 
-    let show = json(rewind().arg("show").arg(&fx.archive).args(["12", "--json"]));
-    assert_eq!(show["memory_len"], MEM as u64);
-    assert_eq!(show["state_hash"], log[12]["state_hash"]);
-    let changed: Vec<u64> = show["changed_pages"]
-        .as_array()
-        .expect("pages")
+    let show = lines(rewind().arg("show").arg(&fx.archive).args(["12", "--json"]));
+    // The record line is the record `log` prints, field for field.
+    assert_eq!(show[0], log[12]);
+    assert_eq!(show[0]["memory_len"], MEM as u64);
+    let changed: Vec<u64> = of_kind(&show, "page")
         .iter()
-        .map(|v| v.as_u64().expect("u64"))
+        .map(|v| v["page"].as_u64().expect("u64"))
         .collect();
     let want: Vec<u64> = (0..MEM / PAGE)
         .filter(|p| fx.frames[12][p * PAGE..(p + 1) * PAGE] != fx.frames[11][p * PAGE..(p + 1) * PAGE])
@@ -307,7 +325,15 @@ fn log_show_diff_stats_verify_heatmap_work_and_json_parses() {
     assert_eq!(changed, want);
     assert!(stdout(rewind().arg("show").arg(&fx.archive).arg("12")).contains("globals        none"));
 
-    let d = json(rewind().arg("diff").arg(&fx.archive).args(["3", "30", "--json"]));
+    let d = lines(rewind().arg("diff").arg(&fx.archive).args(["3", "30", "--json"]));
+    // Both sides are records as `log` prints them.
+    assert_eq!((&d[0]["a"], &d[0]["b"]), (&log[3], &log[30]));
+    let entries = of_kind(&d, "diff_entry");
+    assert_eq!(
+        entries.len() as u64,
+        d[0]["pages_differing"].as_u64().expect("count")
+    );
+    let d = &d[0];
     let differing = fx.frames[3]
         .iter()
         .zip(&fx.frames[30])
@@ -368,13 +394,8 @@ fn gc_rewrites_under_a_policy_and_reports() {
         before,
         "gc -o must leave the input untouched"
     );
-    let log = json(rewind().arg("log").arg(&out).arg("--json"));
-    let its: Vec<u64> = log
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|e| e["iteration"].as_u64().expect("it"))
-        .collect();
+    let log = lines(rewind().arg("log").arg(&out).arg("--json"));
+    let its: Vec<u64> = log.iter().map(|e| e["iteration"].as_u64().expect("it")).collect();
     assert_eq!(its.first(), Some(&5));
     assert_eq!(its.len(), 11);
     // Pinned iteration 5 still exports to its frame; so does the head.
@@ -455,18 +476,18 @@ fn bad_input_gives_one_line_errors_and_leaves_inputs_alone() {
         rewind().arg("show").arg(&fx.files[0]).arg("0"),
         "not a rewind archive",
     );
-    // An iteration that is not retained.
+    // An iteration past the last one was never recorded: it is not "not retained".
     fails(
         rewind().arg("show").arg(&fx.archive).arg("400"),
-        "iteration 400 is not retained",
+        "iteration 400 was never recorded: it is past the last iteration",
     );
     fails(
         rewind().arg("cat").arg(&fx.archive).args(["400", "--addr", "0"]),
-        "not retained",
+        "never recorded",
     );
     fails(
         rewind().arg("diff").arg(&fx.archive).args(["1", "400"]),
-        "not retained",
+        "never recorded",
     );
     // An address past the memory size.
     fails(
@@ -579,6 +600,7 @@ fn bad_input_gives_one_line_errors_and_leaves_inputs_alone() {
         .expect("run");
     assert_eq!(v.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).expect("JSON");
+    assert_eq!(v["kind"], "verify");
     assert_eq!(v["sound"], false);
     assert!(v["problem"].as_str().expect("problem").contains("offset"), "{v}");
     // Exporting every iteration: those that touch the damage fail with one line.
@@ -787,8 +809,7 @@ fn writing_through_a_symlink_keeps_the_link_the_mode_and_replaces_the_target() {
         .file_type()
         .is_symlink());
     assert_eq!(mode(&copy), 0o604);
-    let log = json(rewind().arg("log").arg(&copy).arg("--json"));
-    assert_eq!(log.as_array().expect("array").len(), 5);
+    assert_eq!(lines(rewind().arg("log").arg(&copy).arg("--json")).len(), 5);
     sound(&copy);
     sound(&fx.archive);
 }
@@ -887,7 +908,7 @@ fn import_refuses_iterations_past_u64_max() {
         .arg(&fx.files[0])
         .assert()
         .success();
-    let log = json(rewind().arg("log").arg(&out).arg("--json"));
+    let log = lines(rewind().arg("log").arg(&out).arg("--json"));
     assert_eq!(log[0]["iteration"], u64::MAX);
     sound(&out);
 }
@@ -941,7 +962,7 @@ fn gc_dry_run_reports_exactly_what_the_real_run_does() {
     for args in [
         vec!["--keep-last", "5"],
         vec!["--keep-last", "40"],
-        vec!["--pin", "3", "17"],
+        vec!["--pin", "3,17"],
         vec!["--budget", "20000"],
     ] {
         let dry = json(
@@ -994,17 +1015,33 @@ fn gc_never_grows_a_file_without_saying_why() {
     let fx = fixture();
     let d = fx.dir.path();
     // Keeping every record of an archive written one commit per frame.
+    let one_per_frame = d.join("one-per-frame.rwd");
+    rewind()
+        .args([
+            "import",
+            "--page-size",
+            "1024",
+            "--seed",
+            "7",
+            "--batch",
+            "1",
+            "-o",
+        ])
+        .arg(&one_per_frame)
+        .args(&fx.files)
+        .assert()
+        .success();
     let mut grew = 0;
     for args in [
         vec!["--keep-last", "40"],
-        vec!["--pin", "0", "9", "19", "29"],
+        vec!["--pin", "0", "--pin", "9,19", "--pin", "29"],
         vec!["--keep-last", "1"],
     ] {
         let out = d.join("g.rwd");
         let j = json(
             rewind()
                 .arg("gc")
-                .arg(&fx.archive)
+                .arg(&one_per_frame)
                 .args(&args)
                 .args(["--force", "--json", "-o"])
                 .arg(&out),
@@ -1016,7 +1053,7 @@ fn gc_never_grows_a_file_without_saying_why() {
         let text = stdout(
             rewind()
                 .arg("gc")
-                .arg(&fx.archive)
+                .arg(&one_per_frame)
                 .args(&args)
                 .args(["--force", "-o"])
                 .arg(&out),
@@ -1163,13 +1200,15 @@ fn diff_across_two_archives_names_the_pages_and_bytes_that_differ() {
             .assert()
             .success();
         let side = |p: &std::path::Path, n: u32| format!("{}:{n}", p.display());
-        let d = json(rewind().args(["diff", "--json", &side(&fx.archive, 9), &side(&b, 9)]));
-        assert_eq!(d["pages_differing"], 1, "{name}: {d}");
-        assert_eq!(d["pages"][0]["page"], 0x1234 / 1024, "{name}");
-        assert_eq!(d["pages"][0]["ranges"][0]["addr"], 0x1234, "{name}");
-        assert_eq!(d["pages"][0]["ranges"][0]["len"], 1, "{name}");
-        let same = json(rewind().args(["diff", "--json", &side(&fx.archive, 8), &side(&b, 8)]));
-        assert_eq!(same["pages_differing"], 0, "{name}: {same}");
+        let d = lines(rewind().args(["diff", "--json", &side(&fx.archive, 9), &side(&b, 9)]));
+        assert_eq!(d[0]["pages_differing"], 1, "{name}: {d:?}");
+        assert_eq!(d[1]["kind"], "diff_entry", "{name}");
+        assert_eq!(d[1]["page"], 0x1234 / 1024, "{name}");
+        assert_eq!(d[1]["ranges"][0]["addr"], 0x1234, "{name}");
+        assert_eq!(d[1]["ranges"][0]["len"], 1, "{name}");
+        let same = lines(rewind().args(["diff", "--json", &side(&fx.archive, 8), &side(&b, 8)]));
+        assert_eq!(same.len(), 1, "{name}: {same:?}");
+        assert_eq!(same[0]["pages_differing"], 0, "{name}: {same:?}");
         // The text form names the page and the range too.
         let text = stdout(rewind().args(["diff", &side(&fx.archive, 9), &side(&b, 9)]));
         assert!(text.contains("1 pages differ"), "{text}");
@@ -1183,4 +1222,437 @@ fn diff_across_two_archives_names_the_pages_and_bytes_that_differ() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("FILE:ITERATION"));
+}
+
+// ---- the CLI as a scripting tool ---------------------------------------------------------
+
+/// `show f.rwd r5` on a missing record said "record 5 is not in the archive" twice; the
+/// message is said once, and tells a record never recorded from one a collection removed,
+/// and an iteration past the end from one collected.
+#[test]
+fn missing_records_and_iterations_say_why_once() {
+    let fx = fixture();
+    let out = rewind()
+        .arg("show")
+        .arg(&fx.archive)
+        .arg("r500")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("record 500").count(), 1, "{err}");
+    assert!(err.contains("never recorded") && err.contains("r39"), "{err}");
+    // After a collection that keeps iterations 0 and 35..=39.
+    let gcd = fx.dir.path().join("gcd.rwd");
+    rewind()
+        .arg("gc")
+        .arg(&fx.archive)
+        .args(["--keep-last", "5", "--pin", "0", "-o"])
+        .arg(&gcd)
+        .assert()
+        .success();
+    fails(
+        rewind().arg("show").arg(&gcd).arg("r7"),
+        "record 7 is not retained: a collection removed it",
+    );
+    fails(
+        rewind().arg("show").arg(&gcd).arg("20"),
+        "iteration 20 is not retained: a collection removed",
+    );
+    fails(
+        rewind().arg("show").arg(&gcd).arg("40"),
+        "iteration 40 was never recorded",
+    );
+    // Iterations below the first of an import that starts at 100 were never recorded.
+    let late = fx.dir.path().join("late.rwd");
+    rewind()
+        .args(["import", "--page-size", "1024", "--first-iteration", "100", "-o"])
+        .arg(&late)
+        .args(&fx.files[..3])
+        .assert()
+        .success();
+    fails(
+        rewind().arg("show").arg(&late).arg("5"),
+        "iteration 5 was never recorded",
+    );
+}
+
+/// `gc --pin 900 910 FILE` took FILE as a pin: `--pin` takes one value per flag (or a
+/// comma-separated list), so a second bare value is a usage error, not a pin.
+#[test]
+fn gc_pin_takes_one_value_per_flag_and_never_swallows_the_file() {
+    let fx = fixture();
+    let before = digest(&fx.archive);
+    let out = rewind()
+        .arg("gc")
+        .args(["--pin", "3", "17"])
+        .arg(&fx.archive)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(digest(&fx.archive), before);
+    // The file after the flag, as the issue wrote it, is the file.
+    let o = fx.dir.path().join("pinned.rwd");
+    let j = json(
+        rewind()
+            .arg("gc")
+            .args(["--pin", "3", "--pin", "17,20", "--json", "-o"])
+            .arg(&o)
+            .arg(&fx.archive),
+    );
+    assert_eq!(j["records_after"], 4, "three pins and the head: {j}");
+    let its: Vec<u64> = lines(rewind().arg("log").arg(&o).arg("--json"))
+        .iter()
+        .map(|r| r["iteration"].as_u64().expect("iteration"))
+        .collect();
+    assert_eq!(its, vec![3, 17, 20, 39]);
+}
+
+#[test]
+fn log_takes_a_range_a_count_and_reverse() {
+    let fx = fixture();
+    let its = |args: &[&str]| -> Vec<u64> {
+        lines(rewind().arg("log").arg(&fx.archive).args(args).arg("--json"))
+            .iter()
+            .map(|r| r["iteration"].as_u64().expect("iteration"))
+            .collect()
+    };
+    assert_eq!(its(&["10..13"]), vec![10, 11, 12]);
+    assert_eq!(its(&["10..=13"]), vec![10, 11, 12, 13]);
+    assert_eq!(its(&["37.."]), vec![37, 38, 39]);
+    assert_eq!(its(&["..=1"]), vec![0, 1]);
+    assert_eq!(its(&["7"]), vec![7]);
+    assert_eq!(its(&["-n", "2"]), vec![0, 1]);
+    assert_eq!(its(&["--reverse", "-n", "3"]), vec![39, 38, 37]);
+    assert_eq!(its(&["5..9", "--reverse"]), vec![8, 7, 6, 5]);
+    assert_eq!(its(&["--all", "30..", "-n", "1"]), vec![30]);
+    assert!(its(&["100.."]).is_empty());
+    // The text form: a header and one line per record.
+    let text = stdout(rewind().arg("log").arg(&fx.archive).args(["-n", "3"]));
+    assert_eq!(text.lines().count(), 4, "{text}");
+    // A backwards or empty range is a usage error.
+    for bad in ["9..3", "3..3", "x..4"] {
+        rewind().arg("log").arg(&fx.archive).arg(bad).assert().code(2);
+    }
+}
+
+/// Every hash the CLI prints is the full 128 bits: `log`'s table, `show`, `export`.
+#[test]
+fn hashes_are_printed_in_full_everywhere() {
+    let fx = fixture();
+    let full = lines(rewind().arg("log").arg(&fx.archive).arg("--json"))[5]["state_hash"]
+        .as_str()
+        .expect("hash")
+        .to_string();
+    assert_eq!(full.len(), 32);
+    assert!(full.chars().all(|c| c.is_ascii_hexdigit()));
+    let table = stdout(rewind().arg("log").arg(&fx.archive));
+    let row = table.lines().nth(6).expect("the row of iteration 5");
+    assert!(row.split_whitespace().any(|w| w == full), "{row}");
+    let show = stdout(rewind().arg("show").arg(&fx.archive).arg("5"));
+    assert!(show.contains(&format!("state hash     {full}")), "{show}");
+    let m = fx.dir.path().join("m5.bin");
+    let e = stdout(rewind().arg("export").arg(&fx.archive).arg("5").arg("-o").arg(&m));
+    assert!(e.contains(&full), "{e}");
+}
+
+/// A global, a page, a record look the same wherever they appear.
+#[test]
+fn json_lines_have_one_schema_per_concept() {
+    let fx = fixture();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let log = lines(rewind().arg("log").arg(&fx.archive).args(["--all", "--json"]));
+    let show = lines(rewind().arg("show").arg(&fx.archive).args(["r4", "--json"]));
+    let diff = lines(rewind().arg("diff").arg(&fx.archive).args(["2", "r4", "--json"]));
+    let record = keys(&log[0]);
+    assert_eq!(keys(&show[0]), record);
+    assert_eq!(keys(&diff[0]["a"]), record);
+    assert_eq!(keys(&diff[0]["b"]), record);
+    assert_eq!(diff[0]["b"], show[0]);
+    for p in of_kind(&show, "page") {
+        assert_eq!(keys(&p), ["addr", "hash", "kind", "page", "record"]);
+        assert_eq!(p["hash"].as_str().expect("hash").len(), 32);
+    }
+    let cat = json(
+        rewind()
+            .arg("cat")
+            .arg(&fx.archive)
+            .args(["4", "--addr", "100", "--json"]),
+    );
+    let blame = lines(
+        rewind()
+            .arg("blame")
+            .arg(&fx.archive)
+            .args(["4", "--addr", "100", "--json"]),
+    );
+    assert_eq!(blame[0], cat);
+    // The globals file of export holds global objects (none here: the frames have none).
+    let m = fx.dir.path().join("m.bin");
+    rewind()
+        .arg("export")
+        .arg(&fx.archive)
+        .arg("4")
+        .arg("-o")
+        .arg(&m)
+        .assert()
+        .success();
+    let g: serde_json::Value =
+        serde_json::from_slice(&digest(&m.with_extension("globals.json"))).expect("globals JSON");
+    assert_eq!(g, serde_json::json!([]));
+    // Report commands print one object naming its kind.
+    for (cmd, kind) in [("stats", "stats"), ("verify", "verify")] {
+        assert_eq!(
+            json(rewind().arg(cmd).arg(&fx.archive).arg("--json"))["kind"],
+            kind
+        );
+    }
+}
+
+/// Every file the CLI writes gets 0o666 less the umask, whichever command writes it.
+#[test]
+fn written_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = fixture();
+    let d = fx.dir.path();
+    let bin = assert_cmd::cargo::cargo_bin("rewind");
+    let run = |umask: &str, args: &[&std::ffi::OsStr]| {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(&bin)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run sh");
+        assert!(st.success(), "{args:?}");
+    };
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    for (umask, want) in [("027", 0o640), ("002", 0o664), ("077", 0o600)] {
+        let (imp, gc, png, mem) = (
+            d.join(format!("u{umask}.rwd")),
+            d.join(format!("u{umask}-gc.rwd")),
+            d.join(format!("u{umask}.png")),
+            d.join(format!("u{umask}.bin")),
+        );
+        let mut args = vec![
+            "import".as_ref(),
+            "--page-size".as_ref(),
+            "1024".as_ref(),
+            "-o".as_ref(),
+            imp.as_os_str(),
+        ];
+        args.extend(fx.files[..4].iter().map(|f| f.as_os_str()));
+        run(umask, &args);
+        run(
+            umask,
+            &[
+                "gc".as_ref(),
+                imp.as_os_str(),
+                "--keep-last".as_ref(),
+                "2".as_ref(),
+                "-o".as_ref(),
+                gc.as_os_str(),
+            ],
+        );
+        run(
+            umask,
+            &[
+                "heatmap".as_ref(),
+                imp.as_os_str(),
+                "-o".as_ref(),
+                png.as_os_str(),
+            ],
+        );
+        run(
+            umask,
+            &[
+                "export".as_ref(),
+                imp.as_os_str(),
+                "1".as_ref(),
+                "-o".as_ref(),
+                mem.as_os_str(),
+            ],
+        );
+        for p in [&imp, &gc, &png, &mem, &mem.with_extension("globals.json")] {
+            assert_eq!(mode(p), want, "{} under umask {umask}", p.display());
+        }
+    }
+}
+
+/// `import` commits in batches: one commit per `--batch` frames, not one per frame, and
+/// the archive of many small frames is no longer larger than its input.
+#[test]
+fn import_commits_in_batches() {
+    let fx = fixture();
+    let packed = fx.dir.path().join("all.bin");
+    std::fs::write(&packed, fx.frames.concat()).expect("write");
+    let import = |batch: &str, out: &Path| -> serde_json::Value {
+        json(
+            rewind()
+                .args([
+                    "import",
+                    "--page-size",
+                    "1024",
+                    "--seed",
+                    "7",
+                    "--json",
+                    "--batch",
+                    batch,
+                    "--frame-size",
+                ])
+                .arg(MEM.to_string())
+                .arg(&packed)
+                .arg("-o")
+                .arg(out),
+        )
+    };
+    let (one, seven, all) = (
+        fx.dir.path().join("b1.rwd"),
+        fx.dir.path().join("b7.rwd"),
+        fx.dir.path().join("b1000.rwd"),
+    );
+    let r1 = import("1", &one);
+    let r7 = import("7", &seven);
+    let r1000 = import("1000", &all);
+    assert_eq!(r1["commits"], FRAMES as u64);
+    assert_eq!(r7["commits"], FRAMES.div_ceil(7) as u64);
+    assert_eq!(r1000["commits"], 1);
+    assert_eq!(
+        json(rewind().arg("stats").arg(&all).arg("--json"))["commits"],
+        2,
+        "the empty first commit and one batch"
+    );
+    // The same history whatever the batching: every state hash agrees.
+    let hashes = |p: &Path| -> Vec<serde_json::Value> {
+        lines(rewind().arg("log").arg(p).arg("--json"))
+            .iter()
+            .map(|r| r["state_hash"].clone())
+            .collect()
+    };
+    assert_eq!(hashes(&one), hashes(&all));
+    assert_eq!(hashes(&seven), hashes(&all));
+    let size = |p: &Path| std::fs::metadata(p).expect("stat").len();
+    assert!(
+        size(&all) < size(&seven) && size(&seven) < size(&one),
+        "{} {} {}",
+        size(&all),
+        size(&seven),
+        size(&one)
+    );
+    sound(&one);
+    sound(&seven);
+    sound(&all);
+    rewind()
+        .args(["import", "--page-size", "1024", "--batch", "0", "-o"])
+        .arg(fx.dir.path().join("b0.rwd"))
+        .arg(&fx.files[0])
+        .assert()
+        .code(2);
+}
+
+/// `log | head -1` stops reading: the output is streamed and a closed pipe ends the
+/// command quietly with success (the log of 20,000 records is far larger than a pipe's
+/// buffer, so the write after `head` exits fails).
+#[test]
+fn log_into_a_closed_pipe_stops_quietly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let frames: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| {
+            let mut f = vec![0u8; 1024];
+            f[..4].copy_from_slice(&i.to_le_bytes());
+            f
+        })
+        .collect();
+    let packed = dir.path().join("frames.bin");
+    std::fs::write(&packed, frames).expect("write");
+    let archive = dir.path().join("many.rwd");
+    rewind()
+        .args(["import", "--page-size", "1024", "--frame-size", "1024", "-o"])
+        .arg(&archive)
+        .arg(&packed)
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("rewind");
+    for json in ["", "--json"] {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg("set -o pipefail; \"$0\" log \"$1\" $2 | head -n 1")
+            .arg(&bin)
+            .arg(&archive)
+            .arg(json)
+            .output()
+            .expect("run bash");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    }
+}
+
+/// An archive with a rollback: frames 0..=9, back to 5, then 6 and 7 again. Records
+/// r6..=r9 are an abandoned branch; r5 is a branch point.
+fn branched(dir: &Path) -> PathBuf {
+    use rewind_archive::{ArchiveWriter, Durability};
+    use rewind_history::{History, HistoryConfig};
+    let path = dir.join("branched.rwd");
+    let mut h = History::new(HistoryConfig::new(1024).expect("page size").seed(3)).expect("history");
+    let mut w = ArchiveWriter::create(&path, &h, Durability::Manual).expect("create");
+    let mut mem = vec![0u8; 4096];
+    for i in 0..10u64 {
+        mem[i as usize * 7] = 1 + i as u8;
+        h.capture(i, &mem, &[], None, None).expect("capture");
+    }
+    h.rollback(5).expect("rollback");
+    for i in 6..8u64 {
+        mem[i as usize * 11] = 100 + i as u8;
+        h.capture(i, &mem, &[], None, None).expect("capture");
+    }
+    w.append(&h).expect("append");
+    w.sync().expect("sync");
+    path
+}
+
+#[test]
+fn log_marks_branches_and_a_branch_only_iteration_names_its_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = branched(dir.path());
+    let all = lines(rewind().arg("log").arg(&a).args(["--all", "--json"]));
+    assert_eq!(all.len(), 12);
+    let children: Vec<u64> = all
+        .iter()
+        .map(|r| r["children"].as_u64().expect("children"))
+        .collect();
+    assert_eq!(children, vec![1, 1, 1, 1, 1, 2, 1, 1, 1, 0, 1, 0]);
+    let off: Vec<u64> = all
+        .iter()
+        .filter(|r| r["on_timeline"] == false)
+        .map(|r| r["record"].as_u64().expect("record"))
+        .collect();
+    assert_eq!(off, vec![6, 7, 8, 9]);
+    // The timeline alone counts the abandoned children too.
+    let tl = lines(rewind().arg("log").arg(&a).arg("--json"));
+    assert_eq!(tl.len(), 8);
+    assert_eq!(tl[5]["children"], 2);
+    assert_eq!(tl[5], all[5]);
+    let text = stdout(rewind().arg("log").arg(&a));
+    assert!(text.contains("branch point (2 children)"), "{text}");
+    let text = stdout(rewind().arg("log").arg(&a).arg("--all"));
+    assert_eq!(text.matches("abandoned").count(), 4, "{text}");
+    // Iteration 8 exists only on the abandoned branch: the error says where.
+    fails(
+        rewind().arg("show").arg(&a).arg("8"),
+        "iteration 8 is not on the timeline, only on an abandoned branch: r8",
+    );
+    assert!(stdout(rewind().arg("show").arg(&a).arg("r8")).contains("[abandoned branch]"));
+    fails(
+        rewind().arg("show").arg(&a).arg("10"),
+        "iteration 10 was never recorded",
+    );
 }
