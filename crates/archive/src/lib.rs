@@ -53,6 +53,7 @@
 
 mod error;
 pub mod format;
+mod index;
 mod lock;
 mod reader;
 mod writer;
@@ -60,10 +61,9 @@ mod writer;
 use std::path::Path;
 
 pub use error::ArchiveError;
+pub use format::ObjectKind;
 pub use lock::{lock_path, ArchiveLock};
-pub use reader::{
-    Archive, ArchiveInfo, ObjectInfo, ObjectKind, RecordDetail, RecordInfo, TornTail, VerifyReport,
-};
+pub use reader::{Archive, ArchiveInfo, ObjectInfo, RecordDetail, RecordInfo, TornTail, VerifyReport};
 pub use rewind_history::Blame;
 pub use writer::{AppendReport, ArchiveWriter, Durability, CHECKPOINT_HOPS, MERGE_FANOUT};
 

@@ -8,13 +8,14 @@ use std::sync::Mutex;
 
 use memmap2::Mmap;
 use rewind_history::{Blame, History, RecordId};
-use rewind_snapshot::{GlobalType, GlobalValue, PageVec, Snapshot, StateHash};
-use rewind_store::codec::{self, Encoding};
+use rewind_snapshot::{GlobalValue, PageVec, Snapshot, StateHash};
+use rewind_store::codec;
 use rewind_store::{Object, PageHash, PageSize, PageStore, StoreConfig};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use crate::format::*;
+use crate::index::{self, IndexEntry, RunKey as _};
 use crate::ArchiveError;
 
 /// Bytes at the end of a file that no complete commit covers (a write torn by a crash).
@@ -88,17 +89,6 @@ pub struct RecordDetail {
     pub bytes_stored: u64,
     /// Number of globals.
     pub globals: u32,
-}
-
-/// How a page object is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ObjectKind {
-    /// The raw page.
-    Raw,
-    /// An lz4 block.
-    Lz4,
-    /// A delta against a parent page.
-    Delta,
 }
 
 /// One page object of the file, from [`Archive::objects`].
@@ -230,117 +220,6 @@ fn slice_of<'v, T>(
         .ok_or(ArchiveError::Inconsistent { offset, reason: what })
 }
 
-pub(crate) fn own_obj(e: &ArchivedObjEntry) -> ObjEntry {
-    ObjEntry {
-        hash: e.hash,
-        seg: e.seg.to_native(),
-        pos: e.pos.to_native(),
-        depth: e.depth,
-        kind: e.kind,
-    }
-}
-
-pub(crate) fn own_rec(e: &ArchivedRecEntry) -> RecEntry {
-    RecEntry {
-        id: e.id.to_native(),
-        iteration: e.iteration.to_native(),
-        parent: e.parent.to_native(),
-        memory_len: e.memory_len.to_native(),
-        seg: e.seg.to_native(),
-        state_hash: e.state_hash,
-        input: e.input,
-        has_input: e.has_input,
-        pos: e.pos.to_native(),
-        hops: e.hops.to_native(),
-        since: e.since.to_native(),
-    }
-}
-
-pub(crate) fn own_input(e: &ArchivedInputEntry) -> InputEntry {
-    InputEntry {
-        hash: e.hash,
-        seg: e.seg.to_native(),
-        pos: e.pos.to_native(),
-    }
-}
-
-pub(crate) fn own_tl(e: &ArchivedTlEntry) -> TlEntry {
-    TlEntry {
-        iteration: e.iteration.to_native(),
-        id: e.id.to_native(),
-    }
-}
-
-pub(crate) fn own_run(r: &ArchivedRunRef) -> RunRef {
-    RunRef {
-        seg: r.seg.to_native(),
-        start: r.start.to_native(),
-        len: r.len.to_native(),
-        first: r.first.to_native(),
-        last: r.last.to_native(),
-        level: r.level,
-    }
-}
-
-/// The key an index lookup is by, ordered as entries are within a run, and the `u64`
-/// that a run's `first..=last` range is of.
-pub(crate) trait RunKey: Ord {
-    /// The value a run's key range is compared with.
-    fn range_key(&self) -> u64;
-}
-
-impl RunKey for u64 {
-    fn range_key(&self) -> u64 {
-        *self
-    }
-}
-
-impl RunKey for [u8; 16] {
-    fn range_key(&self) -> u64 {
-        hash_key(self)
-    }
-}
-
-/// An archived entry of one of the four index tables (objects, records, inputs,
-/// timeline). A table is a list of sorted runs, named by the root oldest first and
-/// stored in runs segments; this says where a table's runs and entries are and what an
-/// entry is sorted by, so one lookup serves all four.
-pub(crate) trait IndexEntry: Sized {
-    /// What the table is sorted and looked up by.
-    type Key: RunKey;
-    /// The table's runs in a root.
-    fn runs(root: &ArchivedRootSeg) -> &[ArchivedRunRef];
-    /// The table's entries in a runs segment.
-    fn entries(seg: &ArchivedRunsSeg) -> &[Self];
-    /// This entry's key.
-    fn key(&self) -> Self::Key;
-}
-
-/// `IndexEntry` for the entry type of a table, named the same in the root and in runs
-/// segments, with the expression of an entry `e`'s key.
-macro_rules! index_table {
-    ($entry:ty, $table:ident, $key:ty, |$e:ident| $get:expr) => {
-        impl IndexEntry for $entry {
-            type Key = $key;
-            fn runs(root: &ArchivedRootSeg) -> &[ArchivedRunRef] {
-                &root.$table
-            }
-            fn entries(seg: &ArchivedRunsSeg) -> &[Self] {
-                &seg.$table
-            }
-            fn key(&self) -> $key {
-                let $e = self;
-                $get
-            }
-        }
-    };
-}
-
-index_table!(ArchivedObjEntry, objects, [u8; 16], |e| e.hash);
-index_table!(ArchivedRecEntry, records, u64, |e| e.id.to_native());
-index_table!(ArchivedInputEntry, inputs, [u8; 16], |e| e.hash);
-index_table!(ArchivedTlEntry, timeline, u64, |e| e.iteration.to_native());
-
 /// The reasons of [`Archive::data_entry`] for an object.
 const OBJECT_REASONS: [&str; 2] = [
     "object index points past its segment",
@@ -360,17 +239,9 @@ fn info_of(e: &RecEntry) -> RecordInfo {
 }
 
 fn global_of(g: &ArchivedGlobalRec, offset: u64) -> Result<GlobalValue, ArchiveError> {
-    let bits = u128::from_le_bytes(g.bits);
-    let ty = GlobalType::from_tag(g.ty).ok_or(ArchiveError::Inconsistent {
+    g.value().ok_or(ArchiveError::Inconsistent {
         offset,
         reason: "unknown global type",
-    })?;
-    Ok(match ty {
-        GlobalType::I32 => GlobalValue::I32(bits as u32 as i32),
-        GlobalType::I64 => GlobalValue::I64(bits as u64 as i64),
-        GlobalType::F32 => GlobalValue::F32(bits as u32),
-        GlobalType::F64 => GlobalValue::F64(bits as u64),
-        GlobalType::V128 => GlobalValue::V128(bits),
     })
 }
 
@@ -752,7 +623,7 @@ impl Archive {
         let Some(root) = self.root()? else {
             return Ok(Default::default());
         };
-        let f = |v: &rkyv::vec::ArchivedVec<ArchivedRunRef>| v.iter().map(own_run).collect::<Vec<_>>();
+        let f = |v: &rkyv::vec::ArchivedVec<ArchivedRunRef>| v.iter().map(RunRef::from).collect::<Vec<_>>();
         Ok([
             f(&root.objects),
             f(&root.records),
@@ -778,22 +649,13 @@ impl Archive {
     /// entry found is the answer.
     fn lookup<E: IndexEntry>(&self, key: &E::Key) -> Result<Option<&E>, ArchiveError> {
         let Some(root) = self.root()? else { return Ok(None) };
-        let k = key.range_key();
-        for r in E::runs(root).iter().rev() {
-            let r = own_run(r);
-            if r.first <= k && k <= r.last {
-                let run = self.run::<E>(&r)?;
-                if let Ok(i) = run.binary_search_by(|e| e.key().cmp(key)) {
-                    return Ok(run.get(i));
-                }
-            }
-        }
-        Ok(None)
+        let runs = E::runs(root).iter().map(RunRef::from);
+        index::lookup(runs, |r| Some((r.first, r.last)), |r| self.run::<E>(r), key)
     }
 
     fn rec_entry(&self, id: u64) -> Result<RecEntry, ArchiveError> {
         self.lookup::<ArchivedRecEntry>(&id)?
-            .map(own_rec)
+            .map(RecEntry::from)
             .ok_or(ArchiveError::NoSuchRecord(RecordId(id)))
     }
 
@@ -804,11 +666,11 @@ impl Archive {
     }
 
     fn obj_entry(&self, hash: PageHash) -> Result<Option<ObjEntry>, ArchiveError> {
-        Ok(self.lookup::<ArchivedObjEntry>(&hash.0)?.map(own_obj))
+        Ok(self.lookup::<ArchivedObjEntry>(&hash.0)?.map(ObjEntry::from))
     }
 
     fn input_entry(&self, hash: PageHash) -> Result<Option<InputEntry>, ArchiveError> {
-        Ok(self.lookup::<ArchivedInputEntry>(&hash.0)?.map(own_input))
+        Ok(self.lookup::<ArchivedInputEntry>(&hash.0)?.map(InputEntry::from))
     }
 
     /// Entry `pos` of one table of the data segment at `seg`, with the segment, checked
@@ -855,7 +717,7 @@ impl Archive {
         let mut out = Vec::new();
         for r in &recs {
             for e in self.run(r)? {
-                let e = own_rec(e);
+                let e = RecEntry::from(e);
                 let mut info = info_of(&e);
                 info.on_timeline = self.tl_lookup(e.iteration)? == Some(e.id);
                 out.push(info);
@@ -1096,21 +958,14 @@ impl Archive {
             e.seg,
             "object bytes out of their segment",
         )?;
-        match m.kind {
-            KIND_RAW | KIND_LZ4 => Ok(rewind_store::ObjectRef::Full {
-                encoding: if m.kind == KIND_RAW {
-                    Encoding::Raw
-                } else {
-                    Encoding::Lz4
-                },
-                bytes,
-            }),
-            KIND_DELTA => Ok(rewind_store::ObjectRef::Delta {
+        let kind = ObjectKind::from_tag(m.kind).ok_or(bad("unknown object kind"))?;
+        Ok(match kind.encoding() {
+            Some(encoding) => rewind_store::ObjectRef::Full { encoding, bytes },
+            None => rewind_store::ObjectRef::Delta {
                 parent: PageHash(m.parent),
                 runs: bytes,
-            }),
-            _ => Err(bad("unknown object kind")),
-        }
+            },
+        })
     }
 
     /// Rebuild one page into `out` (page-size bytes): decompresses only this page and the
@@ -1431,7 +1286,7 @@ impl Archive {
         let mut out = Vec::new();
         for r in &objs {
             for e in self.run(r)? {
-                let e = own_obj(e);
+                let e = ObjEntry::from(e);
                 let (_, m) = self.data_entry(
                     e.seg,
                     e.pos,
@@ -1439,17 +1294,10 @@ impl Archive {
                     |m| m.hash == e.hash && m.kind == e.kind,
                     OBJECT_REASONS,
                 )?;
-                let kind = match m.kind {
-                    KIND_RAW => ObjectKind::Raw,
-                    KIND_LZ4 => ObjectKind::Lz4,
-                    KIND_DELTA => ObjectKind::Delta,
-                    _ => {
-                        return Err(ArchiveError::Inconsistent {
-                            offset: e.seg,
-                            reason: "unknown object kind",
-                        })
-                    }
-                };
+                let kind = ObjectKind::from_tag(m.kind).ok_or(ArchiveError::Inconsistent {
+                    offset: e.seg,
+                    reason: "unknown object kind",
+                })?;
                 out.push(ObjectInfo {
                     hash: PageHash(e.hash),
                     kind,
@@ -1494,7 +1342,7 @@ impl Archive {
         let mut last_id = None;
         for r in &recs {
             for e in self.run(r)? {
-                let e = own_rec(e);
+                let e = RecEntry::from(e);
                 if last_id.is_some_and(|l| l >= e.id) {
                     return Err(ArchiveError::Inconsistent {
                         offset: r.seg,
@@ -1603,7 +1451,7 @@ impl Archive {
         let mut entries: HashMap<PageHash, ObjEntry> = HashMap::new();
         for r in &objs {
             for e in self.run::<ArchivedObjEntry>(r)? {
-                entries.insert(PageHash(e.hash), own_obj(e));
+                entries.insert(PageHash(e.hash), ObjEntry::from(e));
             }
         }
         // Every referenced page goes into the store as a full page (lz4 or raw): the
@@ -1624,7 +1472,7 @@ impl Archive {
         let mut history = History::from_loaded_store(store);
         for r in &inputs {
             for ie in self.run(r)? {
-                let ie = own_input(ie);
+                let ie = InputEntry::from(ie);
                 let bytes = self.input_bytes(&ie)?;
                 history.push_loaded_input(PageHash(ie.hash), bytes.into());
             }
@@ -1836,16 +1684,16 @@ impl Archive {
         }
         for r in &objs {
             for e in self.run::<ArchivedObjEntry>(r)? {
-                let e = own_obj(e);
+                let e = ObjEntry::from(e);
                 let (_, m) = self.obj_meta(&e)?;
-                let ok = match m.kind {
-                    KIND_RAW | KIND_LZ4 => m.depth == 0 && m.parent == [0; 16],
-                    KIND_DELTA => {
+                let ok = match ObjectKind::from_tag(m.kind) {
+                    Some(ObjectKind::Raw | ObjectKind::Lz4) => m.depth == 0 && m.parent == [0; 16],
+                    Some(ObjectKind::Delta) => {
                         m.depth <= self.header.max_chain
                             && m.parent != [0; 16]
                             && depths.get(&m.parent).and_then(|d| d.checked_add(1)) == Some(m.depth)
                     }
-                    _ => false,
+                    None => false,
                 };
                 if !ok {
                     return Err(bad(e.seg, "object kind, depth or delta base is wrong"));
@@ -1856,7 +1704,7 @@ impl Archive {
         let mut seen = HashSet::new();
         for r in &inputs {
             for e in self.run::<ArchivedInputEntry>(r)? {
-                let e = own_input(e);
+                let e = InputEntry::from(e);
                 if !seen.insert(e.hash) {
                     return Err(bad(r.seg, "an input is indexed twice"));
                 }
