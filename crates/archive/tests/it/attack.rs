@@ -90,7 +90,6 @@ fn observe(bytes: &[u8]) -> String {
         put(format!("{:?}", a.input(r.id)));
         put(format!("{:?}", a.pages(r.id)));
         put(format!("{:?}", a.changes(r.id)));
-        put(format!("{:?}", a.changes_in(r.id, 1..=3)));
         put(format!("{:?}", a.page_at(r.id, 2)));
         let mut mem = vec![0u8; r.memory_len as usize];
         put(format!(
