@@ -3,8 +3,7 @@
 
 use rewind_history::RecordId;
 use rewind_snapshot::{GlobalValue, StateHash};
-use rewind_store::codec;
-use rewind_store::PageHash;
+use rewind_store::{FindObject, PageHash};
 
 use super::*;
 use crate::index::{self, IndexEntry};
@@ -356,7 +355,8 @@ impl Archive {
     }
 
     /// Rebuild one page into `out` (page-size bytes): decompresses only this page and the
-    /// deltas under it, at most `max_chain` of them.
+    /// deltas under it, at most `max_chain` of them (the same rebuild as the in-memory
+    /// store's, through [`FindObject`]), and checks the bytes hash to `hash`.
     pub fn read_page(&self, hash: PageHash, out: &mut [u8]) -> Result<(), ArchiveError> {
         let ps = self.header.page_size as usize;
         if out.len() != ps {
@@ -366,35 +366,7 @@ impl Archive {
                 memory_len: ps as u64,
             });
         }
-        let limit = self.header.max_chain as usize;
-        let mut chain: Vec<(PageHash, &[u8])> = Vec::new();
-        let mut cur = hash;
-        loop {
-            if cur.is_zero() {
-                out.fill(0);
-                break;
-            }
-            let e = self
-                .obj_entry(cur)?
-                .ok_or(ArchiveError::MissingObject { hash: cur })?;
-            match self.object_of(&e)? {
-                rewind_store::ObjectRef::Full { encoding, bytes } => {
-                    codec::decode_full(encoding, bytes, out)
-                        .map_err(|source| ArchiveError::Codec { hash: cur, source })?;
-                    break;
-                }
-                rewind_store::ObjectRef::Delta { parent, runs, .. } => {
-                    if chain.len() >= limit {
-                        return Err(ArchiveError::ChainTooLong { hash, limit });
-                    }
-                    chain.push((cur, runs));
-                    cur = parent;
-                }
-            }
-        }
-        for (h, runs) in chain.iter().rev() {
-            codec::apply_delta(out, runs).map_err(|source| ArchiveError::Codec { hash: *h, source })?;
-        }
+        rewind_store::rebuild(self, hash, out, self.header.max_chain as usize)?;
         // Content addressing is only as good as this check: a page whose bytes were
         // edited (and its segment checksum re-sealed) must not be returned as `hash`.
         // One xxh3-128 pass over a page costs far less than decoding it.
@@ -463,5 +435,15 @@ impl Archive {
     pub fn read_at(&self, iteration: u64, addr: u64, out: &mut [u8]) -> Result<(), ArchiveError> {
         let id = self.at(iteration)?.id;
         self.read(id, addr, out)
+    }
+}
+
+/// The archive as a source of page objects, so [`rewind_store::rebuild`] reads its pages
+/// as it reads the in-memory store's.
+impl FindObject for Archive {
+    type Error = ArchiveError;
+
+    fn find_object(&self, hash: PageHash) -> Result<Option<rewind_store::ObjectRef<'_>>, ArchiveError> {
+        self.object(hash)
     }
 }
