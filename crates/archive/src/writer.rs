@@ -394,7 +394,7 @@ impl ArchiveWriter {
         // One runs segment per table, so a query touching the (small) timeline or record
         // runs never checksums a large merged object run.
         let mut runs = RunsSeg::default();
-        index::place(&mut tables.objects, &mut runs.objects);
+        index::place(tables.object_runs_mut(), &mut runs.objects);
         let objects_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
         index::place(&mut tables.records, &mut runs.records);
         let records_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
@@ -403,11 +403,11 @@ impl ArchiveWriter {
         index::place(&mut tables.timeline, &mut runs.timeline);
         let timeline_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
         let runs_off = data_off + buf.len() as u64; // every run is placed by now
-        index::set_seg(&mut tables.objects, objects_off);
+        index::set_seg(tables.object_runs_mut(), objects_off);
         index::set_seg(&mut tables.records, records_off);
         index::set_seg(&mut tables.inputs, inputs_off);
         index::set_seg(&mut tables.timeline, timeline_off);
-        root.objects = index::refs_of(&tables.objects, runs_off);
+        root.objects = index::refs_of(tables.object_runs(), runs_off);
         root.records = index::refs_of(&tables.records, runs_off);
         root.inputs = index::refs_of(&tables.inputs, runs_off);
         root.timeline = index::refs_of(&tables.timeline, runs_off);
@@ -676,6 +676,7 @@ impl Written {
     fn index(&self, staged: &mut Staged, head: u64, fanout: usize) -> Result<Tables, ArchiveError> {
         let mut tables = self.tables.clone();
         let mut objects = std::mem::take(&mut staged.obj_entries);
+        let new_objects = objects.len();
         if !objects.is_empty() {
             objects.sort_unstable_by_key(|e| e.hash);
             tables.objects.push(MemRun::pending(objects, 0));
@@ -696,7 +697,7 @@ impl Written {
                 tables.timeline.push(MemRun::pending(path, 0));
             }
         }
-        tables.merge(fanout);
+        tables.merge(fanout, new_objects);
         Ok(tables)
     }
 
