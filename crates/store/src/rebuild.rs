@@ -106,3 +106,69 @@ pub fn rebuild<S: FindObject + ?Sized>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::Encoding;
+    use std::collections::HashMap;
+
+    /// Objects by hash, as a foreign file might hold them.
+    struct Map(HashMap<PageHash, (Option<PageHash>, Vec<u8>)>);
+
+    impl FindObject for Map {
+        type Error = RebuildError;
+        fn find_object(&self, hash: PageHash) -> Result<Option<ObjectRef<'_>>, RebuildError> {
+            Ok(self.0.get(&hash).map(|(parent, bytes)| match parent {
+                Some(parent) => ObjectRef::Delta {
+                    parent: *parent,
+                    runs: bytes,
+                },
+                None => ObjectRef::Full {
+                    encoding: Encoding::Raw,
+                    bytes,
+                },
+            }))
+        }
+    }
+
+    fn h(n: u8) -> PageHash {
+        PageHash([n; 16])
+    }
+
+    #[test]
+    fn a_chain_rebuilds_and_every_failure_names_its_object() {
+        // full page 1; 2 = 1 with byte 3 set to 9; 3 = 2 with byte 0 set to 7.
+        let mut m = HashMap::new();
+        m.insert(h(1), (None, vec![1u8; 8]));
+        m.insert(h(2), (Some(h(1)), vec![3, 0, 0, 0, 9]));
+        m.insert(h(3), (Some(h(2)), vec![0, 0, 0, 0, 7]));
+        let mut out = [0u8; 8];
+        rebuild(&Map(m.clone()), h(3), &mut out, 8).unwrap();
+        assert_eq!(out, [7, 1, 1, 9, 1, 1, 1, 1]);
+        assert_eq!(
+            rebuild(&Map(m.clone()), h(3), &mut out, 1),
+            Err(RebuildError::ChainTooLong { hash: h(3), limit: 1 })
+        );
+        assert_eq!(
+            rebuild(&Map(m.clone()), h(4), &mut out, 8),
+            Err(RebuildError::MissingObject { hash: h(4) })
+        );
+        // A delta on the zero page applies to zeros.
+        m.insert(h(5), (Some(PageHash::ZERO), vec![1, 0, 0, 0, 5]));
+        rebuild(&Map(m.clone()), h(5), &mut out, 8).unwrap();
+        assert_eq!(out, [0, 5, 0, 0, 0, 0, 0, 0]);
+        // A cycle stops at the bound; a run past the page is corrupt.
+        m.insert(h(6), (Some(h(6)), vec![0, 0, 0, 0, 1]));
+        assert!(matches!(
+            rebuild(&Map(m.clone()), h(6), &mut out, 8),
+            Err(RebuildError::ChainTooLong { .. })
+        ));
+        m.insert(h(7), (Some(h(1)), vec![7, 0, 3, 0, 1, 1, 1, 1]));
+        assert!(matches!(
+            rebuild(&Map(m), h(7), &mut out, 8),
+            Err(RebuildError::Corrupt { hash, .. }) if hash == h(7)
+        ));
+    }
+}
