@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use rewind_history::{HistoryError, RecordId};
-use rewind_store::{CodecError, PageHash, StateHash, StoreError};
+use rewind_store::{CodecError, PageHash, RebuildError, StateHash, StoreError};
 
 /// Errors of the archive: I/O, a file that is not (or no longer) a valid archive, and
 /// lookups of what the archive does not hold.
@@ -223,6 +223,18 @@ fn holder(pid: Option<u32>) -> String {
     match pid {
         Some(p) => format!("pid {p}"),
         None => "holder's pid unknown".to_string(),
+    }
+}
+
+impl From<RebuildError> for ArchiveError {
+    fn from(e: RebuildError) -> Self {
+        match e {
+            RebuildError::MissingObject { hash } => ArchiveError::MissingObject { hash },
+            RebuildError::Corrupt { hash, source } => ArchiveError::Codec { hash, source },
+            RebuildError::ChainTooLong { hash, limit } => ArchiveError::ChainTooLong { hash, limit },
+            // The enum is non-exhaustive; a new reason is a store error.
+            e => ArchiveError::Store(StoreError::from(e)),
+        }
     }
 }
 

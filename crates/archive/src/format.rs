@@ -2,6 +2,8 @@
 //! rkyv-archived payload types. `docs/format.md` describes the same thing in prose.
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use rewind_snapshot::{GlobalType, GlobalValue};
+use rewind_store::Encoding;
 use rkyv::{Archive, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -388,12 +390,60 @@ pub struct ObjMeta {
     pub depth: u8,
 }
 
-/// Object kinds.
-pub const KIND_RAW: u8 = 0;
+/// Object kinds: a full page's tag is its [`Encoding`]'s.
+pub const KIND_RAW: u8 = Encoding::Raw as u8;
 /// An lz4 full page.
-pub const KIND_LZ4: u8 = 1;
+pub const KIND_LZ4: u8 = Encoding::Lz4 as u8;
 /// A delta.
 pub const KIND_DELTA: u8 = 2;
+
+/// How a page object is stored (the `kind` of its [`ObjMeta`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// The raw page.
+    Raw,
+    /// An lz4 block.
+    Lz4,
+    /// A delta against a parent page.
+    Delta,
+}
+
+impl ObjectKind {
+    /// The kind of an object's `kind` tag; `None` for a tag the format does not define.
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            KIND_DELTA => Some(ObjectKind::Delta),
+            t => Encoding::from_tag(t).map(ObjectKind::from),
+        }
+    }
+
+    /// The tag stored in the file.
+    pub fn tag(self) -> u8 {
+        match self {
+            ObjectKind::Raw => KIND_RAW,
+            ObjectKind::Lz4 => KIND_LZ4,
+            ObjectKind::Delta => KIND_DELTA,
+        }
+    }
+
+    /// The encoding of a full page; `None` for a delta.
+    pub fn encoding(self) -> Option<Encoding> {
+        match self {
+            ObjectKind::Raw => Some(Encoding::Raw),
+            ObjectKind::Lz4 => Some(Encoding::Lz4),
+            ObjectKind::Delta => None,
+        }
+    }
+}
+
+impl From<Encoding> for ObjectKind {
+    fn from(e: Encoding) -> Self {
+        match e {
+            Encoding::Raw => ObjectKind::Raw,
+            Encoding::Lz4 => ObjectKind::Lz4,
+        }
+    }
+}
 
 /// One record in a [`DataSeg`].
 #[derive(Archive, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -437,6 +487,24 @@ pub struct GlobalRec {
     pub ty: u8,
     /// The bits, little-endian, zero-extended.
     pub bits: [u8; 16],
+}
+
+impl From<&GlobalValue> for GlobalRec {
+    fn from(g: &GlobalValue) -> Self {
+        GlobalRec {
+            ty: g.ty() as u8,
+            bits: g.to_bits().to_le_bytes(),
+        }
+    }
+}
+
+impl ArchivedGlobalRec {
+    /// The value; `None` for a type tag the format does not define. Bits beyond the
+    /// type's width are ignored (`verify` rejects them).
+    pub fn value(&self) -> Option<GlobalValue> {
+        let ty = GlobalType::from_tag(self.ty)?;
+        Some(GlobalValue::from_bits(ty, u128::from_le_bytes(self.bits)))
+    }
 }
 
 /// One changed page slot.
@@ -595,6 +663,73 @@ pub struct RootSeg {
     pub inputs: Vec<RunRef>,
     /// Timeline runs, by increasing iteration.
     pub timeline: Vec<RunRef>,
+}
+
+// ---- archived → native ---------------------------------------------------------------
+//
+// The index entries and run references a reader finds in the file, as the plain values
+// the writer keeps in memory (a writer reopening a file loads its index through these).
+
+impl From<&ArchivedObjEntry> for ObjEntry {
+    fn from(e: &ArchivedObjEntry) -> Self {
+        ObjEntry {
+            hash: e.hash,
+            seg: e.seg.to_native(),
+            pos: e.pos.to_native(),
+            depth: e.depth,
+            kind: e.kind,
+        }
+    }
+}
+
+impl From<&ArchivedRecEntry> for RecEntry {
+    fn from(e: &ArchivedRecEntry) -> Self {
+        RecEntry {
+            id: e.id.to_native(),
+            iteration: e.iteration.to_native(),
+            parent: e.parent.to_native(),
+            memory_len: e.memory_len.to_native(),
+            seg: e.seg.to_native(),
+            state_hash: e.state_hash,
+            input: e.input,
+            has_input: e.has_input,
+            pos: e.pos.to_native(),
+            hops: e.hops.to_native(),
+            since: e.since.to_native(),
+        }
+    }
+}
+
+impl From<&ArchivedInputEntry> for InputEntry {
+    fn from(e: &ArchivedInputEntry) -> Self {
+        InputEntry {
+            hash: e.hash,
+            seg: e.seg.to_native(),
+            pos: e.pos.to_native(),
+        }
+    }
+}
+
+impl From<&ArchivedTlEntry> for TlEntry {
+    fn from(e: &ArchivedTlEntry) -> Self {
+        TlEntry {
+            iteration: e.iteration.to_native(),
+            id: e.id.to_native(),
+        }
+    }
+}
+
+impl From<&ArchivedRunRef> for RunRef {
+    fn from(r: &ArchivedRunRef) -> Self {
+        RunRef {
+            seg: r.seg.to_native(),
+            start: r.start.to_native(),
+            len: r.len.to_native(),
+            first: r.first.to_native(),
+            last: r.last.to_native(),
+            level: r.level,
+        }
+    }
 }
 
 /// The sort key prefix of a hash.

@@ -54,6 +54,7 @@
 mod collect;
 mod error;
 pub mod format;
+mod index;
 mod lock;
 mod reader;
 mod writer;
@@ -62,10 +63,9 @@ use std::path::Path;
 
 pub use collect::{collect_file, growth_reason, CollectReport, FileCounts};
 pub use error::ArchiveError;
+pub use format::ObjectKind;
 pub use lock::{lock_path, ArchiveLock};
-pub use reader::{
-    Archive, ArchiveInfo, ObjectInfo, ObjectKind, RecordDetail, RecordInfo, TornTail, VerifyReport,
-};
+pub use reader::{Archive, ArchiveInfo, ObjectInfo, RecordDetail, RecordInfo, TornTail, VerifyReport};
 pub use rewind_history::Blame;
 pub use writer::{AppendReport, ArchiveWriter, Durability, CHECKPOINT_HOPS, MERGE_FANOUT};
 

@@ -5,17 +5,17 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use rewind_history::History;
-use rewind_snapshot::GlobalValue;
+use rewind_history::{History, Record};
+use rewind_snapshot::Snapshot;
 use rewind_store::codec::{self, Encoding, Scratch};
 use rewind_store::{InputHash, ObjectRef, PageHash};
 use rkyv::rancor;
 
 use crate::format::*;
+use crate::index::{self, IndexEntry, MemRun, Tables};
 use crate::lock::ArchiveLock;
-use crate::reader::{own_input, own_obj, own_rec, own_tl, Archive};
+use crate::reader::Archive;
 use crate::ArchiveError;
 
 /// A record's page vector is written in full (a checkpoint) when its change list would
@@ -76,160 +76,6 @@ pub struct AppendReport {
     pub committed: bool,
 }
 
-const PENDING: u64 = u64::MAX;
-
-#[derive(Clone, Debug)]
-struct MemRun<E> {
-    seg: u64,
-    start: u64,
-    level: u8,
-    entries: Arc<[E]>,
-    len: usize,
-}
-
-impl<E> MemRun<E> {
-    fn used(&self) -> &[E] {
-        self.entries.get(..self.len).unwrap_or(&[])
-    }
-    fn pending(entries: Vec<E>, level: u8) -> Self {
-        let len = entries.len();
-        MemRun {
-            seg: PENDING,
-            start: 0,
-            level,
-            entries: entries.into(),
-            len,
-        }
-    }
-}
-
-trait Keyed {
-    fn key(&self) -> u64;
-}
-impl Keyed for ObjEntry {
-    fn key(&self) -> u64 {
-        hash_key(&self.hash)
-    }
-}
-impl Keyed for RecEntry {
-    fn key(&self) -> u64 {
-        self.id
-    }
-}
-impl Keyed for InputEntry {
-    fn key(&self) -> u64 {
-        hash_key(&self.hash)
-    }
-}
-impl Keyed for TlEntry {
-    fn key(&self) -> u64 {
-        self.iteration
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-struct Tables {
-    objects: Vec<MemRun<ObjEntry>>,
-    records: Vec<MemRun<RecEntry>>,
-    inputs: Vec<MemRun<InputEntry>>,
-    timeline: Vec<MemRun<TlEntry>>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct RecState {
-    iteration: u64,
-    parent: u64,
-    hops: u32,
-    since: u64,
-}
-
-/// Merge trailing runs of one level while `fanout` of them have accumulated.
-fn merge_tiers<E: Clone>(runs: &mut Vec<MemRun<E>>, fanout: usize, sort: impl Fn(&mut Vec<E>)) {
-    loop {
-        let Some(lvl) = runs.last().map(|r| r.level) else {
-            return;
-        };
-        let count = runs.iter().rev().take_while(|r| r.level == lvl).count();
-        if count < fanout {
-            return;
-        }
-        let tail = runs.split_off(runs.len() - count);
-        let mut merged: Vec<E> = Vec::with_capacity(tail.iter().map(|r| r.len).sum());
-        for r in &tail {
-            merged.extend_from_slice(r.used());
-        }
-        sort(&mut merged);
-        runs.push(MemRun::pending(merged, lvl.saturating_add(1)));
-    }
-}
-
-fn refs_of<E: Keyed>(runs: &[MemRun<E>], runs_off: u64) -> Vec<RunRef> {
-    runs.iter()
-        .map(|r| RunRef {
-            seg: if r.seg == PENDING { runs_off } else { r.seg },
-            start: r.start,
-            len: r.len as u64,
-            first: r.used().first().map_or(0, |e| e.key()),
-            last: r.used().last().map_or(0, |e| e.key()),
-            level: r.level,
-        })
-        .collect()
-}
-
-fn place<E: Clone>(runs: &mut [MemRun<E>], out: &mut Vec<E>) {
-    for r in runs.iter_mut().filter(|r| r.seg == PENDING) {
-        r.start = out.len() as u64;
-        out.extend_from_slice(r.used());
-    }
-}
-
-fn tl_lookup(tl: &[MemRun<TlEntry>], iteration: u64) -> Option<u64> {
-    for r in tl.iter().rev() {
-        let u = r.used();
-        match (u.first(), u.last()) {
-            (Some(f), Some(l)) if f.iteration <= iteration && iteration <= l.iteration => {
-                let i = u.binary_search_by_key(&iteration, |e| e.iteration).ok()?;
-                return u.get(i).map(|e| e.id);
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-fn push_seg(buf: &mut Vec<u8>, base: u64, kind: SegKind, payload: &[u8], seed: u64) -> u64 {
-    let off = base + buf.len() as u64;
-    buf.extend_from_slice(&SegHeader::encode(kind, payload, seed));
-    buf.extend_from_slice(payload);
-    while !(buf.len() as u64).is_multiple_of(ALIGN) {
-        buf.push(0);
-    }
-    off
-}
-
-fn global_rec(g: &GlobalValue) -> GlobalRec {
-    GlobalRec {
-        ty: g.ty() as u8,
-        bits: g.to_bits().to_le_bytes(),
-    }
-}
-
-fn ser<T>(v: &T) -> Result<rkyv::util::AlignedVec, ArchiveError>
-where
-    T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            rkyv::util::AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rancor::Error,
-        >,
-    >,
-{
-    rkyv::to_bytes::<rancor::Error>(v).map_err(|e| ArchiveError::Validation {
-        offset: 0,
-        message: format!("serializing: {e}"),
-    })
-}
-
 /// Appends a [`History`] to an archive file, commit by commit.
 ///
 /// The writer remembers what the file holds (records by number, objects and inputs by
@@ -244,12 +90,7 @@ pub struct ArchiveWriter {
     unsynced: u32,
     seq: u64,
     last_trailer: u64,
-    objects: ObjectIndex,
-    records: HashMap<u64, RecState>,
-    inputs: HashSet<InputHash>,
-    next_unwritten: u64,
-    tables: Tables,
-    head: u64,
+    written: Written,
     scratch: Scratch,
     /// The writer lock; `None` only for the private temporary file of a compaction.
     lock: Option<ArchiveLock>,
@@ -261,8 +102,8 @@ impl std::fmt::Debug for ArchiveWriter {
             .field("path", &self.path)
             .field("end", &self.end)
             .field("seq", &self.seq)
-            .field("records", &self.records.len())
-            .field("objects", &self.objects.len())
+            .field("records", &self.written.records.len())
+            .field("objects", &self.written.objects.len())
             .finish()
     }
 }
@@ -383,12 +224,7 @@ impl ArchiveWriter {
             unsynced: 0,
             seq: 0,
             last_trailer: NONE,
-            objects: ObjectIndex::default(),
-            records: HashMap::new(),
-            inputs: HashSet::new(),
-            next_unwritten: 0,
-            tables: Tables::default(),
-            head: NONE,
+            written: Written::empty(),
             scratch: Scratch::new(),
             lock: None,
         };
@@ -413,51 +249,11 @@ impl ArchiveWriter {
             });
         }
         let header = *archive.header();
-        let [objs, recs, inputs, tl] = archive.run_refs()?;
-        let mut tables = Tables::default();
-        let mut objects = ObjectIndex::default();
-        let mut records = HashMap::new();
-        let mut input_set = HashSet::new();
-        for r in &objs {
-            let v: Vec<ObjEntry> = archive.run(r)?.iter().map(own_obj).collect();
-            for e in &v {
-                objects.insert(PageHash(e.hash), e.depth);
-            }
-            tables.objects.push(loaded_run(r, v));
-        }
-        for r in &recs {
-            let v: Vec<RecEntry> = archive.run(r)?.iter().map(own_rec).collect();
-            for e in &v {
-                records.insert(
-                    e.id,
-                    RecState {
-                        iteration: e.iteration,
-                        parent: e.parent,
-                        hops: e.hops,
-                        since: e.since,
-                    },
-                );
-            }
-            tables.records.push(loaded_run(r, v));
-        }
-        for r in &inputs {
-            let v: Vec<InputEntry> = archive.run(r)?.iter().map(own_input).collect();
-            for e in &v {
-                input_set.insert(InputHash(e.hash));
-            }
-            tables.inputs.push(loaded_run(r, v));
-        }
-        for r in &tl {
-            let v: Vec<TlEntry> = archive.run(r)?.iter().map(own_tl).collect();
-            tables.timeline.push(loaded_run(r, v));
-        }
-        let (seq, last_trailer, head) = match archive.last_trailer() {
-            Some((off, t)) => (t.seq + 1, off, t.head),
-            None => (0, NONE, NONE),
+        let written = Written::load(&archive)?;
+        let (seq, last_trailer) = match archive.last_trailer() {
+            Some((off, t)) => (t.seq + 1, off),
+            None => (0, NONE),
         };
-        let next_unwritten = archive
-            .next_record_id()?
-            .max(records.keys().max().map_or(0, |m| m + 1));
         let end = archive.committed_end();
         drop(archive);
         let file = OpenOptions::new()
@@ -474,12 +270,7 @@ impl ArchiveWriter {
             unsynced: 0,
             seq,
             last_trailer,
-            objects,
-            records,
-            inputs: input_set,
-            next_unwritten,
-            tables,
-            head,
+            written,
             scratch: Scratch::new(),
             lock: Some(lock),
         })
@@ -492,12 +283,12 @@ impl ArchiveWriter {
 
     /// True when the archive holds no record.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.written.records.is_empty()
     }
 
     /// Records in the file.
     pub fn records(&self) -> usize {
-        self.records.len()
+        self.written.records.len()
     }
 
     /// Hands written bytes to the OS. Appends write straight to the file, so this only
@@ -526,7 +317,49 @@ impl ArchiveWriter {
         self.append_inner(history, false)
     }
 
+    /// One commit, in steps: check the history's configuration, select the records the
+    /// file lacks, encode them (objects, records, inputs), index them (new runs, the
+    /// timeline, merges), serialize the segments and the trailer, and commit (write,
+    /// sync, remember). `force` commits even when nothing changed (the first commit).
     fn append_inner(&mut self, history: &History, force: bool) -> Result<AppendReport, ArchiveError> {
+        self.check(history)?;
+        let head = history.head().map_or(NONE, |r| r.id().0);
+        let fresh = self.written.select(history);
+        if fresh.is_empty() && head == self.written.head && !force {
+            return Ok(AppendReport::default());
+        }
+        let mut encoder = Encoder::new(history, &self.header, &self.written, &mut self.scratch, self.end);
+        for r in fresh {
+            encoder.record(r)?;
+        }
+        let mut staged = encoder.staged;
+        let mut rep = AppendReport {
+            records: staged.rec_entries.len() as u64,
+            objects: staged.obj_entries.len() as u64,
+            inputs: staged.input_entries.len() as u64,
+            checkpoints: staged.checkpoints,
+            ..AppendReport::default()
+        };
+        let fanout = self.header.merge_fanout as usize;
+        let mut tables = self.written.index(&mut staged, head, fanout)?;
+        let root = RootSeg {
+            seq: self.seq,
+            head,
+            next_record_id: history.next_record_id().0,
+            record_count: (self.written.records.len() + staged.records.len()) as u64,
+            object_count: (self.written.objects.len() + staged.objects.len()) as u64,
+            ..RootSeg::default()
+        };
+        let commit = self.serialize(&staged.data, &mut tables, root)?;
+        rep.bytes = commit.trailer_off + TRAILER_LEN as u64 - self.end;
+        rep.synced = self.commit(commit)?;
+        rep.committed = true;
+        self.written.remember(staged, tables, head);
+        Ok(rep)
+    }
+
+    /// The check step: `history` has the file's page size, seed and chain bound.
+    fn check(&self, history: &History) -> Result<(), ArchiveError> {
         let store = history.store();
         if store.page_size().bytes() as u32 != self.header.page_size {
             return Err(ArchiveError::ConfigMismatch { what: "page size" });
@@ -539,347 +372,98 @@ impl ArchiveWriter {
                 what: "delta chain bound",
             });
         }
-        let head = history.head().map_or(NONE, |r| r.id().0);
-        let mut fresh: Vec<&rewind_history::Record> = history
-            .records()
-            .rev()
-            .take_while(|r| r.id().0 >= self.next_unwritten)
-            .collect();
-        fresh.reverse();
-        if fresh.is_empty() && head == self.head && !force {
-            return Ok(AppendReport::default());
-        }
+        Ok(())
+    }
+
+    /// The serialize step: the commit's segments from the end of the file (the data
+    /// segment, one runs segment per table holding the pending runs, the root naming
+    /// every run) and its trailer. `root` comes with its counts; its runs are filled in.
+    fn serialize(
+        &self,
+        data: &DataSeg,
+        tables: &mut Tables,
+        mut root: RootSeg,
+    ) -> Result<Serialized, ArchiveError> {
         let seed = self.header.seed;
         let data_off = self.end;
-        let mut data = DataSeg::default();
-        let mut rep = AppendReport::default();
-        let mut new_objs: HashMap<PageHash, u8> = HashMap::new();
-        let mut obj_entries: Vec<ObjEntry> = Vec::new();
-        let mut new_recs: HashMap<u64, RecState> = HashMap::new();
-        let mut rec_entries: Vec<RecEntry> = Vec::new();
-        let mut new_inputs: HashSet<InputHash> = HashSet::new();
-        let mut input_entries: Vec<InputEntry> = Vec::new();
-        let ps = self.header.page_size as usize;
-        let mut page_buf = vec![0u8; ps];
-        let mut base_buf = vec![0u8; ps];
-        let mut delta_buf: Vec<u8> = Vec::with_capacity(ps);
-
-        for r in &fresh {
-            let id = r.id().0;
-            let snap = r.snapshot();
-            let parent = match r.parent() {
-                Some(p) => {
-                    let st = self
-                        .records
-                        .get(&p.0)
-                        .or_else(|| new_recs.get(&p.0))
-                        .copied()
-                        .ok_or(ArchiveError::NotAppendable {
-                            reason: "a record's parent is neither in the file nor in the history",
-                        })?;
-                    let psnap = history.record(p).ok_or(ArchiveError::NotAppendable {
-                        reason: "a record's parent is not in the history",
-                    })?;
-                    Some((p.0, st, psnap.snapshot()))
-                }
-                None => None,
-            };
-            let n = snap.pages().len();
-            let changed: Option<Vec<u32>> = parent.map(|(_, _, ps)| rewind_snapshot::diff(ps, snap));
-            // Objects first: every new page of this record, bases before deltas.
-            {
-                let mut ctx = ObjCtx {
-                    history,
-                    written: &self.objects,
-                    new: &mut new_objs,
-                    data: &mut data,
-                    entries: &mut obj_entries,
-                    data_off,
-                    max_chain: self.header.max_chain,
-                    scratch: &mut self.scratch,
-                    buf: &mut page_buf,
-                    base_buf: &mut base_buf,
-                    delta_buf: &mut delta_buf,
-                };
-                match (&changed, &parent) {
-                    (Some(c), Some((_, _, psnap))) => {
-                        for &i in c {
-                            ctx.ensure(snap.page(i as usize), psnap.page(i as usize))?;
-                        }
-                    }
-                    _ => {
-                        for h in snap.pages().iter() {
-                            ctx.ensure(*h, PageHash::ZERO)?;
-                        }
-                    }
-                }
-            }
-            let (checkpoint, hops, since) = match (&parent, &changed) {
-                (Some((_, st, _)), Some(c))
-                    if st.hops < self.header.checkpoint_hops
-                        && st.since + c.len() as u64 <= (n as u64).max(64) =>
-                {
-                    (false, st.hops + 1, st.since + c.len() as u64)
-                }
-                _ => (true, 0, 0),
-            };
-            let globals_start = data.globals.len() as u64;
-            data.globals.extend(snap.globals().iter().map(global_rec));
-            let (list_start, list_len) = if checkpoint {
-                rep.checkpoints += 1;
-                let s = data.pages.len() as u64;
-                data.pages.extend(snap.pages().iter().map(|h| h.0));
-                (s, n)
-            } else {
-                let s = data.changes.len() as u64;
-                let c = changed.as_deref().unwrap_or(&[]);
-                data.changes.extend(c.iter().map(|&i| ChangeRec {
-                    index: i,
-                    hash: snap.page(i as usize).0,
-                }));
-                (s, c.len())
-            };
-            let input = r.input_hash();
-            if let Some(h) = input {
-                if !self.inputs.contains(&h) && !new_inputs.contains(&h) {
-                    let bytes = history.input(r.id()).ok_or(ArchiveError::NotAppendable {
-                        reason: "a record names an input blob the history does not hold",
-                    })?;
-                    let start = data.input_bytes.len() as u64;
-                    data.input_bytes.extend_from_slice(bytes);
-                    input_entries.push(InputEntry {
-                        hash: h.0,
-                        seg: data_off,
-                        pos: data.inputs.len() as u32,
-                    });
-                    data.inputs.push(InputMeta {
-                        hash: h.0,
-                        start,
-                        len: bytes.len() as u64,
-                    });
-                    new_inputs.insert(h);
-                }
-            }
-            let parent_id = parent.map_or(NONE, |p| p.0);
-            // Counts against the parent as this file holds it: after a collection that
-            // parent may be further back than the one the record was captured against,
-            // so the capture's count is replaced by the length of the difference, and
-            // the bytes stored at capture are bounded by a page per changed page.
-            let pages_changed = changed.as_ref().map_or(r.pages_changed(), |c| c.len() as u32);
-            let bytes_stored = match &changed {
-                Some(_) => r
-                    .bytes_stored()
-                    .min(u64::from(pages_changed) * self.header.page_size as u64),
-                None => r.bytes_stored(),
-            };
-            let meta = RecMeta {
-                id,
-                iteration: r.iteration(),
-                parent: parent_id,
-                memory_len: snap.memory_len(),
-                bytes_stored,
-                state_hash: r.state_hash().0,
-                input: input.map_or([0; 16], |h| h.0),
-                has_input: input.is_some() as u8,
-                checkpoint: checkpoint as u8,
-                pages_changed,
-                hops,
-                globals_start,
-                globals_len: snap.globals().len() as u32,
-                list_start,
-                list_len: list_len as u32,
-            };
-            if snap.memory_len() > MAX_MEMORY {
-                return Err(ArchiveError::NotAppendable {
-                    reason: "memory over 4 GiB (the format's limit)",
-                });
-            }
-            rec_entries.push(RecEntry {
-                id,
-                iteration: meta.iteration,
-                parent: parent_id,
-                memory_len: meta.memory_len,
-                seg: data_off,
-                state_hash: meta.state_hash,
-                input: meta.input,
-                has_input: meta.has_input,
-                pos: data.records.len() as u32,
-                hops,
-                since,
-            });
-            data.records.push(meta);
-            new_recs.insert(
-                id,
-                RecState {
-                    iteration: r.iteration(),
-                    parent: parent_id,
-                    hops,
-                    since,
-                },
-            );
-        }
-        rep.records = rec_entries.len() as u64;
-        rep.objects = obj_entries.len() as u64;
-        rep.inputs = input_entries.len() as u64;
-
-        // The index: new level-0 runs, the new timeline, tiered merges.
-        let mut tables = self.tables.clone();
-        let fanout = self.header.merge_fanout as usize;
-        if !obj_entries.is_empty() {
-            obj_entries.sort_unstable_by_key(|e| e.hash);
-            tables.objects.push(MemRun::pending(obj_entries, 0));
-        }
-        if !rec_entries.is_empty() {
-            tables.records.push(MemRun::pending(rec_entries, 0));
-        }
-        if !input_entries.is_empty() {
-            input_entries.sort_unstable_by_key(|e| e.hash);
-            tables.inputs.push(MemRun::pending(input_entries, 0));
-        }
-        if head != self.head {
-            let state = |id: u64| self.records.get(&id).or_else(|| new_recs.get(&id)).copied();
-            let mut path: Vec<TlEntry> = Vec::new();
-            let mut cur = head;
-            let cut = loop {
-                if cur == NONE {
-                    break None;
-                }
-                let st = state(cur).ok_or(ArchiveError::NotAppendable {
-                    reason: "the head is not a written record",
-                })?;
-                if tl_lookup(&tables.timeline, st.iteration) == Some(cur) {
-                    break Some(st.iteration);
-                }
-                path.push(TlEntry {
-                    iteration: st.iteration,
-                    id: cur,
-                });
-                if st.parent != NONE && st.parent >= cur {
-                    return Err(ArchiveError::NotAppendable {
-                        reason: "a parent record number is not smaller than its child's",
-                    });
-                }
-                cur = st.parent;
-            };
-            match cut {
-                None => tables.timeline.clear(),
-                Some(c) => {
-                    tables
-                        .timeline
-                        .retain(|r| r.used().first().is_some_and(|e| e.iteration <= c));
-                    if let Some(last) = tables.timeline.last_mut() {
-                        last.len = last.used().partition_point(|e| e.iteration <= c);
-                    }
-                }
-            }
-            path.reverse();
-            if !path.is_empty() {
-                tables.timeline.push(MemRun::pending(path, 0));
-            }
-        }
-        // Merged runs are concatenations of sorted runs: the standard library's
-        // stable sort finds and merges such runs, and a `u128` key (big-endian, so
-        // the same order as the bytes the reader binary-searches) compares in one
-        // instruction. The append that merges 512 appends' object runs (84,000
-        // entries) took 8.5 ms instead of 10.2 ms with an unstable sort on `[u8; 16]`
-        // (`COMPARE_TRACE=1 cargo run --release -p rewind-bench --bin compare --
-        // --workloads 64MiB-1%-clustered --peers archive --frames 520 --no-git`).
-        let by_hash = |v: &mut Vec<ObjEntry>| v.sort_by_key(|e| u128::from_be_bytes(e.hash));
-        merge_tiers(&mut tables.objects, fanout, by_hash);
-        merge_tiers(&mut tables.records, fanout, |_| {});
-        merge_tiers(&mut tables.inputs, fanout, |v| {
-            v.sort_by_key(|e| u128::from_be_bytes(e.hash))
-        });
-        merge_tiers(&mut tables.timeline, fanout, |_| {});
-        // One runs segment per table, so a query touching the (small) timeline or record
-        // runs never checksums a large merged object run.
         let mut buf: Vec<u8> = Vec::new();
-        let has_data = !data.records.is_empty() || !data.objects.is_empty() || !data.inputs.is_empty();
-        if has_data {
-            let payload = ser(&data)?;
+        if !data.records.is_empty() || !data.objects.is_empty() || !data.inputs.is_empty() {
+            let payload = ser(data)?;
             push_seg(&mut buf, data_off, SegKind::Data, &payload, seed);
         }
+        // One runs segment per table, so a query touching the (small) timeline or record
+        // runs never checksums a large merged object run.
         let mut runs = RunsSeg::default();
-        place(&mut tables.objects, &mut runs.objects);
+        index::place(tables.object_runs_mut(), &mut runs.objects);
         let objects_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
-        place(&mut tables.records, &mut runs.records);
+        index::place(&mut tables.records, &mut runs.records);
         let records_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
-        place(&mut tables.inputs, &mut runs.inputs);
+        index::place(&mut tables.inputs, &mut runs.inputs);
         let inputs_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
-        place(&mut tables.timeline, &mut runs.timeline);
+        index::place(&mut tables.timeline, &mut runs.timeline);
         let timeline_off = write_runs(&mut buf, data_off, &mut runs, seed)?;
         let runs_off = data_off + buf.len() as u64; // every run is placed by now
-        set_seg(&mut tables.objects, objects_off);
-        set_seg(&mut tables.records, records_off);
-        set_seg(&mut tables.inputs, inputs_off);
-        set_seg(&mut tables.timeline, timeline_off);
-        let record_count = (self.records.len() + new_recs.len()) as u64;
-        let object_count = (self.objects.len() + new_objs.len()) as u64;
-        let root = RootSeg {
-            seq: self.seq,
-            head,
-            next_record_id: history.next_record_id().0,
-            record_count,
-            object_count,
-            objects: refs_of(&tables.objects, runs_off),
-            records: refs_of(&tables.records, runs_off),
-            inputs: refs_of(&tables.inputs, runs_off),
-            timeline: refs_of(&tables.timeline, runs_off),
-        };
+        index::set_seg(tables.object_runs_mut(), objects_off);
+        index::set_seg(&mut tables.records, records_off);
+        index::set_seg(&mut tables.inputs, inputs_off);
+        index::set_seg(&mut tables.timeline, timeline_off);
+        root.objects = index::refs_of(tables.object_runs(), runs_off);
+        root.records = index::refs_of(&tables.records, runs_off);
+        root.inputs = index::refs_of(&tables.inputs, runs_off);
+        root.timeline = index::refs_of(&tables.timeline, runs_off);
         let payload = ser(&root)?;
         let root_off = push_seg(&mut buf, data_off, SegKind::Root, &payload, seed);
         let trailer_off = data_off + buf.len() as u64;
         let trailer = Trailer {
             seq: self.seq,
             root: root_off,
-            head,
+            head: root.head,
             prev: self.last_trailer,
             start: data_off,
         }
         .encode(seed);
+        Ok(Serialized {
+            buf,
+            trailer,
+            trailer_off,
+        })
+    }
+
+    /// The commit step: write the commit (synced when the durability policy says so;
+    /// true then) and move the file's end past it. On an error the file is cut back to
+    /// where it was.
+    fn commit(&mut self, commit: Serialized) -> Result<bool, ArchiveError> {
         let sync_now = match self.durability {
             Durability::EveryAppend => true,
             Durability::EveryN(n) => self.unsynced + 1 >= n.max(1),
             Durability::Manual => false,
         };
-        let written = self.write_commit(buf, &trailer, data_off, trailer_off, sync_now);
-        if let Err(e) = written {
+        let trailer_off = commit.trailer_off;
+        if let Err(e) = self.write_commit(commit, sync_now) {
             // Leave the file as it was: the torn bytes would be ignored anyway.
             let _ = self.file.set_len(self.end);
             return Err(e);
         }
-        rep.synced = sync_now;
-        rep.committed = true;
-        rep.bytes = trailer_off + TRAILER_LEN as u64 - data_off;
         if sync_now {
             self.unsynced = 0;
         } else {
             self.unsynced += 1;
         }
-        self.objects.extend(new_objs);
-        if let Some(max) = new_recs.keys().max() {
-            self.next_unwritten = self.next_unwritten.max(max + 1);
-        }
-        self.records.extend(new_recs);
-        self.inputs.extend(new_inputs);
-        self.tables = tables;
-        self.head = head;
         self.seq += 1;
         self.last_trailer = trailer_off;
         self.end = trailer_off + TRAILER_LEN as u64;
-        Ok(rep)
+        Ok(sync_now)
     }
 
-    /// Write a commit's segments (`buf`, from `data_off`) and its trailer: with a sync
-    /// between them when `sync_now`, else in one write (the trailer appended to `buf`).
-    fn write_commit(
-        &mut self,
-        mut buf: Vec<u8>,
-        trailer: &[u8],
-        data_off: u64,
-        trailer_off: u64,
-        sync_now: bool,
-    ) -> Result<(), ArchiveError> {
+    /// Write a commit's segments (from the end of the file) and its trailer: with a sync
+    /// between them when `sync_now`, else in one write (the trailer appended to them).
+    fn write_commit(&mut self, commit: Serialized, sync_now: bool) -> Result<(), ArchiveError> {
+        let Serialized {
+            mut buf,
+            trailer,
+            trailer_off,
+        } = commit;
+        let data_off = self.end;
         let io = |op| ArchiveError::io(op, &self.path);
         if sync_now {
             self.file.write_all_at(&buf, data_off).map_err(io("write"))?;
@@ -887,17 +471,24 @@ impl ArchiveWriter {
                 .sync_data()
                 .map_err(ArchiveError::io("sync", &self.path))?;
             self.file
-                .write_all_at(trailer, trailer_off)
+                .write_all_at(&trailer, trailer_off)
                 .map_err(ArchiveError::io("write", &self.path))?;
             self.file
                 .sync_data()
                 .map_err(ArchiveError::io("sync", &self.path))?;
         } else {
-            buf.extend_from_slice(trailer);
+            buf.extend_from_slice(&trailer);
             self.file.write_all_at(&buf, data_off).map_err(io("write"))?;
         }
         Ok(())
     }
+}
+
+/// A commit's bytes: its segments, and its trailer and where it goes.
+struct Serialized {
+    buf: Vec<u8>,
+    trailer: [u8; TRAILER_LEN],
+    trailer_off: u64,
 }
 
 /// Write `runs` as a segment when it holds anything (and empty it); its offset.
@@ -916,21 +507,30 @@ fn write_runs(buf: &mut Vec<u8>, base: u64, runs: &mut RunsSeg, seed: u64) -> Re
     Ok(off)
 }
 
-fn set_seg<E>(runs: &mut [MemRun<E>], off: u64) {
-    for r in runs.iter_mut().filter(|r| r.seg == PENDING) {
-        r.seg = off;
+fn push_seg(buf: &mut Vec<u8>, base: u64, kind: SegKind, payload: &[u8], seed: u64) -> u64 {
+    let off = base + buf.len() as u64;
+    buf.extend_from_slice(&SegHeader::encode(kind, payload, seed));
+    buf.extend_from_slice(payload);
+    while !(buf.len() as u64).is_multiple_of(ALIGN) {
+        buf.push(0);
     }
+    off
 }
 
-fn loaded_run<E>(r: &RunRef, v: Vec<E>) -> MemRun<E> {
-    let len = v.len();
-    MemRun {
-        seg: r.seg,
-        start: r.start,
-        level: r.level,
-        entries: v.into(),
-        len,
-    }
+fn ser<T>(v: &T) -> Result<rkyv::util::AlignedVec, ArchiveError>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rancor::Error>(v).map_err(|e| ArchiveError::Validation {
+        offset: 0,
+        message: format!("serializing: {e}"),
+    })
 }
 
 /// Create a new, empty file under a temporary name in the directory of `target`
@@ -989,31 +589,413 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), ArchiveError> {
 /// so no append stalls on moving the whole table (see `rewind-store`'s object table).
 type ObjectIndex = griddle::HashMap<PageHash, u8, std::collections::hash_map::RandomState>;
 
-struct ObjCtx<'a> {
-    history: &'a History,
-    written: &'a ObjectIndex,
-    new: &'a mut HashMap<PageHash, u8>,
-    data: &'a mut DataSeg,
-    entries: &'a mut Vec<ObjEntry>,
-    data_off: u64,
-    max_chain: u8,
-    scratch: &'a mut Scratch,
-    buf: &'a mut Vec<u8>,
-    base_buf: &'a mut Vec<u8>,
-    delta_buf: &'a mut Vec<u8>,
+/// What the writer keeps of a written record: enough to place its children.
+#[derive(Clone, Copy, Debug)]
+struct RecState {
+    iteration: u64,
+    parent: u64,
+    hops: u32,
+    since: u64,
 }
+
+impl From<&RecEntry> for RecState {
+    fn from(e: &RecEntry) -> Self {
+        RecState {
+            iteration: e.iteration,
+            parent: e.parent,
+            hops: e.hops,
+            since: e.since,
+        }
+    }
+}
+
+/// What the file holds, as the writer remembers it between commits: objects, records
+/// and inputs by key, the index tables of the last root, and its head.
+struct Written {
+    objects: ObjectIndex,
+    records: HashMap<u64, RecState>,
+    inputs: HashSet<InputHash>,
+    /// Records numbered below this are written (or were gone from the history).
+    next_unwritten: u64,
+    tables: Tables,
+    head: u64,
+}
+
+impl Written {
+    /// A file with nothing in it.
+    fn empty() -> Self {
+        Written {
+            objects: ObjectIndex::default(),
+            records: HashMap::new(),
+            inputs: HashSet::new(),
+            next_unwritten: 0,
+            tables: Tables::default(),
+            head: NONE,
+        }
+    }
+
+    /// What the last commit of `archive` holds, from its index.
+    fn load(archive: &Archive) -> Result<Self, ArchiveError> {
+        let [objs, recs, inputs, tl] = archive.run_refs()?;
+        let mut w = Written::empty();
+        w.tables.objects = load_runs::<ArchivedObjEntry, _>(archive, &objs)?;
+        w.tables.records = load_runs::<ArchivedRecEntry, _>(archive, &recs)?;
+        w.tables.inputs = load_runs::<ArchivedInputEntry, _>(archive, &inputs)?;
+        w.tables.timeline = load_runs::<ArchivedTlEntry, _>(archive, &tl)?;
+        for e in w.tables.objects.iter().flat_map(|r| r.used()) {
+            w.objects.insert(PageHash(e.hash), e.depth);
+        }
+        for e in w.tables.records.iter().flat_map(|r| r.used()) {
+            w.records.insert(e.id, RecState::from(e));
+        }
+        for e in w.tables.inputs.iter().flat_map(|r| r.used()) {
+            w.inputs.insert(InputHash(e.hash));
+        }
+        w.head = archive.last_trailer().map_or(NONE, |(_, t)| t.head);
+        w.next_unwritten = archive
+            .next_record_id()?
+            .max(w.records.keys().max().map_or(0, |m| m + 1));
+        Ok(w)
+    }
+
+    /// The select step: the records of `history` numbered from the first one not
+    /// written, oldest first.
+    fn select<'h>(&self, history: &'h History) -> Vec<&'h Record> {
+        let mut fresh: Vec<&Record> = history
+            .records()
+            .rev()
+            .take_while(|r| r.id().0 >= self.next_unwritten)
+            .collect();
+        fresh.reverse();
+        fresh
+    }
+
+    /// The index step: the tables of the next root. The staged entries become level-0
+    /// runs, the timeline follows the new `head` (cut where the head's chain of parents
+    /// meets it, the rest of the chain appended as a run), and full tiers are merged.
+    fn index(&self, staged: &mut Staged, head: u64, fanout: usize) -> Result<Tables, ArchiveError> {
+        let mut tables = self.tables.clone();
+        let mut objects = std::mem::take(&mut staged.obj_entries);
+        let new_objects = objects.len();
+        if !objects.is_empty() {
+            objects.sort_unstable_by_key(|e| e.hash);
+            tables.objects.push(MemRun::pending(objects, 0));
+        }
+        let records = std::mem::take(&mut staged.rec_entries);
+        if !records.is_empty() {
+            tables.records.push(MemRun::pending(records, 0));
+        }
+        let mut inputs = std::mem::take(&mut staged.input_entries);
+        if !inputs.is_empty() {
+            inputs.sort_unstable_by_key(|e| e.hash);
+            tables.inputs.push(MemRun::pending(inputs, 0));
+        }
+        if head != self.head {
+            let (cut, path) = self.path_to(&tables, staged, head)?;
+            tables.cut_timeline(cut);
+            if !path.is_empty() {
+                tables.timeline.push(MemRun::pending(path, 0));
+            }
+        }
+        tables.merge(fanout, new_objects);
+        Ok(tables)
+    }
+
+    /// The chain of parents of `head` back to where it meets the timeline of `tables`
+    /// (that iteration; `None` when it reaches a root first), oldest first.
+    fn path_to(
+        &self,
+        tables: &Tables,
+        staged: &Staged,
+        head: u64,
+    ) -> Result<(Option<u64>, Vec<TlEntry>), ArchiveError> {
+        let mut path: Vec<TlEntry> = Vec::new();
+        let mut cur = head;
+        let cut = loop {
+            if cur == NONE {
+                break None;
+            }
+            let st = self.state(staged, cur).ok_or(ArchiveError::NotAppendable {
+                reason: "the head is not a written record",
+            })?;
+            if tables.timeline_id(st.iteration) == Some(cur) {
+                break Some(st.iteration);
+            }
+            path.push(TlEntry {
+                iteration: st.iteration,
+                id: cur,
+            });
+            if st.parent != NONE && st.parent >= cur {
+                return Err(ArchiveError::NotAppendable {
+                    reason: "a parent record number is not smaller than its child's",
+                });
+            }
+            cur = st.parent;
+        };
+        path.reverse();
+        Ok((cut, path))
+    }
+
+    /// A record in the file or staged for the next commit.
+    fn state(&self, staged: &Staged, id: u64) -> Option<RecState> {
+        self.records.get(&id).or_else(|| staged.records.get(&id)).copied()
+    }
+
+    /// After a commit: it holds what was staged, under the new tables and head.
+    fn remember(&mut self, staged: Staged, tables: Tables, head: u64) {
+        self.objects.extend(staged.objects);
+        if let Some(max) = staged.records.keys().max() {
+            self.next_unwritten = self.next_unwritten.max(max + 1);
+        }
+        self.records.extend(staged.records);
+        self.inputs.extend(staged.inputs);
+        self.tables = tables;
+        self.head = head;
+    }
+}
+
+/// The runs `refs` of table `A`, read from `archive` into memory.
+fn load_runs<A, N>(archive: &Archive, refs: &[RunRef]) -> Result<Vec<MemRun<N>>, ArchiveError>
+where
+    A: IndexEntry,
+    N: for<'a> From<&'a A>,
+{
+    refs.iter()
+        .map(|r| {
+            Ok(MemRun::loaded(
+                r,
+                archive.run::<A>(r)?.iter().map(N::from).collect(),
+            ))
+        })
+        .collect()
+}
+
+/// What one commit adds, built record by record by the encode step: the data segment,
+/// the new objects, records and inputs by key, and their index entries.
+struct Staged {
+    data: DataSeg,
+    objects: HashMap<PageHash, u8>,
+    obj_entries: Vec<ObjEntry>,
+    records: HashMap<u64, RecState>,
+    rec_entries: Vec<RecEntry>,
+    inputs: HashSet<InputHash>,
+    input_entries: Vec<InputEntry>,
+    checkpoints: u64,
+}
+
+/// The encode step: stages the records of one commit, and the objects and inputs they
+/// need that the file does not hold, into a data segment at `data_off`.
+struct Encoder<'w> {
+    history: &'w History,
+    header: &'w Header,
+    written: &'w Written,
+    scratch: &'w mut Scratch,
+    data_off: u64,
+    /// A page rebuilt from the store, its base, and a delta between them.
+    page: Vec<u8>,
+    base: Vec<u8>,
+    delta: Vec<u8>,
+    staged: Staged,
+}
+
+/// A record's parent as the file holds it: its number, what the writer knows of it,
+/// and its snapshot in the history.
+type ParentOf<'w> = Option<(u64, RecState, &'w Snapshot)>;
 
 /// The encoding chosen for one object of the file.
 struct Chosen<'b> {
-    kind: u8,
+    kind: ObjectKind,
     depth: u8,
     parent: PageHash,
     bytes: &'b [u8],
 }
 
-impl ObjCtx<'_> {
+impl<'w> Encoder<'w> {
+    fn new(
+        history: &'w History,
+        header: &'w Header,
+        written: &'w Written,
+        scratch: &'w mut Scratch,
+        data_off: u64,
+    ) -> Self {
+        let ps = header.page_size as usize;
+        Encoder {
+            history,
+            header,
+            written,
+            scratch,
+            data_off,
+            page: vec![0u8; ps],
+            base: vec![0u8; ps],
+            delta: Vec::with_capacity(ps),
+            staged: Staged {
+                data: DataSeg::default(),
+                objects: HashMap::new(),
+                obj_entries: Vec::new(),
+                records: HashMap::new(),
+                rec_entries: Vec::new(),
+                inputs: HashSet::new(),
+                input_entries: Vec::new(),
+                checkpoints: 0,
+            },
+        }
+    }
+
+    /// Stage one record: its new pages (bases before deltas), then the record as a
+    /// change list against its parent or as a checkpoint, its globals and its input.
+    fn record(&mut self, r: &'w Record) -> Result<(), ArchiveError> {
+        let snap = r.snapshot();
+        let parent = self.parent_of(r)?;
+        let changed: Option<Vec<u32>> = parent.map(|(_, _, ps)| rewind_snapshot::diff(ps, snap));
+        match (&changed, &parent) {
+            (Some(c), Some((_, _, psnap))) => {
+                for &i in c {
+                    self.ensure(snap.page(i as usize), psnap.page(i as usize))?;
+                }
+            }
+            _ => {
+                for h in snap.pages().iter() {
+                    self.ensure(*h, PageHash::ZERO)?;
+                }
+            }
+        }
+        let n = snap.pages().len();
+        let (checkpoint, hops, since) = match (&parent, &changed) {
+            (Some((_, st, _)), Some(c))
+                if st.hops < self.header.checkpoint_hops
+                    && st.since + c.len() as u64 <= (n as u64).max(64) =>
+            {
+                (false, st.hops + 1, st.since + c.len() as u64)
+            }
+            _ => (true, 0, 0),
+        };
+        let data = &mut self.staged.data;
+        let globals_start = data.globals.len() as u64;
+        data.globals.extend(snap.globals().iter().map(GlobalRec::from));
+        let (list_start, list_len) = if checkpoint {
+            self.staged.checkpoints += 1;
+            let s = data.pages.len() as u64;
+            data.pages.extend(snap.pages().iter().map(|h| h.0));
+            (s, n)
+        } else {
+            let s = data.changes.len() as u64;
+            let c = changed.as_deref().unwrap_or(&[]);
+            data.changes.extend(c.iter().map(|&i| ChangeRec {
+                index: i,
+                hash: snap.page(i as usize).0,
+            }));
+            (s, c.len())
+        };
+        if let Some(h) = r.input_hash() {
+            self.input(r, h)?;
+        }
+        let parent_id = parent.map_or(NONE, |p| p.0);
+        // Counts against the parent as this file holds it: after a collection that
+        // parent may be further back than the one the record was captured against,
+        // so the capture's count is replaced by the length of the difference, and
+        // the bytes stored at capture are bounded by a page per changed page.
+        let pages_changed = changed.as_ref().map_or(r.pages_changed(), |c| c.len() as u32);
+        let bytes_stored = match &changed {
+            Some(_) => r
+                .bytes_stored()
+                .min(u64::from(pages_changed) * self.header.page_size as u64),
+            None => r.bytes_stored(),
+        };
+        let input = r.input_hash();
+        let meta = RecMeta {
+            id: r.id().0,
+            iteration: r.iteration(),
+            parent: parent_id,
+            memory_len: snap.memory_len(),
+            bytes_stored,
+            state_hash: r.state_hash().0,
+            input: input.map_or([0; 16], |h| h.0),
+            has_input: input.is_some() as u8,
+            checkpoint: checkpoint as u8,
+            pages_changed,
+            hops,
+            globals_start,
+            globals_len: snap.globals().len() as u32,
+            list_start,
+            list_len: list_len as u32,
+        };
+        self.push_record(meta, since)
+    }
+
+    /// The parent of `r`, which the file must hold or this commit must be staging.
+    fn parent_of(&self, r: &Record) -> Result<ParentOf<'w>, ArchiveError> {
+        let Some(p) = r.parent() else { return Ok(None) };
+        let st = self
+            .written
+            .state(&self.staged, p.0)
+            .ok_or(ArchiveError::NotAppendable {
+                reason: "a record's parent is neither in the file nor in the history",
+            })?;
+        let psnap = self.history.record(p).ok_or(ArchiveError::NotAppendable {
+            reason: "a record's parent is not in the history",
+        })?;
+        Ok(Some((p.0, st, psnap.snapshot())))
+    }
+
+    /// Stage the input blob `h` of `r` unless the file or this commit has it.
+    fn input(&mut self, r: &Record, h: InputHash) -> Result<(), ArchiveError> {
+        let staged = &mut self.staged;
+        if self.written.inputs.contains(&h) || staged.inputs.contains(&h) {
+            return Ok(());
+        }
+        let bytes = self.history.input(r.id()).ok_or(ArchiveError::NotAppendable {
+            reason: "a record names an input blob the history does not hold",
+        })?;
+        let start = staged.data.input_bytes.len() as u64;
+        staged.data.input_bytes.extend_from_slice(bytes);
+        staged.input_entries.push(InputEntry {
+            hash: h.0,
+            seg: self.data_off,
+            pos: staged.data.inputs.len() as u32,
+        });
+        staged.data.inputs.push(InputMeta {
+            hash: h.0,
+            start,
+            len: bytes.len() as u64,
+        });
+        staged.inputs.insert(h);
+        Ok(())
+    }
+
+    /// Stage a record's meta and its index entry (`since`: change-list entries since
+    /// its checkpoint).
+    fn push_record(&mut self, meta: RecMeta, since: u64) -> Result<(), ArchiveError> {
+        if meta.memory_len > MAX_MEMORY {
+            return Err(ArchiveError::NotAppendable {
+                reason: "memory over 4 GiB (the format's limit)",
+            });
+        }
+        let staged = &mut self.staged;
+        let entry = RecEntry {
+            id: meta.id,
+            iteration: meta.iteration,
+            parent: meta.parent,
+            memory_len: meta.memory_len,
+            seg: self.data_off,
+            state_hash: meta.state_hash,
+            input: meta.input,
+            has_input: meta.has_input,
+            pos: staged.data.records.len() as u32,
+            hops: meta.hops,
+            since,
+        };
+        staged.rec_entries.push(entry);
+        staged.data.records.push(meta);
+        staged.records.insert(meta.id, RecState::from(&entry));
+        Ok(())
+    }
+
     fn depth(&self, h: PageHash) -> Option<u8> {
-        self.written.get(&h).or_else(|| self.new.get(&h)).copied()
+        self.written
+            .objects
+            .get(&h)
+            .or_else(|| self.staged.objects.get(&h))
+            .copied()
     }
 
     /// Write page `hash` unless the file has it. `base` is the page its slot held in
@@ -1034,17 +1016,13 @@ impl ObjCtx<'_> {
         }
         let base_depth = self
             .depth(base)
-            .filter(|d| !base.is_zero() && *d < self.max_chain);
-        let ObjCtx {
+            .filter(|d| !base.is_zero() && *d < self.header.max_chain);
+        let Encoder {
             history,
-            data,
-            entries,
-            new,
-            data_off,
             scratch,
-            buf,
-            base_buf,
-            delta_buf,
+            page: buf,
+            base: base_buf,
+            delta: delta_buf,
             ..
         } = self;
         let store = history.store();
@@ -1079,7 +1057,7 @@ impl ObjCtx<'_> {
             };
             if found {
                 chosen = Some(Chosen {
-                    kind: KIND_DELTA,
+                    kind: ObjectKind::Delta,
                     depth: bd + 1,
                     parent: base,
                     bytes: delta_buf,
@@ -1092,9 +1070,8 @@ impl ObjCtx<'_> {
             let (enc, bytes) = codec::encode_full(page, scratch);
             full = bytes;
             if chosen.as_ref().is_none_or(|c| full.len() < c.bytes.len()) {
-                let kind = if enc == Encoding::Raw { KIND_RAW } else { KIND_LZ4 };
                 chosen = Some(Chosen {
-                    kind,
+                    kind: ObjectKind::from(enc),
                     depth: 0,
                     parent: PageHash::ZERO,
                     bytes: &full,
@@ -1104,24 +1081,25 @@ impl ObjCtx<'_> {
         let Some(c) = chosen else {
             return Err(ArchiveError::MissingObject { hash });
         };
-        let start = data.object_bytes.len() as u64;
-        data.object_bytes.extend_from_slice(c.bytes);
-        entries.push(ObjEntry {
+        let staged = &mut self.staged;
+        let start = staged.data.object_bytes.len() as u64;
+        staged.data.object_bytes.extend_from_slice(c.bytes);
+        staged.obj_entries.push(ObjEntry {
             hash: hash.0,
-            seg: *data_off,
-            pos: data.objects.len() as u32,
+            seg: self.data_off,
+            pos: staged.data.objects.len() as u32,
             depth: c.depth,
-            kind: c.kind,
+            kind: c.kind.tag(),
         });
-        data.objects.push(ObjMeta {
+        staged.data.objects.push(ObjMeta {
             hash: hash.0,
             parent: c.parent.0,
             start,
             len: c.bytes.len() as u32,
-            kind: c.kind,
+            kind: c.kind.tag(),
             depth: c.depth,
         });
-        new.insert(hash, c.depth);
+        staged.objects.insert(hash, c.depth);
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! A delta is a sequence of runs, each `offset: u16 LE`, `len - 1: u16 LE`, then `len`
 //! bytes to write at `offset` over the parent page. Runs are in increasing offset order
 //! and do not overlap.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use crate::CodecError;
 
@@ -54,16 +55,21 @@ impl Scratch {
 }
 
 /// Encode a full page: lz4 when it saves at least 1/8 of the page, raw otherwise.
+///
+/// The returned bytes are always what the returned encoding says: when compression
+/// fails or does not pay, the page is returned raw and tagged [`Encoding::Raw`].
 pub fn encode_full(page: &[u8], scratch: &mut Scratch) -> (Encoding, Box<[u8]>) {
     let max = lz4_flex::block::get_maximum_output_size(page.len());
     if scratch.lz4.len() < max {
         scratch.lz4.resize(max, 0);
     }
-    match lz4_flex::block::compress_into_with_table(page, &mut scratch.lz4, &mut scratch.table) {
-        Ok(n) if n < page.len() - page.len() / 8 => {
-            (Encoding::Lz4, scratch.lz4.get(..n).unwrap_or(page).into())
-        }
-        _ => (Encoding::Raw, page.into()),
+    let compressed = lz4_flex::block::compress_into_with_table(page, &mut scratch.lz4, &mut scratch.table)
+        .ok()
+        .filter(|n| *n < page.len() - page.len() / 8)
+        .and_then(|n| scratch.lz4.get(..n));
+    match compressed {
+        Some(block) => (Encoding::Lz4, block.into()),
+        None => (Encoding::Raw, page.into()),
     }
 }
 
@@ -111,7 +117,7 @@ pub fn encode_delta<'s>(
         match pending {
             Some((ps, pe)) if s - pe <= MERGE_GAP => pending = Some((ps, e)),
             Some(run) => {
-                push_run(out, page, run);
+                push_run(out, page, run)?;
                 if out.len() > limit {
                     return None;
                 }
@@ -121,18 +127,32 @@ pub fn encode_delta<'s>(
         }
     }
     let run = pending?;
-    push_run(out, page, run);
+    push_run(out, page, run)?;
     if out.len() > limit {
         return None;
     }
     Some(out.as_slice())
 }
 
-fn push_run(out: &mut Vec<u8>, page: &[u8], (s, e): (usize, usize)) {
-    // Offsets fit: page sizes are at most 64 KiB and runs are non-empty.
-    out.extend_from_slice(&(s as u16).to_le_bytes());
-    out.extend_from_slice(&((e - s - 1) as u16).to_le_bytes());
-    out.extend_from_slice(&page[s..e]);
+/// Append the run `[s, e)` of `page`; `None` (no delta) when it is not a non-empty run
+/// of the page with offsets that fit the format's `u16` fields.
+fn push_run(out: &mut Vec<u8>, page: &[u8], (s, e): (usize, usize)) -> Option<()> {
+    let offset = u16::try_from(s).ok()?;
+    let len_minus_one = u16::try_from(e.checked_sub(s)?.checked_sub(1)?).ok()?;
+    let bytes = page.get(s..e)?;
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(&len_minus_one.to_le_bytes());
+    out.extend_from_slice(bytes);
+    Some(())
+}
+
+/// A run header's offset and length.
+fn run_header(header: &[u8; RUN_HEADER]) -> (usize, usize) {
+    let [o0, o1, l0, l1] = *header;
+    (
+        u16::from_le_bytes([o0, o1]) as usize,
+        u16::from_le_bytes([l0, l1]) as usize + 1,
+    )
 }
 
 /// Apply a delta's runs over `page` (which holds the parent's bytes).
@@ -144,8 +164,7 @@ pub fn apply_delta(page: &mut [u8], runs: &[u8]) -> Result<(), CodecError> {
         let (header, tail) = rest
             .split_first_chunk::<RUN_HEADER>()
             .ok_or(CodecError::DeltaTruncated)?;
-        let offset = u16::from_le_bytes([header[0], header[1]]) as usize;
-        let len = u16::from_le_bytes([header[2], header[3]]) as usize + 1;
+        let (offset, len) = run_header(header);
         if offset < min_offset {
             return Err(CodecError::DeltaRunOrder { offset });
         }
@@ -179,8 +198,7 @@ pub fn delta_runs(
             let (header, tail) = rest
                 .split_first_chunk::<RUN_HEADER>()
                 .ok_or(CodecError::DeltaTruncated)?;
-            let offset = u16::from_le_bytes([header[0], header[1]]) as usize;
-            let len = u16::from_le_bytes([header[2], header[3]]) as usize + 1;
+            let (offset, len) = run_header(header);
             if offset + len > page_len {
                 return Err(CodecError::DeltaRunOutOfPage {
                     offset,
@@ -211,8 +229,8 @@ impl<'a> ChangedRuns<'a> {
     pub fn new(a: &'a [u8], b: &'a [u8]) -> Self {
         let n = a.len().min(b.len());
         ChangedRuns {
-            a: &a[..n],
-            b: &b[..n],
+            a: a.split_at(n).0,
+            b: b.split_at(n).0,
             pos: 0,
         }
     }
@@ -223,18 +241,26 @@ const BLOCK: usize = 64;
 /// Whether the `BLOCK` bytes at `i` are equal in both slices. The xors of the block's
 /// words are or-ed together, which the compiler turns into inline vector instructions
 /// (comparing `[u8; 64]` arrays with `==` compiled to a `memcmp` call per block).
+/// A block past the end of either slice is not equal.
 #[inline(always)]
 fn block_eq(a: &[u8], b: &[u8], i: usize) -> bool {
-    let (Some(x), Some(y)) = (a.get(i..i + BLOCK), b.get(i..i + BLOCK)) else {
+    let (Some((x, _)), Some((y, _))) = (
+        a.get(i..).and_then(<[u8]>::split_first_chunk::<BLOCK>),
+        b.get(i..).and_then(<[u8]>::split_first_chunk::<BLOCK>),
+    ) else {
         return false;
     };
     let mut acc = 0u64;
-    for (p, q) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
-        let p = u64::from_le_bytes(<[u8; 8]>::try_from(p).unwrap_or_default());
-        let q = u64::from_le_bytes(<[u8; 8]>::try_from(q).unwrap_or_default());
-        acc |= p ^ q;
+    for (p, q) in x.as_chunks::<8>().0.iter().zip(y.as_chunks::<8>().0) {
+        acc |= u64::from_le_bytes(*p) ^ u64::from_le_bytes(*q);
     }
     acc == 0
+}
+
+/// True when both slices have a byte at `i` and it is the same.
+#[inline(always)]
+fn same_at(a: &[u8], b: &[u8], i: usize) -> bool {
+    matches!((a.get(i), b.get(i)), (Some(x), Some(y)) if x == y)
 }
 
 /// The 8 bytes at `i` of a slice as a little-endian word, if there are 8.
@@ -264,7 +290,7 @@ impl Iterator for ChangedRuns<'_> {
             }
             i += 8;
         }
-        while i < n && a[i] == b[i] {
+        while i < n && same_at(a, b, i) {
             i += 1;
         }
         if i >= n {
@@ -279,7 +305,7 @@ impl Iterator for ChangedRuns<'_> {
         const HI: u64 = 0x8080_8080_8080_8080;
         loop {
             let (Some(x), Some(y)) = (word(a, i), word(b, i)) else {
-                while i < n && a[i] != b[i] {
+                while i < n && !same_at(a, b, i) {
                     i += 1;
                 }
                 break;
@@ -298,6 +324,7 @@ impl Iterator for ChangedRuns<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -441,6 +468,29 @@ mod tests {
                 runs
             };
             prop_assert_eq!(ChangedRuns::new(&a, &b).collect::<Vec<_>>(), expected);
+        }
+
+        /// Whatever the page, the bytes `encode_full` returns decode, under the
+        /// encoding it names, to the page.
+        #[test]
+        fn full_pages_decode_under_the_encoding_they_are_tagged_with(
+            seed in any::<u64>(),
+            runs in 0usize..64,
+        ) {
+            let mut x = seed | 1;
+            let page: Vec<u8> = (0..1024)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if i % 64 < runs { x as u8 } else { 0 }
+                })
+                .collect();
+            let mut s = Scratch::new();
+            let (enc, bytes) = encode_full(&page, &mut s);
+            let mut out = vec![0u8; 1024];
+            decode_full(enc, &bytes, &mut out).unwrap();
+            prop_assert_eq!(out, page);
         }
 
         #[test]

@@ -37,10 +37,12 @@ pub mod codec;
 mod error;
 mod hash;
 mod page_size;
+mod rebuild;
 mod store;
 
 pub use codec::Encoding;
 pub use error::{CodecError, StoreError};
 pub use hash::{Hasher, InputHash, PageHash, ParseHashError, StateHash};
 pub use page_size::PageSize;
+pub use rebuild::{rebuild, FindObject, RebuildError};
 pub use store::{Freed, Object, ObjectRef, PageStore, Put, StoreConfig, StoreStats};

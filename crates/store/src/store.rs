@@ -664,37 +664,7 @@ impl PageStore {
     /// Rebuild a page into `out` (page-size bytes). The zero hash reads as zeros.
     pub fn read(&self, hash: PageHash, out: &mut [u8]) -> Result<(), StoreError> {
         self.check_len(out)?;
-        if hash.is_zero() {
-            out.fill(0);
-            return Ok(());
-        }
-        let limit = self.max_chain as usize;
-        let mut chain: Vec<(PageHash, &[u8])> = Vec::new();
-        let mut cur = hash;
-        loop {
-            let e = self
-                .objects
-                .get(&cur)
-                .ok_or(StoreError::MissingObject { hash: cur })?;
-            match &e.object {
-                Object::Full { encoding, bytes } => {
-                    codec::decode_full(*encoding, bytes, out)
-                        .map_err(|source| StoreError::Corrupt { hash: cur, source })?;
-                    break;
-                }
-                Object::Delta { parent, runs } => {
-                    if chain.len() >= limit {
-                        return Err(StoreError::ChainTooLong { hash, limit });
-                    }
-                    chain.push((cur, runs));
-                    cur = *parent;
-                }
-            }
-        }
-        for (h, runs) in chain.iter().rev() {
-            codec::apply_delta(out, runs).map_err(|source| StoreError::Corrupt { hash: *h, source })?;
-        }
-        Ok(())
+        crate::rebuild(self, hash, out, self.max_chain as usize)
     }
 
     /// Rebuild every object and check its hash; returns the hashes that fail.

@@ -90,7 +90,6 @@ fn observe(bytes: &[u8]) -> String {
         put(format!("{:?}", a.input(r.id)));
         put(format!("{:?}", a.pages(r.id)));
         put(format!("{:?}", a.changes(r.id)));
-        put(format!("{:?}", a.changes_in(r.id, 1..=3)));
         put(format!("{:?}", a.page_at(r.id, 2)));
         let mut mem = vec![0u8; r.memory_len as usize];
         put(format!(
@@ -185,65 +184,15 @@ fn data_of(a: &ArchivedDataSeg) -> DataSeg {
 
 fn runs_of(a: &ArchivedRunsSeg) -> RunsSeg {
     RunsSeg {
-        objects: a
-            .objects
-            .iter()
-            .map(|e| ObjEntry {
-                hash: e.hash,
-                seg: e.seg.to_native(),
-                pos: e.pos.to_native(),
-                depth: e.depth,
-                kind: e.kind,
-            })
-            .collect(),
-        records: a
-            .records
-            .iter()
-            .map(|e| RecEntry {
-                id: e.id.to_native(),
-                iteration: e.iteration.to_native(),
-                parent: e.parent.to_native(),
-                memory_len: e.memory_len.to_native(),
-                seg: e.seg.to_native(),
-                state_hash: e.state_hash,
-                input: e.input,
-                has_input: e.has_input,
-                pos: e.pos.to_native(),
-                hops: e.hops.to_native(),
-                since: e.since.to_native(),
-            })
-            .collect(),
-        inputs: a
-            .inputs
-            .iter()
-            .map(|e| InputEntry {
-                hash: e.hash,
-                seg: e.seg.to_native(),
-                pos: e.pos.to_native(),
-            })
-            .collect(),
-        timeline: a
-            .timeline
-            .iter()
-            .map(|e| TlEntry {
-                iteration: e.iteration.to_native(),
-                id: e.id.to_native(),
-            })
-            .collect(),
+        objects: a.objects.iter().map(ObjEntry::from).collect(),
+        records: a.records.iter().map(RecEntry::from).collect(),
+        inputs: a.inputs.iter().map(InputEntry::from).collect(),
+        timeline: a.timeline.iter().map(TlEntry::from).collect(),
     }
 }
 
 fn run_refs(v: &[ArchivedRunRef]) -> Vec<RunRef> {
-    v.iter()
-        .map(|r| RunRef {
-            seg: r.seg.to_native(),
-            start: r.start.to_native(),
-            len: r.len.to_native(),
-            first: r.first.to_native(),
-            last: r.last.to_native(),
-            level: r.level,
-        })
-        .collect()
+    v.iter().map(RunRef::from).collect()
 }
 
 fn root_of(a: &ArchivedRootSeg) -> RootSeg {

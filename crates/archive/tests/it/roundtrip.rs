@@ -229,3 +229,54 @@ fn counts_of_a_collected_history_are_against_the_parents_the_file_holds() {
     assert_eq!(r20.pages_changed, 16);
     assert_eq!(history.at(20).expect("kept").pages_changed(), 1);
 }
+
+/// Enough new objects per append that a tier merge of the object index is spread over
+/// several commits: every commit in between verifies, reads back, and a writer reopened
+/// in the middle of the merge goes on appending a valid file.
+#[test]
+fn index_merges_spread_over_commits_leave_a_valid_file_at_every_commit() {
+    let dir = tmpdir();
+    let path = dir.path().join("spread.rwd");
+    let mut h = History::new(HistoryConfig::new(PAGE as u64).expect("cfg").seed(21)).expect("history");
+    let mut w = ArchiveWriter::create(&path, &h, Durability::Manual).expect("create");
+    let mut gc = Collector::new(Policy::default().keep_last(4));
+    let pages = 512usize;
+    let mut mem = vec![0u8; pages * PAGE];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for frame in 0..84u64 {
+        // 120 pages of fresh bytes: 120 new objects, a 960-entry level-1 run every 8
+        // appends, and a level-2 merge of 7,680 entries after 64.
+        for _ in 0..120 {
+            let p = (next() % pages as u64) as usize;
+            for chunk in mem[p * PAGE..(p + 1) * PAGE].chunks_mut(8) {
+                chunk.copy_from_slice(&next().to_le_bytes());
+            }
+        }
+        h.capture(frame, &mem, &[GlobalValue::I64(frame as i64)], None, None)
+            .expect("capture");
+        w.append(&h).expect("append");
+        gc.step(&mut h).expect("gc");
+        if frame == 68 {
+            drop(w);
+            w = ArchiveWriter::open(&path, Durability::Manual).expect("reopen");
+        }
+        if frame >= 62 && frame % 2 == 0 || frame == 83 {
+            let a = Archive::open(&path).expect("open");
+            a.verify().expect("verify");
+            let head = h.head().expect("head");
+            assert_eq!(a.state_hash(frame).expect("state hash"), head.state_hash());
+            let mut got = vec![0u8; mem.len()];
+            a.read(head.id(), 0, &mut got).expect("read");
+            assert!(got == mem, "memory of frame {frame}");
+        }
+    }
+    let a = Archive::open(&path).expect("open");
+    assert!(a.info().expect("info").objects > 8000);
+    assert_eq!(a.to_history().expect("load").len(), 84);
+}

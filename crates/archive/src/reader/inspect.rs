@@ -1,0 +1,226 @@
+//! Inspection: how records and objects are stored, change lists, blame, diff.
+
+use rewind_history::{Blame, RecordId};
+use rewind_store::PageHash;
+
+use super::*;
+
+impl Archive {
+    /// How a record is stored: the summary plus its checkpoint flag and counters.
+    pub fn record_detail(&self, id: RecordId) -> Result<RecordDetail, ArchiveError> {
+        let e = self.rec_entry(id.0)?;
+        let (_, m) = self.rec_meta(&e)?;
+        let mut info = info_of(&e);
+        info.on_timeline = self.tl_lookup(e.iteration)? == Some(e.id);
+        Ok(RecordDetail {
+            info,
+            checkpoint: m.checkpoint != 0,
+            hops: m.hops.to_native(),
+            pages_changed: m.pages_changed.to_native(),
+            bytes_stored: m.bytes_stored.to_native(),
+            globals: m.globals_len.to_native(),
+        })
+    }
+
+    /// The stored change list of a record (`None` for a checkpoint, which stores its full
+    /// page vector instead), restricted to the slots `pages` and to the record's memory.
+    /// A binary search in the list: O(log changes + slots in range).
+    pub(super) fn stored_changes(
+        &self,
+        e: &RecEntry,
+        pages: std::ops::RangeInclusive<u32>,
+    ) -> Result<Option<Vec<(u32, PageHash)>>, ArchiveError> {
+        let (data, m) = self.rec_meta(e)?;
+        if m.checkpoint != 0 {
+            return Ok(None);
+        }
+        let n = self.pages_count(m.memory_len.to_native(), e.seg)?;
+        let (start, len) = (m.list_start.to_native(), m.list_len.to_native() as u64);
+        let ch = slice_of(&data.changes, start, len, e.seg, "change list out of its segment")?;
+        let from = ch.partition_point(|c| c.index.to_native() < *pages.start());
+        let out = ch
+            .get(from..)
+            .unwrap_or(&[])
+            .iter()
+            .map(|c| (c.index.to_native(), PageHash(c.hash)))
+            .take_while(|(i, _)| i <= pages.end())
+            .filter(|(i, _)| (*i as usize) < n)
+            .collect();
+        Ok(Some(out))
+    }
+
+    /// The pages a record changed against its parent, by slot, with their new hashes.
+    ///
+    /// For a record stored as a change list this is the list (slots past the record's
+    /// memory left out); for a checkpoint it is computed by comparing its page vector
+    /// with its parent's (slots past the parent's memory count as zero pages); for a root
+    /// it is every non-zero page.
+    pub fn changes(&self, id: RecordId) -> Result<Vec<(u32, PageHash)>, ArchiveError> {
+        let e = self.rec_entry(id.0)?;
+        if let Some(c) = self.stored_changes(&e, 0..=u32::MAX)? {
+            return Ok(c);
+        }
+        let pages = self.pages(id)?;
+        let parent = match e.parent {
+            NONE => Vec::new(),
+            p => self.pages(RecordId(p))?,
+        };
+        Ok(pages
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| parent.get(*i).copied().unwrap_or(PageHash::ZERO) != **h)
+            .map(|(i, h)| (i as u32, *h))
+            .collect())
+    }
+
+    pub(super) fn changes_in_entry(
+        &self,
+        e: &RecEntry,
+        pages: std::ops::RangeInclusive<u32>,
+    ) -> Result<Vec<(u32, PageHash)>, ArchiveError> {
+        if let Some(c) = self.stored_changes(e, pages.clone())? {
+            return Ok(c);
+        }
+        let n = self.pages_count(e.memory_len, e.seg)?;
+        let mut out = Vec::new();
+        let last = (*pages.end()).min(u32::try_from(n).unwrap_or(u32::MAX).saturating_sub(1));
+        if n == 0 || *pages.start() > last {
+            return Ok(out);
+        }
+        for i in *pages.start()..=last {
+            let now = self.page_at(RecordId(e.id), i)?;
+            let before = match e.parent {
+                NONE => PageHash::ZERO,
+                p => self.page_at(RecordId(p), i)?,
+            };
+            if now != before {
+                out.push((i, now));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest record at or before `id` (following parents) at which any byte of
+    /// `[addr, addr + len)` changed: a reverse watchpoint, with the semantics of
+    /// [`History::blame`]. `None` when the bytes are the same in every record back to the
+    /// oldest and are all zero.
+    ///
+    /// Walks back record by record, but touches only each record's index entry and a
+    /// binary search in its change list; bytes are read only at records whose change list
+    /// touches the range's pages.
+    pub fn blame(&self, id: RecordId, addr: u64, len: u64) -> Result<Option<Blame>, ArchiveError> {
+        Ok(self.blame_chain(id, addr, len, 1)?.into_iter().next())
+    }
+
+    /// Up to `limit` successive changes of `[addr, addr + len)` walking back from `id`:
+    /// the first is [`Archive::blame`]; each next one is the blame of the bytes as they
+    /// were just before the previous change. The last may have `at_oldest` set.
+    pub fn blame_chain(
+        &self,
+        id: RecordId,
+        addr: u64,
+        len: u64,
+        limit: usize,
+    ) -> Result<Vec<Blame>, ArchiveError> {
+        let mut cur = self.rec_entry(id.0)?;
+        let memory_len = cur.memory_len;
+        if len == 0 || addr.checked_add(len).is_none_or(|e| e > memory_len) {
+            return Err(ArchiveError::OutOfBounds {
+                addr,
+                len,
+                memory_len,
+            });
+        }
+        let n = usize_of(len, cur.seg)?;
+        let ps = self.header.page_size as u64;
+        let (first, last) = ((addr / ps) as u32, ((addr + len - 1) / ps) as u32);
+        let mut here = vec![0u8; n];
+        let mut before = vec![0u8; n];
+        self.read(RecordId(cur.id), addr, &mut here)?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let parent = match cur.parent {
+                NONE => None,
+                p if p >= cur.id => {
+                    return Err(ArchiveError::Inconsistent {
+                        offset: cur.seg,
+                        reason: "record's parent is not an earlier record",
+                    })
+                }
+                p => Some(self.rec_entry(p)?),
+            };
+            let Some(parent) = parent else {
+                if here.iter().any(|b| *b != 0) {
+                    out.push(Blame {
+                        record: RecordId(cur.id),
+                        iteration: cur.iteration,
+                        at_oldest: true,
+                    });
+                }
+                break;
+            };
+            if !self.changes_in_entry(&cur, first..=last)?.is_empty() {
+                // Bytes past a smaller parent memory count as zeros.
+                let present = usize_of(parent.memory_len.saturating_sub(addr).min(len), cur.seg)?;
+                before.fill(0);
+                if let Some(b) = before.get_mut(..present).filter(|b| !b.is_empty()) {
+                    self.read(RecordId(parent.id), addr, b)?;
+                }
+                if before != here {
+                    out.push(Blame {
+                        record: RecordId(cur.id),
+                        iteration: cur.iteration,
+                        at_oldest: false,
+                    });
+                    std::mem::swap(&mut here, &mut before);
+                }
+            }
+            // Parents have smaller record numbers (checked above): the walk ends.
+            cur = parent;
+        }
+        Ok(out)
+    }
+
+    /// Pages that differ between two records (slots past the shorter memory count as
+    /// zero pages), in increasing order.
+    pub fn diff(&self, a: RecordId, b: RecordId) -> Result<Vec<u32>, ArchiveError> {
+        let (pa, pb) = (self.pages(a)?, self.pages(b)?);
+        let n = pa.len().max(pb.len());
+        Ok((0..n)
+            .filter(|i| {
+                pa.get(*i).copied().unwrap_or(PageHash::ZERO) != pb.get(*i).copied().unwrap_or(PageHash::ZERO)
+            })
+            .map(|i| i as u32)
+            .collect())
+    }
+
+    /// Every page object in the file: how it is stored, without decoding it.
+    pub fn objects(&self) -> Result<Vec<ObjectInfo>, ArchiveError> {
+        let [objs, _, _, _] = self.run_refs()?;
+        let mut out = Vec::new();
+        for r in &objs {
+            for e in self.run(r)? {
+                let e = ObjEntry::from(e);
+                let (_, m) = self.data_entry(
+                    e.seg,
+                    e.pos,
+                    |d| &d.objects,
+                    |m| m.hash == e.hash && m.kind == e.kind,
+                    OBJECT_REASONS,
+                )?;
+                let kind = ObjectKind::from_tag(m.kind).ok_or(ArchiveError::Inconsistent {
+                    offset: e.seg,
+                    reason: "unknown object kind",
+                })?;
+                out.push(ObjectInfo {
+                    hash: PageHash(e.hash),
+                    kind,
+                    parent: (kind == ObjectKind::Delta).then_some(PageHash(m.parent)),
+                    depth: e.depth,
+                    stored_len: m.len.to_native(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

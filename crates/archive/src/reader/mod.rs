@@ -1,0 +1,387 @@
+//! Reading an archive in place, split by what a caller does with it:
+//!
+//! - `open`: map the file, check the header, find the last complete commit, classify
+//!   the tail (a torn write or damage);
+//! - `query`: index lookups, records, the timeline, globals, inputs, page vectors,
+//!   page and byte reads;
+//! - `inspect`: how records and objects are stored, change lists, blame, diff;
+//! - `load`: the whole archive as a [`History`](rewind_history::History);
+//! - `verify`: every field checked against what it derives from.
+//!
+//! This module holds the [`Archive`] itself, the types its queries return, and the
+//! access to segments (checksummed on first touch, rkyv-validated on every access).
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use memmap2::Mmap;
+use rewind_history::RecordId;
+use rewind_snapshot::{GlobalValue, StateHash};
+use rewind_store::{PageHash, PageSize};
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::format::*;
+use crate::ArchiveError;
+
+mod inspect;
+mod load;
+mod open;
+mod query;
+mod verify;
+
+/// Bytes at the end of a file that no complete commit covers (a write torn by a crash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// Where the torn bytes start (the end of the last complete commit).
+    pub offset: u64,
+    /// How many bytes follow.
+    pub len: u64,
+}
+
+/// The creation parameters of an archive, from its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    /// Page size in bytes.
+    pub page_size: u32,
+    /// The hash seed.
+    pub seed: u64,
+    /// The longest delta chain.
+    pub max_chain: u8,
+    /// Change lists between checkpoints, at most.
+    pub checkpoint_hops: u32,
+    /// Index runs merged per level.
+    pub merge_fanout: u32,
+    /// Creation time (seconds since the Unix epoch).
+    pub created_unix: u64,
+    /// Commits in the file (the sequence number of the last one plus one; 0 for none).
+    pub commits: u64,
+    /// Records in the file.
+    pub records: u64,
+    /// Page objects in the file.
+    pub objects: u64,
+    /// Bytes covered by complete commits.
+    pub committed_len: u64,
+}
+
+/// The summary of one record in an archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// Record number.
+    pub id: RecordId,
+    /// Iteration.
+    pub iteration: u64,
+    /// Parent record (`None` for a root).
+    pub parent: Option<RecordId>,
+    /// Memory length in bytes.
+    pub memory_len: u64,
+    /// State hash.
+    pub state_hash: StateHash,
+    /// Hash of the recorded input.
+    pub input: Option<PageHash>,
+    /// True when the record is on the timeline of the last commit's head.
+    pub on_timeline: bool,
+}
+
+/// A record as stored, from [`Archive::record_detail`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordDetail {
+    /// The summary.
+    pub info: RecordInfo,
+    /// True when the record is stored with its full page vector (a checkpoint) rather
+    /// than a change list against its parent.
+    pub checkpoint: bool,
+    /// Change lists between this record and its checkpoint.
+    pub hops: u32,
+    /// Pages that differ from the parent this file holds (as captured, unless a
+    /// collection removed the record's capture-time parent before it was written).
+    pub pages_changed: u32,
+    /// Bytes the capture added to the in-memory store (as counted when it was captured,
+    /// at most a page per changed page).
+    pub bytes_stored: u64,
+    /// Number of globals.
+    pub globals: u32,
+}
+
+/// One page object of the file, from [`Archive::objects`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The page hash.
+    pub hash: PageHash,
+    /// How it is stored.
+    pub kind: ObjectKind,
+    /// The page a delta applies to.
+    pub parent: Option<PageHash>,
+    /// Deltas from this object down to a full page.
+    pub depth: u8,
+    /// Bytes it takes in the file.
+    pub stored_len: u32,
+}
+
+/// What [`Archive::verify`] checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segments whose checksum and validation passed.
+    pub segments: u64,
+    /// Commit trailers checked.
+    pub commits: u64,
+    /// Records whose page vector and state hash were rebuilt.
+    pub records: u64,
+    /// Objects rebuilt and hashed.
+    pub objects: u64,
+}
+
+enum Backing {
+    Map(Mmap),
+    Owned(AlignedVec<16>),
+    Empty,
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Owned(v) => v.as_slice(),
+            Backing::Empty => &[],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Commit {
+    trailer_off: u64,
+    trailer: Trailer,
+}
+
+/// An archive opened for reading: the file mapped into memory and read in place.
+///
+/// Opening checks the header, finds the last complete commit from the end of the file
+/// (its trailer checksum, its root segment's checksum and rkyv validation) and nothing
+/// else; every other segment is checksummed and validated the first time a query
+/// touches it. [`Archive::verify`] checks everything. The mapping is fixed at open:
+/// commits appended later are seen by opening again.
+pub struct Archive {
+    path: Option<PathBuf>,
+    backing: Backing,
+    header: Header,
+    commit: Option<Commit>,
+    torn: Option<TornTail>,
+    checked: Mutex<HashSet<u64>>,
+    hasher: rewind_store::Hasher,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .field("commit", &self.commit)
+            .field("torn", &self.torn)
+            .finish()
+    }
+}
+
+fn vmsg(offset: u64) -> impl FnOnce(rancor::Error) -> ArchiveError {
+    move |e| ArchiveError::Validation {
+        offset,
+        message: e.to_string(),
+    }
+}
+
+fn usize_of(v: u64, offset: u64) -> Result<usize, ArchiveError> {
+    usize::try_from(v).map_err(|_| ArchiveError::Inconsistent {
+        offset,
+        reason: "length does not fit in memory",
+    })
+}
+
+fn slice_of<'v, T>(
+    v: &'v [T],
+    start: u64,
+    len: u64,
+    offset: u64,
+    what: &'static str,
+) -> Result<&'v [T], ArchiveError> {
+    let s = usize_of(start, offset)?;
+    let l = usize_of(len, offset)?;
+    s.checked_add(l)
+        .and_then(|e| v.get(s..e))
+        .ok_or(ArchiveError::Inconsistent { offset, reason: what })
+}
+
+/// The reasons of [`Archive::data_entry`] for an object.
+const OBJECT_REASONS: [&str; 2] = [
+    "object index points past its segment",
+    "object index and object disagree",
+];
+
+fn info_of(e: &RecEntry) -> RecordInfo {
+    RecordInfo {
+        id: RecordId(e.id),
+        iteration: e.iteration,
+        parent: (e.parent != NONE).then_some(RecordId(e.parent)),
+        memory_len: e.memory_len,
+        state_hash: StateHash(e.state_hash),
+        input: (e.has_input != 0).then_some(PageHash(e.input)),
+        on_timeline: false,
+    }
+}
+
+/// The archived globals of the record `m` in `data` (the data segment at `seg`).
+fn globals_of<'a>(
+    data: &'a ArchivedDataSeg,
+    m: &ArchivedRecMeta,
+    seg: u64,
+) -> Result<&'a [ArchivedGlobalRec], ArchiveError> {
+    slice_of(
+        &data.globals,
+        m.globals_start.to_native(),
+        m.globals_len.to_native() as u64,
+        seg,
+        "globals out of their segment",
+    )
+}
+
+fn global_of(g: &ArchivedGlobalRec, offset: u64) -> Result<GlobalValue, ArchiveError> {
+    g.value().ok_or(ArchiveError::Inconsistent {
+        offset,
+        reason: "unknown global type",
+    })
+}
+
+impl Archive {
+    fn bytes(&self) -> &[u8] {
+        self.backing.bytes()
+    }
+
+    /// The payload of a segment whose header is known, checksummed on first touch.
+    fn payload_at(&self, off: u64, h: SegHeader, end: u64) -> Result<&[u8], ArchiveError> {
+        let start = off
+            .checked_add(SEG_HEADER_LEN as u64)
+            .ok_or(ArchiveError::BadSegment {
+                offset: off,
+                reason: "offset overflows",
+            })?;
+        let stop = start
+            .checked_add(h.len)
+            .filter(|e| *e <= end)
+            .ok_or(ArchiveError::Truncated {
+                offset: off,
+                needed: h.len,
+                file_len: end,
+            })?;
+        let p = self
+            .bytes()
+            .get(usize_of(start, off)?..usize_of(stop, off)?)
+            .ok_or(ArchiveError::Truncated {
+                offset: off,
+                needed: h.len,
+                file_len: end,
+            })?;
+        let done = self.checked.lock().map(|c| c.contains(&off)).unwrap_or(false);
+        if !done {
+            let found = checksum(p, self.header.seed);
+            if found != h.sum {
+                return Err(ArchiveError::ChecksumMismatch {
+                    offset: off,
+                    expected: h.sum,
+                    found,
+                });
+            }
+            if let Ok(mut c) = self.checked.lock() {
+                c.insert(off);
+            }
+        }
+        Ok(p)
+    }
+
+    fn payload(&self, off: u64, kind: SegKind) -> Result<&[u8], ArchiveError> {
+        let end = self.committed_end();
+        let h = SegHeader::decode(self.bytes(), off, end, self.header.seed)?;
+        if h.kind != kind {
+            return Err(ArchiveError::BadSegment {
+                offset: off,
+                reason: "segment of an unexpected kind",
+            });
+        }
+        self.payload_at(off, h, end)
+    }
+
+    fn root(&self) -> Result<Option<&ArchivedRootSeg>, ArchiveError> {
+        let Some(c) = self.commit else { return Ok(None) };
+        let p = self.payload(c.trailer.root, SegKind::Root)?;
+        rkyv::access::<ArchivedRootSeg, rancor::Error>(p)
+            .map(Some)
+            .map_err(vmsg(c.trailer.root))
+    }
+
+    fn data(&self, off: u64) -> Result<&ArchivedDataSeg, ArchiveError> {
+        let p = self.payload(off, SegKind::Data)?;
+        rkyv::access::<ArchivedDataSeg, rancor::Error>(p).map_err(vmsg(off))
+    }
+
+    fn runs(&self, off: u64) -> Result<&ArchivedRunsSeg, ArchiveError> {
+        let p = self.payload(off, SegKind::Runs)?;
+        rkyv::access::<ArchivedRunsSeg, rancor::Error>(p).map_err(vmsg(off))
+    }
+
+    /// The end of the last complete commit (the header's end when there is none).
+    pub fn committed_end(&self) -> u64 {
+        self.commit
+            .map_or(HEADER_LEN as u64, |c| c.trailer_off + TRAILER_LEN as u64)
+    }
+
+    /// The bytes after the last complete commit, when a crash tore the tail.
+    pub fn torn_tail(&self) -> Option<TornTail> {
+        self.torn
+    }
+
+    /// The file this archive was opened from.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub(crate) fn last_trailer(&self) -> Option<(u64, Trailer)> {
+        self.commit.map(|c| (c.trailer_off, c.trailer))
+    }
+
+    /// The header's parameters and the last commit's counts.
+    pub fn info(&self) -> Result<ArchiveInfo, ArchiveError> {
+        let root = self.root()?;
+        Ok(ArchiveInfo {
+            page_size: self.header.page_size,
+            seed: self.header.seed,
+            max_chain: self.header.max_chain,
+            checkpoint_hops: self.header.checkpoint_hops,
+            merge_fanout: self.header.merge_fanout,
+            created_unix: self.header.created_unix,
+            commits: self.commit.map_or(0, |c| c.trailer.seq + 1),
+            records: root.map_or(0, |r| r.record_count.to_native()),
+            objects: root.map_or(0, |r| r.object_count.to_native()),
+            committed_len: self.committed_end(),
+        })
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> PageSize {
+        // The header was checked at open.
+        PageSize::new(self.header.page_size as u64).unwrap_or_default()
+    }
+
+    /// The head record at the last commit.
+    pub fn head(&self) -> Option<RecordId> {
+        self.commit
+            .and_then(|c| (c.trailer.head != NONE).then_some(RecordId(c.trailer.head)))
+    }
+
+    /// The next record number of the history at the last commit.
+    pub fn next_record_id(&self) -> Result<u64, ArchiveError> {
+        Ok(self.root()?.map_or(0, |r| r.next_record_id.to_native()))
+    }
+}

@@ -1,0 +1,234 @@
+//! The golden archive: a small `.rwd` written by this version of the writer, checked
+//! in at `crates/archive/tests/data/golden-v1.rwd`, that guards the format against a
+//! layout slip or an rkyv feature unification (which would change every archived
+//! type's bytes without a compile error).
+//!
+//! [`write_golden`] builds the same history every time (fixed seed, a deterministic
+//! byte generator, no clock) and appends it commit by commit: several records and
+//! commits (enough for the index to merge level-0 runs), forward deltas, lz4 and raw
+//! pages, a checkpoint, a memory growth, every global type, input blobs (one repeated),
+//! a rollback with an abandoned branch, a pinned record, and records a collection
+//! removed from memory before they were written. The only field that depends on when
+//! the file was written, the header's creation time, is set to [`CREATED_UNIX`].
+//!
+//! Two tests pin it: today's reader reads the checked-in file exactly as the history it
+//! was written from (records, page vectors, memory bytes, globals, inputs, state
+//! hashes, blame, diff) and `verify` passes; today's writer reproduces it byte for byte.
+//! A deliberate format change regenerates it (and bumps the format version, with a
+//! reader for the old one):
+//!
+//! ```text
+//! cargo test -p rewind-archive --test it golden::regenerate -- --ignored
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use rewind_archive::format::{Header, HEADER_LEN};
+use rewind_archive::{Archive, ArchiveWriter, Durability, ObjectKind};
+use rewind_gc::{Collector, Policy};
+use rewind_history::{History, HistoryConfig};
+use rewind_snapshot::GlobalValue;
+
+use crate::common::*;
+
+const PAGE: usize = 1024;
+/// The header's creation time in the golden file (2026-11-26 00:00 UTC).
+const CREATED_UNIX: u64 = 1_795_651_200;
+
+/// The checked-in golden archive.
+fn golden_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1.rwd")
+}
+
+/// xorshift64: the golden file must not depend on any crate's random number generator.
+struct Bytes(u64);
+
+impl Bytes {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One frame's writes to memory, chosen by the frame number.
+fn write_frame(mem: &mut [u8], frame: u64, rng: &mut Bytes) {
+    let pages = mem.len() / PAGE;
+    // Small edits of a few pages: forward deltas in the file.
+    for _ in 0..3 {
+        let at = rng.below(pages) * PAGE + rng.below(PAGE - 16);
+        let v = rng.next().to_le_bytes();
+        if let Some(d) = mem.get_mut(at..at + 8) {
+            d.copy_from_slice(&v);
+        }
+    }
+    // Every fourth frame a page of noise (raw: lz4 does not pay).
+    if frame % 4 == 1 {
+        let p = rng.below(pages);
+        for chunk in mem[p * PAGE..(p + 1) * PAGE].chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next().to_le_bytes());
+        }
+    }
+    // Every fifth frame a page of a repeating pattern (lz4).
+    if frame % 5 == 2 {
+        let p = rng.below(pages);
+        let pattern = rng.next().to_le_bytes();
+        for (i, b) in mem[p * PAGE..(p + 1) * PAGE].iter_mut().enumerate() {
+            *b = pattern[(i / 32) % 8];
+        }
+    }
+}
+
+/// Every global type, with values that move with the frame.
+fn globals(frame: u64) -> Vec<GlobalValue> {
+    vec![
+        GlobalValue::I32(-(frame as i32)),
+        GlobalValue::I64(frame as i64 * 1_000_003),
+        GlobalValue::F32((frame as f32 * 0.5).to_bits()),
+        GlobalValue::F64((frame as f64 / 3.0).to_bits()),
+        GlobalValue::V128(u128::from(frame) << 64 | 0xfeed),
+    ]
+}
+
+/// Build the golden history and write it to `path` (which must not exist), with the
+/// header's creation time set to [`CREATED_UNIX`]. Returns the history as it was at the
+/// last append.
+fn write_golden(path: &Path) -> History {
+    let mut history =
+        History::new(HistoryConfig::new(PAGE as u64).expect("config").seed(0x60_1d_e2)).expect("history");
+    let mut writer = ArchiveWriter::create(path, &history, Durability::Manual).expect("create");
+    let mut gc = Collector::new(Policy::default().keep_last(6));
+    let mut rng = Bytes(0x0123_4567_89ab_cdef);
+    let mut mem = vec![0u8; 16 * PAGE];
+    let mut iteration = 0u64;
+    for frame in 0..44u64 {
+        if frame == 12 {
+            // memory.grow by eight pages
+            mem.resize(24 * PAGE, 0);
+        }
+        if frame == 22 {
+            // A late input: roll back five iterations and simulate again differently.
+            let target = iteration - 5;
+            let id = history.at(target).expect("target").id();
+            mem = memory_of(&history, id);
+            history.rollback(target).expect("rollback");
+            iteration = target + 1;
+        }
+        write_frame(&mut mem, frame, &mut rng);
+        // Inputs: one per frame, the same blob every third frame (stored once).
+        let input = if frame % 3 == 0 {
+            b"idle".to_vec()
+        } else {
+            format!("frame {frame}").into_bytes()
+        };
+        history
+            .capture(iteration, &mem, &globals(frame), None, Some(&input))
+            .expect("capture");
+        if frame == 3 {
+            gc.pin(&history, iteration).expect("pin");
+        }
+        iteration += 1;
+        // Frames 28..=36 are not appended until frame 37: the collection removes
+        // some of them from memory before they reach the file.
+        if !(28..=36).contains(&frame) {
+            writer.append(&history).expect("append");
+        }
+        gc.step(&mut history).expect("gc");
+    }
+    writer.append(&history).expect("last append");
+    writer.sync().expect("sync");
+    drop(writer);
+    set_created(path, CREATED_UNIX);
+    history
+}
+
+/// Rewrite the header of the archive at `path` with another creation time (and its
+/// checksum).
+fn set_created(path: &Path, created_unix: u64) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let mut header = Header::decode(&bytes).expect("header");
+    header.created_unix = created_unix;
+    bytes[..HEADER_LEN].copy_from_slice(&header.encode());
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn golden_file_reads_as_the_history_it_was_written_from() {
+    let dir = tmpdir();
+    let history = write_golden(&dir.path().join("fresh.rwd"));
+    let golden = Archive::open(golden_path()).expect("open the golden file");
+    assert_eq!(golden.info().expect("info").created_unix, CREATED_UNIX);
+    check_same(&history, &golden);
+    let report = golden.verify().expect("verify");
+    assert_eq!(report.records, golden.records().expect("records").len() as u64);
+    // Every record the file holds (including those the collection removed from memory
+    // later), with blame and diff, against the history loaded from it.
+    let loaded = golden.to_history().expect("load");
+    check_same(&loaded, &golden);
+    for r in loaded.records() {
+        assert_eq!(golden.record(r.id()).expect("record").state_hash, r.state_hash());
+    }
+
+    // What the file covers.
+    let info = golden.info().expect("info");
+    assert!(info.commits >= 30, "commits: {}", info.commits);
+    let objects = golden.objects().expect("objects");
+    for kind in [ObjectKind::Raw, ObjectKind::Lz4, ObjectKind::Delta] {
+        assert!(objects.iter().any(|o| o.kind == kind), "no {kind:?} object");
+    }
+    let records = golden.records().expect("records");
+    assert!(
+        records.len() > history.len(),
+        "no record was collected from memory only"
+    );
+    assert!(
+        !golden.abandoned().expect("abandoned").is_empty(),
+        "no abandoned branch"
+    );
+    let details: Vec<_> = records
+        .iter()
+        .map(|r| golden.record_detail(r.id).expect("detail"))
+        .collect();
+    assert!(
+        details.iter().skip(1).any(|d| d.checkpoint),
+        "no checkpoint after the first record"
+    );
+    let lens: std::collections::BTreeSet<u64> = records.iter().map(|r| r.memory_len).collect();
+    assert_eq!(
+        lens.into_iter().collect::<Vec<_>>(),
+        [16 * PAGE as u64, 24 * PAGE as u64]
+    );
+    assert!(records.iter().all(|r| r.input.is_some()));
+    assert_eq!(golden.globals(records[0].id).expect("globals"), globals(0));
+    // The pinned record (iteration 3) outlived the collection's window.
+    assert!(history.record(golden.at(3).expect("pinned").id).is_some());
+}
+
+#[test]
+fn golden_file_is_reproduced_byte_for_byte() {
+    let dir = tmpdir();
+    let fresh = dir.path().join("fresh.rwd");
+    write_golden(&fresh);
+    let want = std::fs::read(golden_path()).expect("read the golden file");
+    let got = std::fs::read(&fresh).expect("read");
+    assert_eq!(got.len(), want.len(), "file length");
+    if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        panic!("the writer's bytes differ from the golden file's from offset {at}");
+    }
+}
+
+/// Regenerate the golden file (a deliberate format change only; see the module docs).
+#[test]
+#[ignore = "rewrites the checked-in golden file"]
+fn regenerate() {
+    let path = golden_path();
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    let dir = tmpdir();
+    let fresh = dir.path().join("golden.rwd");
+    write_golden(&fresh);
+    std::fs::copy(&fresh, &path).expect("copy");
+}
