@@ -102,7 +102,7 @@ impl Archive {
 
     /// The latest record at or before `id` (following parents) at which any byte of
     /// `[addr, addr + len)` changed: a reverse watchpoint, with the semantics of
-    /// [`History::blame`]. `None` when the bytes are the same in every record back to the
+    /// [`History::blame`](rewind_history::History::blame). `None` when the bytes are the same in every record back to the
     /// oldest and are all zero.
     ///
     /// Walks back record by record, but touches only each record's index entry and a
