@@ -165,9 +165,9 @@ pub enum BackendError {
         /// Its iteration.
         iteration: u64,
         /// The hash in the cell.
-        saved: String,
+        saved: StateHash,
         /// The hash on the timeline.
-        found: String,
+        found: StateHash,
     },
     /// The session failed to step or roll back.
     #[error("{what} failed at frame {frame}")]
@@ -374,12 +374,14 @@ impl<S: Simulation> RewindBackend<S> {
                 head,
             });
         }
-        let (record, state_hash) = session
+        let record = session
             .recorder()
             .history()
             .at(iteration)
-            .map(|r| (r.id(), r.state_hash()))
+            .map(|r| r.id())
             .map_err(rewind::Error::from)?;
+        // The session's hash: it covers the host state when the session was asked to.
+        let state_hash = session.state_hash(iteration)?;
         let saved = SavedFrame {
             frame,
             iteration,
@@ -421,8 +423,8 @@ impl<S: Simulation> RewindBackend<S> {
             return Err(BackendError::StaleCell {
                 frame,
                 iteration,
-                saved: saved.state_hash.to_hex(),
-                found: found.to_hex(),
+                saved: saved.state_hash,
+                found,
             });
         }
         let restored = self
@@ -437,8 +439,8 @@ impl<S: Simulation> RewindBackend<S> {
             return Err(BackendError::StaleCell {
                 frame,
                 iteration,
-                saved: saved.state_hash.to_hex(),
-                found: restored.to_hex(),
+                saved: saved.state_hash,
+                found: restored,
             });
         }
         let time = t0.elapsed();

@@ -16,8 +16,11 @@
 //! - **`proc_exit`** traps; every other WASI function returns `ENOSYS`.
 //!
 //! [`HostState`] is everything the host keeps that the guest can observe.
-//! The runners checkpoint it after every recorded iteration and put it back
-//! on rollback, so that a re-simulation sees exactly what the first run saw.
+//! [`Host`] implements [`rewind_wasmer::HostState`], so the session records it
+//! with every iteration and puts it back on rollback (a re-simulation sees
+//! exactly what the first run saw); nothing is kept outside the session. Its
+//! encoding holds the clock, the generator, the next descriptor and each open
+//! file's path and offset — file contents stay in the host's read cache.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -87,6 +90,7 @@ impl Default for HostConfig {
 /// A file opened by the guest.
 #[derive(Clone, Debug)]
 pub struct OpenFile {
+    path: PathBuf,
     data: Arc<Vec<u8>>,
     pos: u64,
 }
@@ -109,7 +113,6 @@ struct Shared {
     state: HostState,
     /// The memory of the live instance (set after each instantiation).
     memory: Option<Memory>,
-    checkpoints: BTreeMap<u64, HostState>,
     output: Vec<u8>,
     cache: BTreeMap<PathBuf, Arc<Vec<u8>>>,
     calls: BTreeMap<String, u64>,
@@ -145,7 +148,6 @@ impl Host {
                 config,
                 state,
                 memory: None,
-                checkpoints: BTreeMap::new(),
                 output: Vec::new(),
                 cache: BTreeMap::new(),
                 calls: BTreeMap::new(),
@@ -168,25 +170,6 @@ impl Host {
     /// Tells the host functions which memory to use (after instantiation).
     pub fn set_memory(&self, memory: Memory) {
         self.lock().memory = Some(memory);
-    }
-
-    /// Saves the host state as that of `iteration`.
-    pub fn checkpoint(&self, iteration: u64) {
-        let mut s = self.lock();
-        let state = s.state.clone();
-        s.checkpoints.insert(iteration, state);
-    }
-
-    /// Puts back the host state saved for `iteration`.
-    pub fn restore(&self, iteration: u64) -> Result<(), Error> {
-        let mut s = self.lock();
-        let state = s
-            .checkpoints
-            .get(&iteration)
-            .cloned()
-            .ok_or(Error::NoHostCheckpoint { iteration })?;
-        s.state = state;
-        Ok(())
     }
 
     /// The current host state.
@@ -550,13 +533,13 @@ fn wasi_call(s: &mut Shared, view: &MemoryView<'_>, name: &str, args: &[Value]) 
                 Some(d) => d.clone(),
                 None => {
                     let d = Arc::new(std::fs::read(&path).map_err(|_| ENOENT)?);
-                    s.cache.insert(path, d.clone());
+                    s.cache.insert(path.clone(), d.clone());
                     d
                 }
             };
             let fd = s.state.next_fd;
             s.state.next_fd += 1;
-            s.state.files.insert(fd, OpenFile { data, pos: 0 });
+            s.state.files.insert(fd, OpenFile { path, data, pos: 0 });
             write_u32(view, out, fd)
         })(),
         "path_filestat_get" => (|| {
@@ -581,4 +564,94 @@ fn wasi_call(s: &mut Shared, view: &MemoryView<'_>, name: &str, args: &[Value]) 
         })(),
         _ => return None,
     })
+}
+
+/// The encoding of [`HostState`]: clock, generator, next descriptor, then each
+/// open file as descriptor, offset and path (little-endian, lengths as `u32`).
+impl rewind_wasmer::HostState for Host {
+    fn save(&mut self) -> Vec<u8> {
+        let s = self.lock();
+        let st = &s.state;
+        let mut out = Vec::with_capacity(24 + st.files.len() * 32);
+        out.extend_from_slice(&st.clock_ns.to_le_bytes());
+        out.extend_from_slice(&st.rng.to_le_bytes());
+        out.extend_from_slice(&st.next_fd.to_le_bytes());
+        out.extend_from_slice(&(st.files.len() as u32).to_le_bytes());
+        for (fd, f) in &st.files {
+            let path = std::os::unix::ffi::OsStrExt::as_bytes(f.path.as_os_str());
+            out.extend_from_slice(&fd.to_le_bytes());
+            out.extend_from_slice(&f.pos.to_le_bytes());
+            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            out.extend_from_slice(path);
+        }
+        out
+    }
+
+    fn load(&mut self, bytes: &[u8]) -> Result<(), rewind_wasmer::HostStateError> {
+        let mut r = Reader(bytes);
+        let clock_ns = r.u64()?;
+        let rng = r.u64()?;
+        let next_fd = r.u32()?;
+        let count = r.u32()?;
+        let mut s = self.lock();
+        let mut files = BTreeMap::new();
+        for _ in 0..count {
+            let fd = r.u32()?;
+            let pos = r.u64()?;
+            let len = r.u32()? as usize;
+            let path = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                r.take(len)?,
+            ));
+            let data = match s.cache.get(&path) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = std::fs::read(&path).map_err(|e| {
+                        rewind_wasmer::HostStateError::new(format!("cannot reopen {}: {e}", path.display()))
+                    })?;
+                    let d = Arc::new(d);
+                    s.cache.insert(path.clone(), d.clone());
+                    d
+                }
+            };
+            files.insert(fd, OpenFile { path, data, pos });
+        }
+        if !r.0.is_empty() {
+            return Err(rewind_wasmer::HostStateError::new(
+                "trailing bytes after the host state",
+            ));
+        }
+        s.state = HostState {
+            clock_ns,
+            rng,
+            files,
+            next_fd,
+        };
+        Ok(())
+    }
+}
+
+/// Reads the host-state encoding, refusing a short buffer.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], rewind_wasmer::HostStateError> {
+        if self.0.len() < n {
+            return Err(rewind_wasmer::HostStateError::new("the host state is cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, rewind_wasmer::HostStateError> {
+        let mut b = [0; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn u64(&mut self) -> Result<u64, rewind_wasmer::HostStateError> {
+        let mut b = [0; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
 }

@@ -197,12 +197,6 @@ pub enum Error {
         /// What came back.
         detail: String,
     },
-    /// No host state was saved for an iteration that is rolled back to.
-    #[error("no host checkpoint for iteration {iteration}")]
-    NoHostCheckpoint {
-        /// The iteration.
-        iteration: u64,
-    },
     /// Compiling or instantiating, capture, globals, memory.
     #[error(transparent)]
     Guest(#[from] rewind_wasmer::GuestError),

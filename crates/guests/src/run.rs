@@ -147,7 +147,6 @@ impl GuestRun {
                 return Err(e.into());
             }
         };
-        self.host.checkpoint(r.iteration);
         Ok(r)
     }
 
@@ -262,13 +261,9 @@ fn start_session(
         },
     )?;
     host.set_memory(session.guest().memory().clone());
-    host.checkpoint(0);
-    let hook_host = host.clone();
-    session.on_rollback(move |iteration| {
-        // Checkpoints exist for every recorded iteration; a missing one
-        // would show as a state-hash mismatch in the re-simulation.
-        let _ = hook_host.restore(iteration);
-    });
+    // The host's clock, generator and open files go back with the guest. State
+    // hashes stay the guest's own, comparable with an archive's.
+    session.set_host_state(host.clone(), false);
     // wasi-libc reactors need their constructors (`_initialize`) run before
     // anything else: the drivers call them in their first step, so that
     // iteration 0 is the state right after instantiation.

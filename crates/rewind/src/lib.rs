@@ -40,7 +40,9 @@ pub use rewind_history::{
     Rollback,
 };
 pub use rewind_snapshot::{ByteRange, GlobalType, GlobalValue, Restored, Snapshot, SnapshotError, StateHash};
-pub use rewind_store::{InputHash, PageHash, PageSize, ParseHashError, StoreConfig, StoreError, StoreStats};
+pub use rewind_store::{
+    Hasher, InputHash, PageHash, PageSize, ParseHashError, StoreConfig, StoreError, StoreStats,
+};
 
 /// Re-exports of the layers, for users who need more than the facade.
 pub mod layers {

@@ -56,10 +56,12 @@
 #[allow(unsafe_code)]
 pub mod dirty;
 pub mod guest;
+pub mod host_state;
 pub mod session;
 
 pub use dirty::{Availability, DirtyError, DirtyTracker, Unavailable, GROWTH_HEADROOM};
 pub use guest::{Guest, GuestError, GuestModule};
+pub use host_state::{HostState, HostStateError};
 pub use session::{
     metered_engine, CaptureMode, CapturePreference, Divergence, PageDivergence, Replay, RollbackReport,
     Session, SessionError, SessionOptions, SessionStats, StepAbi, StepReport,

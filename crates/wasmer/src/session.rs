@@ -57,6 +57,7 @@ use wasmer::{Engine, Imports, Mutability, Store, Type, TypedFunction, Value};
 
 use crate::dirty::{Availability, DirtyTracker, Unavailable};
 use crate::guest::{Guest, GuestError, GuestModule};
+use crate::host_state::{HostState, HostStates};
 
 /// How changed pages are found at each capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -344,6 +345,17 @@ pub enum SessionError {
         /// Why.
         #[source]
         source: Box<SessionError>,
+    },
+    /// The host state ([`Session::set_host_state`]) of `iteration` could not be
+    /// put back: the guest is restored, its host is not, so the session refuses
+    /// to step until a rollback succeeds.
+    #[error("cannot put back the host state of iteration {iteration}")]
+    HostState {
+        /// The iteration rolled back to.
+        iteration: u64,
+        /// The host's error.
+        #[source]
+        source: crate::host_state::HostStateError,
     },
     /// A step failed and restoring the last good state failed too: the live
     /// state is unknown until a successful [`Session::rollback_to`].
@@ -767,6 +779,7 @@ pub struct Session {
     /// A failed step could not be undone.
     poisoned: bool,
     hooks: Vec<Hook>,
+    host_states: Option<HostStates>,
     stats: SessionStats,
 }
 
@@ -884,6 +897,7 @@ impl Session {
             at_head: false,
             poisoned: false,
             hooks: Vec::new(),
+            host_states: None,
             stats: SessionStats::default(),
         };
         session
@@ -957,9 +971,98 @@ impl Session {
         self.recorder.history().head().map_or(0, |r| r.iteration())
     }
 
-    /// The state hash of `iteration` on the current timeline.
+    /// The state hash of `iteration` on the current timeline (covering the host
+    /// state too when [`set_host_state`](Self::set_host_state) asked for it).
     pub fn state_hash(&self, iteration: u64) -> Result<StateHash, SessionError> {
-        Ok(self.recorder.state_hash(iteration)?)
+        let guest = self.recorder.state_hash(iteration)?;
+        Ok(self.reported_hash(iteration, guest))
+    }
+
+    /// Records `host`'s state with every iteration from now on: saved after each
+    /// step (and now, as the head's), put back on every rollback before the
+    /// [`on_rollback`](Self::on_rollback) hooks run, dropped with the iterations
+    /// the policy collects. With `in_state_hash`, every state hash the session
+    /// reports ([`state_hash`](Self::state_hash), [`StepReport::state_hash`],
+    /// [`RollbackReport::state_hash`], [`check`](Self::check)) covers the host
+    /// state as well as the guest's. Replaces an earlier host state.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use rewind_wasmer::host_state::{HostState, HostStateError};
+    /// use rewind_wasmer::{Session, SessionOptions};
+    ///
+    /// struct Counter(Rc<Cell<u64>>);
+    /// impl HostState for Counter {
+    ///     fn save(&mut self) -> Vec<u8> { self.0.get().to_le_bytes().to_vec() }
+    ///     fn load(&mut self, b: &[u8]) -> Result<(), HostStateError> {
+    ///         let b: [u8; 8] = b.try_into().map_err(|_| HostStateError::new("8 bytes"))?;
+    ///         Ok(self.0.set(u64::from_le_bytes(b)))
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let wat = r#"(module (memory (export "memory") 1) (func (export "step") (param i64)))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.seed(1))?;
+    /// let calls = Rc::new(Cell::new(0));
+    /// s.set_host_state(Counter(calls.clone()), true);
+    /// for _ in 0..5 {
+    ///     calls.set(calls.get() + 1); // what a host import would do
+    ///     s.step(&[0])?;
+    /// }
+    /// s.rollback_to(2)?;
+    /// assert_eq!(calls.get(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_host_state(&mut self, host: impl HostState + 'static, in_state_hash: bool) {
+        let mut states = HostStates::new(Box::new(host), in_state_hash);
+        states.save(self.recorder.history().store().hasher(), self.head_iteration());
+        self.host_states = Some(states);
+    }
+
+    /// The host state recorded with `iteration` of the timeline, as the
+    /// [`HostState`] encoded it; `None` without a host state or for an iteration
+    /// it does not hold.
+    pub fn host_state(&self, iteration: u64) -> Option<&[u8]> {
+        self.host_states.as_ref()?.bytes(iteration)
+    }
+
+    /// Iterations holding a host state, and the distinct states among them (equal
+    /// consecutive states share one copy).
+    pub fn host_state_counts(&self) -> (usize, usize) {
+        self.host_states.as_ref().map_or((0, 0), HostStates::counts)
+    }
+
+    /// The hash the session reports for `iteration`, given the guest's own.
+    fn reported_hash(&self, iteration: u64, guest: StateHash) -> StateHash {
+        match &self.host_states {
+            Some(h) => h.state_hash(self.recorder.history().store().hasher(), iteration, guest),
+            None => guest,
+        }
+    }
+
+    /// Saves the host state of the new head `iteration` and drops what the policy
+    /// collected; returns the hash to report.
+    fn save_host_state(&mut self, iteration: u64, guest: StateHash) -> StateHash {
+        let history = self.recorder.history();
+        let Some(states) = self.host_states.as_mut() else {
+            return guest;
+        };
+        states.save(history.store().hasher(), iteration);
+        if let Some(oldest) = history.timeline().next() {
+            states.collect(oldest.iteration());
+        }
+        states.state_hash(history.store().hasher(), iteration, guest)
+    }
+
+    /// Puts back the host state of `iteration` (the head after a rollback).
+    fn load_host_state(&mut self, iteration: u64) -> Result<(), SessionError> {
+        match self.host_states.as_mut() {
+            Some(states) => states
+                .load(iteration)
+                .map_err(|source| SessionError::HostState { iteration, source }),
+            None => Ok(()),
+        }
     }
 
     /// The history and its reads (`read`, `blame`, `diff`, stats).
@@ -1094,6 +1197,7 @@ impl Session {
         match self.capture(iteration, Some(input), false) {
             Ok(mut report) => {
                 report.run_time = run_time;
+                report.state_hash = self.save_host_state(iteration, report.state_hash);
                 self.stats.steps += 1;
                 self.stats.pages_hashed += report.pages_hashed as u64;
                 self.stats.pages_changed += report.pages_changed as u64;
@@ -1115,7 +1219,13 @@ impl Session {
     /// memory is smaller than the live memory the module is re-instantiated in
     /// a fresh store (see [`RollbackReport::reinstantiated`]).
     pub fn rollback_to(&mut self, iteration: u64) -> Result<RollbackReport, SessionError> {
-        let report = self.restore(iteration)?;
+        let mut report = self.restore(iteration)?;
+        if let Err(e) = self.load_host_state(iteration) {
+            // The guest is at `iteration`, its host is not: unknown until a rollback succeeds.
+            self.poisoned = true;
+            return Err(e);
+        }
+        report.state_hash = self.reported_hash(iteration, report.state_hash);
         self.poisoned = false;
         self.stats.rollbacks += 1;
         self.run_hooks(iteration);
@@ -1202,7 +1312,7 @@ impl Session {
         let history = self.recorder.history();
         for (iteration, want) in expected {
             let record = history.at(iteration).map_err(rewind::Error::from)?;
-            let found = record.state_hash();
+            let found = self.reported_hash(iteration, record.state_hash());
             if found == want {
                 continue;
             }
@@ -1249,8 +1359,8 @@ impl Session {
     fn undo_step(&mut self, iteration: u64, failure: SessionError) -> SessionError {
         self.stats.failed_steps += 1;
         let head = self.head_iteration();
-        match self.restore(head) {
-            Ok(_) => {
+        match self.restore(head).and_then(|_| self.load_host_state(head)) {
+            Ok(()) => {
                 self.run_hooks(head);
                 failure
             }

@@ -4,6 +4,7 @@
 //! unless `REWIND_SKIP_KERNEL_DIRTY=1` is set (then they are skipped).
 
 mod guests;
+mod host_state;
 mod kernel;
 mod resume;
 mod session;
