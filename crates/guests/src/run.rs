@@ -138,27 +138,15 @@ impl GuestRun {
             }),
             None => self.session.step(&input),
         };
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                // The undo may have re-instantiated the guest (a frame that grew
-                // memory, then failed): the host must reach the new memory.
-                self.host.set_memory(self.session.guest().memory().clone());
-                return Err(e.into());
-            }
-        };
-        Ok(r)
+        Ok(r?)
     }
 
     /// Restores `iteration` (memory, globals, host state) and makes it the
     /// head; returns its state hash as restored.
     pub fn rollback_to(&mut self, iteration: u64) -> Result<StateHash, Error> {
-        let report = self.session.rollback_to(iteration)?;
-        if report.reinstantiated {
-            self.host.set_memory(self.session.guest().memory().clone());
-        }
-        // The on_rollback hook has put the host state back.
-        Ok(report.state_hash)
+        // The session puts the host state back, and hands the host a new
+        // instance's memory (on_reinstantiate).
+        Ok(self.session.rollback_to(iteration)?.state_hash)
     }
 
     /// The state hash of `iteration` on the current timeline.
@@ -264,6 +252,8 @@ fn start_session(
     // The host's clock, generator and open files go back with the guest. State
     // hashes stay the guest's own, comparable with an archive's.
     session.set_host_state(host.clone(), false);
+    let instance_host = host.clone();
+    session.on_reinstantiate(move |_, guest| instance_host.set_memory(guest.memory().clone()));
     // wasi-libc reactors need their constructors (`_initialize`) run before
     // anything else: the drivers call them in their first step, so that
     // iteration 0 is the state right after instantiation.

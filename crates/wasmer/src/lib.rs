@@ -63,6 +63,7 @@ pub use dirty::{Availability, DirtyError, DirtyTracker, Unavailable, GROWTH_HEAD
 pub use guest::{Guest, GuestError, GuestModule};
 pub use host_state::{HostState, HostStateError};
 pub use session::{
-    metered_engine, CaptureMode, CapturePreference, Divergence, PageDivergence, Replay, RollbackReport,
-    Session, SessionError, SessionOptions, SessionStats, StepAbi, StepReport,
+    metered_engine, CaptureMode, CapturePreference, Divergence, PageDivergence, ReplayReport,
+    ResimulateReport, RollbackReport, Session, SessionError, SessionOptions, SessionStats, StepAbi,
+    StepReport,
 };

@@ -467,11 +467,20 @@ impl PageDivergence {
 
 /// The result of [`Session::replay`].
 #[derive(Clone, Debug)]
-pub struct Replay {
-    /// One report per re-simulated input.
-    pub steps: Vec<StepReport>,
+pub struct ReplayReport {
+    /// The rollback to the starting iteration, then one report per input.
+    pub resimulated: ResimulateReport,
     /// The first iteration whose hash differs from the expected one.
     pub divergence: Option<Divergence>,
+}
+
+/// What a re-simulation did ([`Session::resimulate`], [`Session::resimulate_with`]).
+#[derive(Clone, Debug)]
+pub struct ResimulateReport {
+    /// The rollback to the starting iteration (it may have re-instantiated the guest).
+    pub rollback: RollbackReport,
+    /// One report per input, in order.
+    pub steps: Vec<StepReport>,
 }
 
 /// Counters of a session.
@@ -571,6 +580,7 @@ impl Fuel {
     }
 }
 type Hook = Box<dyn FnMut(u64)>;
+type InstanceHook = Box<dyn FnMut(&mut Store, &Guest)>;
 
 impl Live {
     fn instantiate(
@@ -779,6 +789,7 @@ pub struct Session {
     /// A failed step could not be undone.
     poisoned: bool,
     hooks: Vec<Hook>,
+    instance_hooks: Vec<InstanceHook>,
     host_states: Option<HostStates>,
     stats: SessionStats,
 }
@@ -897,6 +908,7 @@ impl Session {
             at_head: false,
             poisoned: false,
             hooks: Vec::new(),
+            instance_hooks: Vec::new(),
             host_states: None,
             stats: SessionStats::default(),
         };
@@ -1130,6 +1142,15 @@ impl Session {
         self.hooks.push(Box::new(f));
     }
 
+    /// Registers host code to run whenever the module is instantiated afresh (a
+    /// rollback to a smaller memory, or the undo of a failed step that grew it),
+    /// with the new store and guest: the place to hand the host functions the
+    /// new [`wasmer::Memory`]. Runs once the new instance holds the restored
+    /// state, before the [`on_rollback`](Self::on_rollback) hooks.
+    pub fn on_reinstantiate(&mut self, f: impl FnMut(&mut Store, &Guest) + 'static) {
+        self.instance_hooks.push(Box::new(f));
+    }
+
     /// The pages the kernel reported written by the last step, sorted: what
     /// its capture hashed, besides pages added by a memory growth (those are
     /// always examined). Empty in full-scan mode, after a rollback and before
@@ -1244,8 +1265,9 @@ impl Session {
     }
 
     /// Rolls back to `from` and steps through `inputs` (iterations `from + 1`
-    /// onwards).
-    pub fn resimulate<I>(&mut self, from: u64, inputs: I) -> Result<Vec<StepReport>, SessionError>
+    /// onwards). A step that fails stops the re-simulation with its error; the
+    /// steps before it stay recorded.
+    pub fn resimulate<I>(&mut self, from: u64, inputs: I) -> Result<ResimulateReport, SessionError>
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
@@ -1254,49 +1276,88 @@ impl Session {
             // Refuse before rolling back: the steps could not run.
             return Err(SessionError::HostDriven);
         }
-        self.rollback_to(from)?;
-        inputs
+        let rollback = self.rollback_to(from)?;
+        let steps = inputs
             .into_iter()
             .map(|input| self.step(input.as_ref()))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(ResimulateReport { rollback, steps })
     }
 
     /// Rolls back to `from` and runs one host-driven frame per input (as
     /// [`step_with`](Self::step_with)), for sessions without a step export.
+    /// `frame` runs once per input, in order, in the instance live at that step
+    /// (after a re-instantiation, the new one).
     pub fn resimulate_with<I, F>(
         &mut self,
         from: u64,
         inputs: I,
         mut frame: F,
-    ) -> Result<Vec<StepReport>, SessionError>
+    ) -> Result<ResimulateReport, SessionError>
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
         F: FnMut(&mut Store, &Guest, &[u8]) -> Result<(), wasmer::RuntimeError>,
     {
-        self.rollback_to(from)?;
-        inputs
+        let rollback = self.rollback_to(from)?;
+        let steps = inputs
             .into_iter()
             .map(|input| self.step_with(input.as_ref(), &mut frame))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(ResimulateReport { rollback, steps })
     }
 
     /// Re-simulates from `from` with `inputs` and compares the state hash of
     /// each iteration `from + 1 + k` with `expected[k]` (from a peer or a
     /// straight run; `expected` may be shorter than `inputs`).
-    pub fn replay<I>(&mut self, from: u64, inputs: I, expected: &[StateHash]) -> Result<Replay, SessionError>
+    pub fn replay<I>(
+        &mut self,
+        from: u64,
+        inputs: I,
+        expected: &[StateHash],
+    ) -> Result<ReplayReport, SessionError>
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        let steps = self.resimulate(from, inputs)?;
+        let resimulated = self.resimulate(from, inputs)?;
+        self.replay_report(from, resimulated, expected)
+    }
+
+    /// [`replay`](Self::replay) for host-driven sessions: each input runs
+    /// through `frame` as in [`resimulate_with`](Self::resimulate_with).
+    pub fn replay_with<I, F>(
+        &mut self,
+        from: u64,
+        inputs: I,
+        expected: &[StateHash],
+        frame: F,
+    ) -> Result<ReplayReport, SessionError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+        F: FnMut(&mut Store, &Guest, &[u8]) -> Result<(), wasmer::RuntimeError>,
+    {
+        let resimulated = self.resimulate_with(from, inputs, frame)?;
+        self.replay_report(from, resimulated, expected)
+    }
+
+    fn replay_report(
+        &self,
+        from: u64,
+        resimulated: ResimulateReport,
+        expected: &[StateHash],
+    ) -> Result<ReplayReport, SessionError> {
         let divergence = self.check(
             expected
                 .iter()
                 .enumerate()
                 .map(|(k, &h)| (from + 1 + k as u64, h)),
         )?;
-        Ok(Replay { steps, divergence })
+        Ok(ReplayReport {
+            resimulated,
+            divergence,
+        })
     }
 
     /// Compares the timeline's state hashes with `(iteration, expected hash)`
@@ -1551,6 +1612,9 @@ impl Session {
             }
         }
         self.stats.reinstantiations += 1;
+        for hook in &mut self.instance_hooks {
+            hook(&mut self.live.store, &self.live.guest);
+        }
         let report = RollbackReport {
             iteration,
             state_hash: rollback.state_hash,

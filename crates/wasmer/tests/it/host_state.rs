@@ -195,3 +195,41 @@ fn a_host_state_that_cannot_be_put_back_is_an_error_and_blocks_steps() {
     assert_eq!(s.state_hash(3).expect("hash"), hash_3);
     assert!(s.recorder().history().records().any(|r| r.iteration() == 4));
 }
+
+/// Grows its memory by one wasm page when the input is 99; stores the input at 0x100.
+const GROWER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "step") (param $input i64)
+    (if (i64.eq (local.get $input) (i64.const 99))
+      (then (drop (memory.grow (i32.const 1)))))
+    (i64.store (i32.const 0x100) (local.get $input))))"#;
+
+#[test]
+fn a_new_instance_is_handed_to_the_host() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let mut s = Session::new(GROWER, options()).expect("guest");
+    // What the host saw: the memory length and the value at 0x100, read through
+    // the memory handle it was given.
+    let seen: Rc<RefCell<Vec<(u64, u64)>>> = Rc::default();
+    let log = seen.clone();
+    s.on_reinstantiate(move |store, guest| {
+        let view = guest.memory().view(store);
+        let mut b = [0u8; 8];
+        view.read(0x100, &mut b).expect("the new memory is readable");
+        log.borrow_mut().push((view.data_size(), u64::from_le_bytes(b)));
+    });
+    s.step(&7u64.to_le_bytes()).expect("step 1");
+    s.step(&99u64.to_le_bytes()).expect("step 2 grows");
+    s.step(&5u64.to_le_bytes()).expect("step 3");
+    s.rollback_to(2).expect("rollback within the grown memory");
+    assert!(
+        seen.borrow().is_empty(),
+        "no new instance for a rollback that does not shrink"
+    );
+    let r = s.rollback_to(1).expect("rollback across the growth");
+    assert!(r.reinstantiated);
+    assert_eq!(*seen.borrow(), vec![(65536, 7)]);
+    assert_eq!(s.guest().memory().view(s.store()).data_size(), 65536);
+}

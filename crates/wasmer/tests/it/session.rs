@@ -609,11 +609,13 @@ fn host_driven_frames_record_roll_back_and_match_a_straight_run() {
     }
     assert_eq!(s.head_iteration(), dts.len() as u64);
     // resimulate_with re-runs host-driven frames from an earlier iteration.
-    let steps = s
+    let report = s
         .resimulate_with(5, dts[5..].iter().map(|&d| [d]), world_frame(world))
         .expect("resimulate_with");
-    assert_eq!(steps.len(), dts.len() - 5);
-    for r in &steps {
+    assert_eq!(report.rollback.iteration, 5);
+    assert_eq!(report.rollback.state_hash, expected[5]);
+    assert_eq!(report.steps.len(), dts.len() - 5);
+    for r in &report.steps {
         assert_eq!(
             r.state_hash, expected[r.iteration as usize],
             "iteration {}",
@@ -625,6 +627,19 @@ fn host_driven_frames_record_roll_back_and_match_a_straight_run() {
     assert!(matches!(err, SessionError::HostDriven), "{err}");
     assert_eq!(s.head_iteration(), dts.len() as u64, "nothing rolled back");
     assert_eq!(s.recorded_inputs(4, 4).expect("inputs"), vec![vec![4u8]]);
+    // replay_with: the host-driven replay, checked against the straight run.
+    let hashes: Vec<_> = expected[4..].to_vec();
+    let ok = s
+        .replay_with(3, dts[3..].iter().map(|&d| [d]), &hashes, world_frame(world))
+        .expect("replay_with");
+    assert!(ok.divergence.is_none());
+    assert_eq!(ok.resimulated.steps.len(), dts.len() - 3);
+    let mut wrong: Vec<[u8; 1]> = dts[3..].iter().map(|&d| [d]).collect();
+    wrong[2] = [wrong[2][0].wrapping_add(7)];
+    let bad = s
+        .replay_with(3, wrong, &hashes, world_frame(world))
+        .expect("replay_with");
+    assert_eq!(bad.divergence.expect("diverges").iteration, 6);
 }
 
 #[test]
