@@ -76,7 +76,7 @@ fn check_all(rec: &Recorder, model: &HashMap<RecordId, Captured>) -> Result<(), 
         prop_assert_eq!(&mem, &want.memory, "record {} reads back wrong", r.id());
     }
     // No leak and no dangling reference: objects and counts are exactly what records own.
-    h.check().map_err(TestCaseError::fail)?;
+    h.check().map_err(|e| TestCaseError::fail(e.to_string()))?;
     // Protected records are present.
     for id in &rec.collector().policy().pins {
         prop_assert!(h.record(*id).is_some(), "pinned {} was collected", id);

@@ -235,7 +235,7 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
         }
     }
     if let Err(e) = h.check() {
-        return Err(TestCaseError::fail(e));
+        return Err(TestCaseError::fail(e.to_string()));
     }
     Ok(())
 }

@@ -84,6 +84,49 @@ pub enum HistoryError {
     },
 }
 
+/// A broken invariant found by [`History::check`]: a bug in rewind or memory
+/// corruption, never a user error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Inconsistency {
+    /// A stored object's reference count differs from what the records own.
+    #[error("page {hash}: {found} references, records own {owned}")]
+    RefCount {
+        /// The object.
+        hash: PageHash,
+        /// Its reference count in the store.
+        found: u32,
+        /// References the records own.
+        owned: u32,
+    },
+    /// The store holds objects no record references, or misses some.
+    #[error("store holds {stored} objects, records reference {referenced}")]
+    ObjectCount {
+        /// Objects in the store.
+        stored: usize,
+        /// Distinct objects the records reference.
+        referenced: usize,
+    },
+    /// An object that does not rebuild to its hash.
+    #[error("object {0} does not rebuild to its hash")]
+    Corrupt(PageHash),
+    /// The running byte counters differ from a recount.
+    #[error("running counters drifted: metadata {meta} vs {meta_recounted}, inputs {inputs} vs {inputs_recounted}")]
+    Counters {
+        /// Metadata bytes counted as the history changed.
+        meta: u64,
+        /// Recounted.
+        meta_recounted: u64,
+        /// Input bytes counted as the history changed.
+        inputs: u64,
+        /// Recounted.
+        inputs_recounted: u64,
+    },
+    /// The index of abandoned records does not match the timeline.
+    #[error("the abandoned set does not match the timeline")]
+    Abandoned,
+}
+
 fn range_note(oldest: Option<u64>, newest: Option<u64>) -> String {
     match (oldest, newest) {
         (Some(a), Some(b)) => format!(" (it holds {a}..={b})"),
@@ -767,8 +810,10 @@ impl History {
     }
 
     /// Check the history's invariants: every stored object's hash and reference count
-    /// agrees with what the records own. Returns a description of the first problem.
-    pub fn check(&self) -> Result<(), String> {
+    /// agrees with what the records own, every object rebuilds to its hash, the
+    /// running counters and the abandoned index agree with a recount. Returns the
+    /// first problem found.
+    pub fn check(&self) -> Result<(), Inconsistency> {
         let mut expected: HashMap<PageHash, u32> = HashMap::new();
         for r in self.records.values() {
             if r.parent.is_none() {
@@ -783,21 +828,22 @@ impl History {
         }
         for (h, n) in &expected {
             if self.store.refs(*h) != *n {
-                return Err(format!(
-                    "page {h}: {} references, records own {n}",
-                    self.store.refs(*h)
-                ));
+                return Err(Inconsistency::RefCount {
+                    hash: *h,
+                    found: self.store.refs(*h),
+                    owned: *n,
+                });
             }
         }
         let stored = self.store.iter().count();
         if stored != expected.len() {
-            return Err(format!(
-                "store holds {stored} objects, records reference {}",
-                expected.len()
-            ));
+            return Err(Inconsistency::ObjectCount {
+                stored,
+                referenced: expected.len(),
+            });
         }
         if let Some(h) = self.store.verify().first() {
-            return Err(format!("object {h} does not rebuild to its hash"));
+            return Err(Inconsistency::Corrupt(*h));
         }
         let meta: u64 = self
             .records
@@ -806,10 +852,12 @@ impl History {
             .sum();
         let inputs: u64 = self.inputs.values().map(|b| b.bytes.len() as u64).sum();
         if meta != self.meta_bytes || inputs != self.input_bytes {
-            return Err(format!(
-                "running counters drifted: metadata {} vs {meta}, inputs {} vs {inputs}",
-                self.meta_bytes, self.input_bytes
-            ));
+            return Err(Inconsistency::Counters {
+                meta: self.meta_bytes,
+                meta_recounted: meta,
+                inputs: self.input_bytes,
+                inputs_recounted: inputs,
+            });
         }
         let abandoned: BTreeSet<RecordId> = self
             .records
@@ -824,7 +872,7 @@ impl History {
                 .iter()
                 .any(|&(it, id)| self.records.get(&id).map(|r| r.iteration) != Some(it))
         {
-            return Err("the abandoned set does not match the timeline".to_string());
+            return Err(Inconsistency::Abandoned);
         }
         Ok(())
     }
@@ -860,4 +908,55 @@ fn merge_changes(older: &[(u32, PageHash)], newer: &[(u32, PageHash)]) -> Vec<(u
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(frames: u64) -> History {
+        let config = HistoryConfig::new(1024).expect("page size").seed(5);
+        let mut h = History::new(config).expect("history");
+        let mut memory = vec![0u8; 4096];
+        for frame in 0..frames {
+            memory[(frame as usize * 700) % 4096] = frame as u8 + 1;
+            h.capture(frame, &memory, &[], None, Some(&[frame as u8]))
+                .expect("capture");
+        }
+        h
+    }
+
+    #[test]
+    fn check_passes_on_a_history_with_branches() {
+        let mut h = history(8);
+        let mut memory = vec![0u8; 4096];
+        h.rollback_and_restore(4, &mut memory, LiveMemory::Unknown)
+            .expect("rollback");
+        memory[5] = 9;
+        h.capture(5, &memory, &[], None, None).expect("capture");
+        assert_eq!(h.abandoned().count(), 3);
+        assert_eq!(h.check(), Ok(()));
+    }
+
+    #[test]
+    fn check_names_drifted_counters() {
+        let mut h = history(4);
+        h.input_bytes += 3;
+        assert_eq!(
+            h.check(),
+            Err(Inconsistency::Counters {
+                meta: h.meta_bytes,
+                meta_recounted: h.meta_bytes,
+                inputs: 7,
+                inputs_recounted: 4,
+            })
+        );
+    }
+
+    #[test]
+    fn check_names_a_broken_abandoned_index() {
+        let mut h = history(4);
+        h.abandoned.insert(RecordId(1));
+        assert_eq!(h.check(), Err(Inconsistency::Abandoned));
+    }
 }

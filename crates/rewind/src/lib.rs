@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 pub use rewind_archive::{AppendReport, Archive, ArchiveError, ArchiveWriter, Durability};
 pub use rewind_gc::{Abandoned, Collector, GcError, GcReport, Policy};
 pub use rewind_history::{
-    Blame, CaptureReport, History, HistoryConfig, HistoryError, LiveMemory, Record, RecordId, Removed,
-    Rollback,
+    Blame, CaptureReport, History, HistoryConfig, HistoryError, Inconsistency, LiveMemory, Record, RecordId,
+    Removed, Rollback,
 };
 pub use rewind_snapshot::{ByteRange, GlobalType, GlobalValue, Restored, Snapshot, SnapshotError, StateHash};
 pub use rewind_store::{
