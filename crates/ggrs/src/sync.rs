@@ -30,6 +30,10 @@ pub struct DesyncReport {
     pub memory_len: (u64, u64),
     /// Indices of the globals that differ (in the guest's order).
     pub globals: Vec<usize>,
+    /// Their names, as [`GlobalSlot::label`](rewind_wasmer::guest::GlobalSlot::label)
+    /// gives them (export name, `$name` from the module's name section, or
+    /// `global N`); `#i` when the guest was not at hand.
+    pub global_labels: Vec<String>,
 }
 
 impl DesyncReport {
@@ -44,7 +48,7 @@ impl DesyncReport {
     ) -> Result<Self, BackendError> {
         let bytes = rewind::layers::snapshot::diff_bytes(history.store(), first, resimulated)
             .map_err(|e| rewind::Error::from(rewind::HistoryError::from(e)))?;
-        let globals = first
+        let globals: Vec<usize> = first
             .globals()
             .iter()
             .zip(resimulated.globals())
@@ -61,8 +65,19 @@ impl DesyncReport {
             pages: rewind::layers::snapshot::diff(first, resimulated),
             bytes,
             memory_len: (first.memory_len(), resimulated.memory_len()),
+            global_labels: globals.iter().map(|i| format!("#{i}")).collect(),
             globals,
         })
+    }
+
+    /// Names the differing globals after `guest`'s (the guest the snapshots came from).
+    pub fn label_globals(&mut self, guest: &rewind_wasmer::Guest) {
+        let slots = guest.globals();
+        self.global_labels = self
+            .globals
+            .iter()
+            .map(|&i| slots.get(i).map_or_else(|| format!("#{i}"), |g| g.label()))
+            .collect();
     }
 }
 
@@ -97,7 +112,7 @@ impl fmt::Display for DesyncReport {
             write!(f, "; memory {} vs {} bytes", self.memory_len.0, self.memory_len.1)?;
         }
         if !self.globals.is_empty() {
-            write!(f, "; globals {:?} differ", self.globals)?;
+            write!(f, "; globals {} differ", self.global_labels.join(", "))?;
         }
         Ok(())
     }
@@ -118,7 +133,10 @@ impl<S: Simulation> RewindBackend<S> {
             .filter(|r| r.iteration() == iteration && r.state_hash() != current.state_hash())
             .min_by_key(|r| r.id());
         let Some(first) = first else { return Ok(None) };
-        DesyncReport::between(history, frame, iteration, first.snapshot(), current.snapshot()).map(Some)
+        let mut report =
+            DesyncReport::between(history, frame, iteration, first.snapshot(), current.snapshot())?;
+        report.label_globals(self.session().guest());
+        Ok(Some(report))
     }
 }
 

@@ -314,6 +314,8 @@ pub struct GlobalInfo {
     pub mutable: bool,
     /// The export name, if exported.
     pub export: Option<String>,
+    /// Its name in the module's `name` section (debug info), if the module has one.
+    pub name: Option<String>,
 }
 
 /// What rewind needs to know about a module, read with `wasmparser`.
@@ -352,8 +354,14 @@ impl ModuleLayout {
         let mut data_inits = std::collections::BTreeMap::new();
         let mut data_drops = std::collections::BTreeMap::new();
         let mut metering_like_exports = Vec::new();
+        let mut global_names = std::collections::BTreeMap::new();
         for payload in Parser::new(0).parse_all(wasm) {
             match payload.map_err(parse)? {
+                Payload::CustomSection(reader) => {
+                    if let wasmparser::KnownCustom::Name(names) = reader.as_known() {
+                        read_global_names(names, &mut global_names);
+                    }
+                }
                 Payload::Version {
                     encoding: Encoding::Component,
                     ..
@@ -413,6 +421,7 @@ impl ModuleLayout {
                             kind,
                             mutable: global.ty.mutable,
                             export: None,
+                            name: None,
                         });
                     }
                 }
@@ -500,7 +509,13 @@ impl ModuleLayout {
             memory_minimum: memory.initial,
             memory_maximum: memory.maximum,
             imported_globals,
-            globals,
+            globals: globals
+                .into_iter()
+                .map(|g| GlobalInfo {
+                    name: global_names.remove(&g.index),
+                    ..g
+                })
+                .collect(),
             metering_like_exports,
         })
     }
@@ -508,6 +523,21 @@ impl ModuleLayout {
     /// The globals rewind captures: the mutable ones, in index order.
     pub fn mutable_globals(&self) -> impl Iterator<Item = &GlobalInfo> {
         self.globals.iter().filter(|g| g.mutable)
+    }
+}
+
+/// The global names of a `name` section. A malformed name section is skipped, not
+/// refused: names are debug info, and wasmer instantiates such a module.
+fn read_global_names(
+    names: wasmparser::NameSectionReader<'_>,
+    out: &mut std::collections::BTreeMap<u32, String>,
+) {
+    for name in names.into_iter().map_while(Result::ok) {
+        if let wasmparser::Name::Global(map) = name {
+            for naming in map.into_iter().map_while(Result::ok) {
+                out.insert(naming.index, naming.name.to_owned());
+            }
+        }
     }
 }
 
@@ -559,6 +589,20 @@ pub struct GlobalSlot {
     pub kind: GlobalKind,
     /// Export name, if exported.
     pub export: Option<String>,
+    /// Name in the module's `name` section, if any.
+    pub name: Option<String>,
+}
+
+impl GlobalSlot {
+    /// How to call the global in a report: its export name, else its name in the
+    /// module's `name` section (with a `$`, as WAT writes it), else `global N`.
+    pub fn label(&self) -> String {
+        match (&self.export, &self.name) {
+            (Some(export), _) => export.clone(),
+            (None, Some(name)) => format!("${name}"),
+            (None, None) => format!("global {}", self.index),
+        }
+    }
 }
 
 /// The linear memory's address reservation.
@@ -696,6 +740,7 @@ impl Guest {
                     store_index: globals_before + offset,
                     kind,
                     export: info.export.clone(),
+                    name: info.name.clone(),
                 });
             }
         }

@@ -75,9 +75,15 @@ type Noise = (Arc<AtomicU32>, fn(u32) -> i32);
 
 /// A session on [`NOISY`] whose `noise` returns `value(calls so far)`.
 fn noisy_session(value: fn(u32) -> i32) -> Session {
+    noisy_session_of(NOISY, value)
+}
+
+/// A session on `wat` (which imports `env.noise`) whose `noise` returns
+/// `value(calls so far)`.
+fn noisy_session_of(wat: &str, value: fn(u32) -> i32) -> Session {
     let calls = Arc::new(AtomicU32::new(0));
     Session::with_imports(
-        NOISY,
+        wat,
         SessionOptions::new(4096).expect("page size").seed(9),
         move |store| {
             let env = FunctionEnv::new(store, (Arc::clone(&calls), value));
@@ -143,4 +149,30 @@ fn the_same_guest_with_a_deterministic_import_passes() {
     let mut ggrs = sync_test::<TwoPlayers>(2, 4);
     let summary = run_sync_test(&mut backend, &mut ggrs, 200, buttons).expect("deterministic");
     assert_eq!(summary.frames, 201);
+}
+
+/// Like [`NOISY`], but the noise lands in a non-exported global.
+const NOISY_GLOBAL: &str = r#"(module
+  (import "env" "noise" (func $noise (result i32)))
+  (memory (export "memory") 1)
+  (global $frame (mut i32) (i32.const 0))
+  (global $drift (mut i32) (i32.const 0))
+  (func (export "step") (param $input i64)
+    (global.set $frame (i32.add (global.get $frame) (i32.const 1)))
+    (if (i32.ge_u (global.get $frame) (i32.const 20))
+      (then (global.set $drift (call $noise))))))"#;
+
+#[test]
+fn a_desync_in_a_non_exported_global_is_named_from_the_name_section() {
+    let mut backend = RewindBackend::new(noisy_session_of(NOISY_GLOBAL, |n| n as i32));
+    let mut ggrs = sync_test::<TwoPlayers>(2, 4);
+    let err = run_sync_test(&mut backend, &mut ggrs, 100, buttons).expect_err("nondeterministic");
+    let SyncTestError::Desync { report, .. } = &err else {
+        panic!("expected a desync, got {err}");
+    };
+    let report = report.as_ref().expect("both simulations are kept");
+    assert_eq!(report.globals, [1]);
+    assert_eq!(report.global_labels, ["$drift"]);
+    assert!(report.pages.is_empty(), "{report}");
+    assert!(err.to_string().contains("globals $drift differ"), "{err}");
 }

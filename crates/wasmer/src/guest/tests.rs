@@ -85,6 +85,40 @@ fn layout_lists_every_global() {
             (7, None, false, None),
         ]
     );
+    // Names from the module's name section, exported or not.
+    let names: Vec<_> = layout.globals.iter().map(|g| g.name.as_deref()).collect();
+    assert_eq!(
+        names,
+        [
+            Some("counter"),
+            Some("sp"),
+            Some("f"),
+            Some("c"),
+            Some("exp"),
+            Some("v"),
+            Some("r")
+        ]
+    );
+}
+
+#[test]
+fn global_labels_prefer_the_export_then_the_name_section() {
+    let mut store = Store::default();
+    let module = GuestModule::from_wat(&store, GUEST).expect("module");
+    let imports = guest_imports(&mut store);
+    let guest = Guest::instantiate(&mut store, &module, &imports).expect("instance");
+    let labels: Vec<_> = guest.globals().iter().map(|g| g.label()).collect();
+    assert_eq!(labels, ["$counter", "$sp", "$f", "exp", "$v"]);
+    // Without a name section (the binary stripped of it): indices.
+    let wasm = wasmer::wat2wasm(b"(module (memory (export \"memory\") 1) (global (mut i32) (i32.const 0)))")
+        .expect("wat");
+    let layout = ModuleLayout::parse(&wasm).expect("layout");
+    assert_eq!(layout.globals[0].name, None);
+    // A malformed name section is skipped, not refused: the module still loads.
+    let mut broken = wasm.to_vec();
+    broken.extend_from_slice(&[0, 7, 4, b'n', b'a', b'm', b'e', 7, 0xff]);
+    let layout = ModuleLayout::parse(&broken).expect("a bad name section is only debug info");
+    assert_eq!(layout.globals[0].name, None);
 }
 
 #[test]
