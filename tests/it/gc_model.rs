@@ -417,3 +417,63 @@ fn rollbacks_under_the_default_policy_keep_history_bounded() {
     );
     assert!(without.resident_bytes > 0);
 }
+
+// Named regressions: the cases proptest shrank to (seeds in
+// tests/proptest-regressions/gc_model.txt), kept as plain tests.
+
+fn empty_captures(n: usize) -> impl Iterator<Item = Op> {
+    (0..n).map(|_| Op::Capture { writes: vec![] })
+}
+
+/// Pins taken across a rollback, then a one-record window and an unpin.
+#[test]
+fn regression_pins_across_a_rollback_under_a_one_record_window() {
+    let mut ops = vec![
+        Op::Capture { writes: vec![(0, 1)] },
+        Op::Capture { writes: vec![(0, 2)] },
+        Op::Rollback { back: 1 },
+    ];
+    ops.extend(empty_captures(4));
+    ops.extend([Op::Pin { pick: 0 }, Op::Pin { pick: 0 }]);
+    ops.extend(empty_captures(1));
+    ops.push(Op::Pin { pick: 0 });
+    ops.extend(empty_captures(6));
+    ops.extend([
+        Op::Policy {
+            keep_last: Some(1),
+            keep_from_back: None,
+            abandoned: Abandoned::Keep,
+            budget: None,
+        },
+        Op::Unpin { pick: 0 },
+    ]);
+    ops.extend(empty_captures(1));
+    run(ops).expect("model holds");
+}
+
+/// A window shrunk to one record, a rollback, then a window measured from the back
+/// and a pin.
+#[test]
+fn regression_window_changes_around_a_rollback() {
+    let mut ops: Vec<Op> = empty_captures(7).collect();
+    ops.extend([
+        Op::Policy {
+            keep_last: Some(1),
+            keep_from_back: None,
+            abandoned: Abandoned::WithWindow,
+            budget: None,
+        },
+        Op::Rollback { back: 1 },
+        Op::Capture { writes: vec![] },
+        Op::Policy {
+            keep_last: None,
+            keep_from_back: Some(1),
+            abandoned: Abandoned::WithWindow,
+            budget: None,
+        },
+    ]);
+    ops.extend(empty_captures(2));
+    ops.push(Op::Pin { pick: 63 });
+    ops.extend(empty_captures(6));
+    run(ops).expect("model holds");
+}

@@ -250,3 +250,65 @@ proptest! {
         run(ops, seed)?;
     }
 }
+
+// Named regressions: the cases proptest shrank to (seeds in
+// tests/proptest-regressions/model.txt), kept as plain tests so they run and read
+// on their own.
+
+/// An inspection of a record captured before any write, then one after.
+#[test]
+fn regression_inspect_after_unhinted_captures() {
+    let ops = vec![
+        Op::Capture { hinted: false },
+        Op::Capture { hinted: false },
+        Op::Write {
+            page: 0,
+            off: 0,
+            bytes: vec![1, 0, 1],
+        },
+        Op::Capture { hinted: false },
+        Op::Inspect {
+            pick: 9,
+            addr_seed: 0,
+            len: 1,
+        },
+    ];
+    run(ops, 0).expect("model holds");
+}
+
+/// An inspection across a memory growth (the grown page reads as zeros).
+#[test]
+fn regression_inspect_across_growth() {
+    let ops = vec![
+        Op::Capture { hinted: false },
+        Op::Grow { pages: 1 },
+        Op::Capture { hinted: false },
+        Op::Inspect {
+            pick: 44,
+            addr_seed: 0,
+            len: 1,
+        },
+    ];
+    run(ops, 0).expect("model holds");
+}
+
+/// A write to a page that exists only after the growth, then an inspection.
+#[test]
+fn regression_write_into_grown_memory() {
+    let ops = vec![
+        Op::Capture { hinted: false },
+        Op::Grow { pages: 1 },
+        Op::Write {
+            page: 4,
+            off: 0,
+            bytes: vec![1],
+        },
+        Op::Capture { hinted: false },
+        Op::Inspect {
+            pick: 5,
+            addr_seed: 654_337,
+            len: 1,
+        },
+    ];
+    run(ops, 0).expect("model holds");
+}

@@ -140,3 +140,18 @@ fn kernel_mode_hashes_only_written_pages() {
     let r = s.step(&work(6)).expect("step");
     assert!(r.pages_hashed <= 5, "{}", r.pages_hashed);
 }
+
+/// Named regression (seed in tests/proptest-regressions/kernel.txt): a single
+/// step of work, hinted by the kernel, equals a full scan.
+#[test]
+fn regression_one_step_of_work() {
+    if !crate::kernel_available() {
+        return;
+    }
+    let mut kernel = session(CapturePreference::KernelDirty);
+    let mut full = session(CapturePreference::FullScan);
+    assert_eq!(apply(&mut kernel, &Op::Work(0)), apply(&mut full, &Op::Work(0)));
+    let a = kernel.step(&work(1)).expect("step").state_hash;
+    let b = full.step(&work(1)).expect("step").state_hash;
+    assert_eq!(a, b);
+}
