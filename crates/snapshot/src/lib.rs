@@ -536,3 +536,6 @@ pub fn read(store: &PageStore, snapshot: &Snapshot, addr: u64, out: &mut [u8]) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
