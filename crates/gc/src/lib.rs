@@ -310,3 +310,6 @@ impl Collector {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! Unit tests of the policy rules on small histories.
+
+use rewind_history::{HistoryConfig, LiveMemory};
+use rewind_snapshot::GlobalValue;
+
+use super::*;
+
+const PAGE: usize = 1024;
+
+/// A history of `frames` captures (iterations 0..frames), one byte changing per frame.
+fn history(frames: u64) -> History {
+    let config = HistoryConfig::new(PAGE as u64).expect("page size").seed(2);
+    let mut h = History::new(config).expect("history");
+    for frame in 0..frames {
+        capture(&mut h, frame, frame as u8);
+    }
+    h
+}
+
+fn capture(h: &mut History, iteration: u64, byte: u8) {
+    let mut memory = vec![0u8; 2 * PAGE];
+    memory[(iteration as usize * 13) % (2 * PAGE)] = byte.wrapping_add(1);
+    h.capture(
+        iteration,
+        &memory,
+        &[GlobalValue::I64(iteration as i64)],
+        None,
+        None,
+    )
+    .expect("capture");
+}
+
+fn timeline(h: &History) -> Vec<u64> {
+    h.timeline().map(|r| r.iteration()).collect()
+}
+
+#[test]
+fn keep_last_keeps_the_newest_timeline_records() {
+    let mut h = history(10);
+    let report = Collector::new(Policy::default().keep_last(3))
+        .step(&mut h)
+        .expect("step");
+    assert_eq!(timeline(&h), [7, 8, 9]);
+    assert_eq!(report.removed.records, 7);
+    assert_eq!(h.check(), Ok(()));
+}
+
+#[test]
+fn rules_compose_as_a_union() {
+    let mut h = history(10);
+    let policy = Policy::default().keep_last(2).keep_from(5);
+    Collector::new(policy).step(&mut h).expect("step");
+    assert_eq!(timeline(&h), [5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn a_pin_outlives_the_window_until_unpinned() {
+    let mut h = history(10);
+    let mut c = Collector::new(Policy::default().keep_last(2));
+    let pinned = c.pin(&h, 3).expect("pin");
+    c.step(&mut h).expect("step");
+    assert_eq!(timeline(&h), [3, 8, 9]);
+    assert!(c.unpin(pinned));
+    assert!(!c.unpin(pinned), "a second unpin finds nothing");
+    c.step(&mut h).expect("step");
+    assert_eq!(timeline(&h), [8, 9]);
+    assert_eq!(h.check(), Ok(()));
+}
+
+#[test]
+fn pinning_what_is_gone_is_an_error_that_changes_nothing() {
+    let mut h = history(6);
+    let mut c = Collector::new(Policy::default().keep_last(2));
+    c.step(&mut h).expect("step");
+    let err = c.pin(&h, 1).expect_err("collected");
+    assert!(
+        matches!(
+            err,
+            GcError::History(HistoryError::NotRetained { iteration: 1, .. })
+        ),
+        "{err}"
+    );
+    let err = c.pin(&h, 60).expect_err("never captured");
+    assert!(
+        matches!(
+            err,
+            GcError::History(HistoryError::NotRetained { iteration: 60, .. })
+        ),
+        "{err}"
+    );
+    assert!(c.policy().pins.is_empty());
+    assert_eq!(timeline(&h), [4, 5]);
+}
+
+/// Rolls back to iteration 5 of a 10-frame history and re-captures 6 and 7: records
+/// of iterations 6..=9 of the first run are abandoned.
+fn branched() -> History {
+    let mut h = history(10);
+    let mut memory = vec![0u8; 2 * PAGE];
+    h.rollback_and_restore(5, &mut memory, LiveMemory::Unknown)
+        .expect("rollback");
+    capture(&mut h, 6, 100);
+    capture(&mut h, 7, 101);
+    assert_eq!(h.abandoned().count(), 4);
+    h
+}
+
+#[test]
+fn abandoned_branches_go_with_the_window_by_default() {
+    let mut h = branched();
+    let mut c = Collector::new(Policy::default().keep_last(4));
+    c.step(&mut h).expect("step");
+    // The window keeps 4..=7: the abandoned 6..=9 are not behind it yet.
+    assert_eq!(timeline(&h), [4, 5, 6, 7]);
+    assert_eq!(h.abandoned().count(), 4);
+    for i in 8..14 {
+        capture(&mut h, i, i as u8);
+        c.step(&mut h).expect("step");
+    }
+    assert_eq!(h.abandoned().count(), 0, "the window passed iteration 9");
+    assert_eq!(h.check(), Ok(()));
+}
+
+#[test]
+fn abandoned_max_age_and_keep() {
+    let mut h = branched();
+    Collector::new(Policy::default().abandoned_max_age(0))
+        .step(&mut h)
+        .expect("step");
+    assert_eq!(h.abandoned().count(), 0);
+    assert_eq!(
+        timeline(&h),
+        (0..=7).collect::<Vec<_>>(),
+        "no window rule: the timeline stays"
+    );
+
+    let mut h = branched();
+    Collector::new(Policy::default().keep_last(1).abandoned(Abandoned::Keep))
+        .step(&mut h)
+        .expect("step");
+    assert_eq!(h.abandoned().count(), 4);
+    assert_eq!(timeline(&h), [7]);
+    assert_eq!(h.check(), Ok(()));
+}
+
+#[test]
+fn a_budget_thins_the_past_and_says_when_it_cannot_be_met() {
+    let mut h = history(40);
+    let before = h.resident_bytes();
+    let mut c = Collector::new(Policy::default().keep_last(5).budget(1));
+    let report = c.collect(&mut h).expect("collect");
+    assert!(
+        report.over_budget,
+        "the last 5 records and the head cannot fit in 1 byte"
+    );
+    assert!(h.resident_bytes() < before);
+    assert_eq!(timeline(&h), [35, 36, 37, 38, 39]);
+    let mut h = history(40);
+    let report = Collector::new(Policy::default().budget(before))
+        .collect(&mut h)
+        .expect("collect");
+    assert!(!report.over_budget);
+    assert_eq!(h.len(), 40, "within the budget nothing is thinned");
+}
