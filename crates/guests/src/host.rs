@@ -191,9 +191,26 @@ impl Host {
     /// imports from [`WASI`] or from wasm-bindgen's `*_bg.js`. Anything else
     /// is an error.
     pub fn imports(&self, store: &mut Store, module: &Module) -> Result<Imports, Error> {
+        self.imports_with(store, module, &Imports::new())
+    }
+
+    /// Like [`imports`](Self::imports), with `extra` providing the imports of
+    /// other modules (a game's own `env.input`, say), built in the same `store`.
+    /// An import `extra` defines is taken from it, even from [`WASI`]; one that
+    /// neither `extra` nor the host provides is an error naming it.
+    pub fn imports_with(
+        &self,
+        store: &mut Store,
+        module: &Module,
+        extra: &Imports,
+    ) -> Result<Imports, Error> {
         let env = FunctionEnv::new(store, ());
         let mut imports = Imports::new();
         for import in module.imports() {
+            if let Some(ext) = extra.get_export(import.module(), import.name()) {
+                imports.define(import.module(), import.name(), ext);
+                continue;
+            }
             let ty = match import.ty() {
                 wasmer::ExternType::Function(ty) => ty.clone(),
                 other => {
@@ -653,5 +670,88 @@ impl<'a> Reader<'a> {
         let mut b = [0; 8];
         b.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use rewind_wasmer::{Session, SessionOptions};
+    use wasmer::{imports, Function, FunctionEnv, FunctionEnvMut};
+
+    use super::*;
+
+    /// A guest of its own kind: the host's clock from WASI plus a game's own
+    /// `env.input` import; each step stores clock + input at 0x100.
+    const GUEST: &str = r#"(module
+      (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+      (import "env" "input" (func $input (result i64)))
+      (memory (export "memory") 1)
+      (func (export "step") (param i64)
+        (drop (call $clock (i32.const 1) (i64.const 0) (i32.const 0x200)))
+        (i64.store (i32.const 0x100) (i64.add (i64.load (i32.const 0x200)) (call $input)))))"#;
+
+    fn input_imports(store: &mut Store, value: &Arc<AtomicI64>) -> Imports {
+        let env = FunctionEnv::new(store, value.clone());
+        let input = Function::new_typed_with_env(store, &env, |env: FunctionEnvMut<Arc<AtomicI64>>| {
+            env.data().load(Ordering::Relaxed)
+        });
+        imports! { "env" => { "input" => input } }
+    }
+
+    #[test]
+    fn other_import_modules_come_from_the_caller() {
+        let host = Host::new(HostConfig::default());
+        let value = Arc::new(AtomicI64::new(5));
+        let mut store = Store::default();
+        let module = Module::new(&store, GUEST).expect("module");
+        let err = host
+            .imports(&mut store, &module)
+            .expect_err("env.input is unknown to the host");
+        assert!(
+            matches!(&err, Error::UnsupportedImport { module, name, .. } if module == "env" && name == "input"),
+            "{err}"
+        );
+        let extra = input_imports(&mut store, &value);
+        host.imports_with(&mut store, &module, &extra)
+            .expect("all imports resolve");
+    }
+
+    #[test]
+    fn a_new_guest_runs_on_the_host_and_its_clock_rolls_back() {
+        let host = Host::new(HostConfig::default());
+        let value = Arc::new(AtomicI64::new(5));
+        let (imports_host, imports_value) = (host.clone(), value.clone());
+        let mut session = Session::with_imports(
+            GUEST,
+            SessionOptions::new(4096).expect("page size").seed(3),
+            move |store| {
+                let module = Module::new(store, GUEST).expect("module");
+                let extra = input_imports(store, &imports_value);
+                imports_host
+                    .imports_with(store, &module, &extra)
+                    .expect("imports")
+            },
+        )
+        .expect("session");
+        host.set_memory(session.guest().memory().clone());
+        session.set_host_state(host.clone(), true);
+        let mut hashes = Vec::new();
+        for _ in 0..6 {
+            host.begin_frame();
+            hashes.push(session.step(&[]).expect("step").state_hash);
+        }
+        let clock_at_3 = HostConfig::default().clock_start_ns + 3 * HostConfig::default().frame_ns;
+        session.rollback_to(3).expect("rollback");
+        assert_eq!(
+            host.state().clock_ns,
+            clock_at_3,
+            "the clock went back with the guest"
+        );
+        for expected in &hashes[3..] {
+            host.begin_frame();
+            assert_eq!(session.step(&[]).expect("re-simulate").state_hash, *expected);
+        }
     }
 }
