@@ -153,7 +153,7 @@ impl Drop for Frame {
         let bytes = std::mem::take(&mut self.bytes);
         let mut staging = self.shared.lock();
         staging.in_flight = staging.in_flight.saturating_sub(bytes.len());
-        if staging.pool.len() < 4 {
+        if staging.pool.len() < 16 {
             staging.pool.push(bytes);
         }
         drop(staging);

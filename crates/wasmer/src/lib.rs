@@ -60,6 +60,8 @@ pub mod session;
 
 pub use dirty::{Availability, DirtyError, DirtyTracker, Unavailable, GROWTH_HEADROOM};
 pub use guest::{Guest, GuestError, GuestModule};
+/// The capture pipeline's options and figures ([`SessionOptions::pipeline`]).
+pub use rewind::{PipelineOptions, PipelineStats};
 pub use session::{
     metered_engine, CaptureMode, CapturePreference, Divergence, PageDivergence, Replay, RollbackReport,
     Session, SessionError, SessionOptions, SessionStats, StepAbi, StepReport,

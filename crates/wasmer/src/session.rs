@@ -51,7 +51,10 @@
 
 use std::time::{Duration, Instant};
 
-use rewind::{Durability, LiveMemory, Options, Policy, RecordId, Recorder, Snapshot, StateHash};
+use rewind::{
+    CaptureReport, Durability, LiveMemory, Options, PipelineOptions, Policy, RecordId, Recorder, Snapshot,
+    StateHash,
+};
 use thiserror::Error;
 use wasmer::{Engine, Imports, Mutability, Store, Type, TypedFunction, Value};
 
@@ -142,6 +145,15 @@ impl SessionOptions {
             fuel: None,
             resume: None,
         })
+    }
+
+    /// Record captures on a worker thread: [`Session::step`] returns once the
+    /// pages the kernel reported written are copied (see `docs/wasmer.md`,
+    /// "Capture pipeline"). Needs kernel dirty tracking to help: a full-scan
+    /// capture is recorded on the caller's thread either way.
+    pub fn pipeline(mut self, options: PipelineOptions) -> Self {
+        self.recorder = self.recorder.pipeline(options);
+        self
     }
 
     /// The hash seed. Peers that compare state hashes must use the same seed
@@ -375,9 +387,15 @@ pub struct StepReport {
     pub iteration: u64,
     /// Its record.
     pub record: RecordId,
-    /// Its state hash.
+    /// Its state hash ([`StateHash::ZERO`] while [`pending`](Self::pending)).
     pub state_hash: StateHash,
-    /// Pages hashed (the kernel's written pages, or all pages in full-scan mode).
+    /// True when the capture was handed to the pipeline's worker
+    /// ([`SessionOptions::pipeline`]): `state_hash`, `pages_changed` and
+    /// `bytes_stored` are not known yet (zero); [`Session::state_hash`] waits
+    /// for them.
+    pub pending: bool,
+    /// Pages hashed (the kernel's written pages, or all pages in full-scan mode;
+    /// pages copied for the worker when pipelined).
     pub pages_hashed: usize,
     /// Pages whose content changed.
     pub pages_changed: usize,
@@ -954,7 +972,7 @@ impl Session {
 
     /// The iteration at the head (the live state's iteration, between steps).
     pub fn head_iteration(&self) -> u64 {
-        self.recorder.history().head().map_or(0, |r| r.iteration())
+        self.recorder.head_iteration().unwrap_or(0)
     }
 
     /// The state hash of `iteration` on the current timeline.
@@ -1321,9 +1339,30 @@ impl Session {
             .read_global_values(&mut self.live.store, &mut self.globals)?;
         let hint = hinted.then_some(self.pending.as_slice());
         let (recorder, globals) = (&mut self.recorder, &self.globals);
+        // Pipelined: return once the written pages are copied; the worker records them.
+        let staged = recorder.is_pipelined() && hint.is_some();
+        let staged_before = recorder.pipeline_stats().pages_staged;
         let report = self.live.guest.with_memory(&mut self.live.store, |memory| {
-            recorder.record(iteration, memory, globals, hint, input)
+            if staged {
+                recorder
+                    .submit(iteration, memory, globals, hint, input)
+                    .map(|ticket| CaptureReport {
+                        record: ticket.record,
+                        state_hash: StateHash::ZERO,
+                        pages_hashed: 0,
+                        pages_changed: 0,
+                        dedup: 0,
+                        bytes_stored: 0,
+                    })
+            } else {
+                recorder.record(iteration, memory, globals, hint, input)
+            }
         })??;
+        let pages_hashed = if staged {
+            (self.recorder.pipeline_stats().pages_staged - staged_before) as usize
+        } else {
+            report.pages_hashed
+        };
         if hinted {
             std::mem::swap(&mut self.pending, &mut self.last_written);
         }
@@ -1333,9 +1372,10 @@ impl Session {
             iteration,
             record: report.record,
             state_hash: report.state_hash,
-            pages_hashed: report.pages_hashed,
+            pages_hashed,
             pages_changed: report.pages_changed,
             bytes_stored: report.bytes_stored,
+            pending: staged,
             memory_len: self.memory_len(),
             run_time: Duration::ZERO,
             capture_time: t0.elapsed(),
