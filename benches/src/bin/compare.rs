@@ -8,6 +8,8 @@
 //! ```
 //!
 //! Options: `--quick`, `--workloads a,b` (names or substrings, see `--list`), `--frames N`,
+//! `--peers ring,hash,lz4,hint,scan,archive,git,pipe` (`pipe`: the capture pipeline and
+//! the GGRS pattern),
 //! `--git-frames N`, `--window W`, `--reps R`, `--no-git`, `--recorded PATH` (add a
 //! workload replayed from a recorded-frames file, see `rewind_bench::RecordedFrames`),
 //! `--write` / `--no-write` (update `docs/benchmarks.md`), `--doc PATH`, `--section NAME`
@@ -243,6 +245,7 @@ struct WorkloadResult {
     scan: Rewind,
     git: Option<GitRun>,
     serde: Option<SerdeRun>,
+    pipe: Option<Pipelined>,
 }
 
 impl WorkloadResult {
@@ -497,6 +500,209 @@ fn rewind_mem(spec: &Spec, cfg: &Cfg, hinted: bool) -> Res<(Peer, Rewind)> {
         },
         r,
     ))
+}
+
+/// CPU time of the calling thread, in ns, from `/proc/thread-self/schedstat` (the
+/// scheduler's exact run time: unlike wall time it does not count the time other
+/// processes on this shared machine took the core).
+fn thread_cpu() -> Option<Duration> {
+    schedstat(Path::new("/proc/thread-self/schedstat"))
+}
+
+fn schedstat(path: &Path) -> Option<Duration> {
+    let s = std::fs::read_to_string(path).ok()?;
+    Some(Duration::from_nanos(s.split_whitespace().next()?.parse().ok()?))
+}
+
+/// CPU time of this process's thread named `name` (the pipeline's worker).
+fn named_thread_cpu(name: &str) -> Option<Duration> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            (comm.trim() == name).then(|| schedstat(&t.path().join("schedstat")))?
+        })
+}
+
+/// The capture pipeline (`Options::pipeline`) on the hinted workload: per capture, the
+/// caller's time (the copy into staging), the worker's time, and CPU over the run.
+#[derive(Default)]
+struct Pipelined {
+    /// Caller-thread ms per capture (`Recorder::submit`).
+    caller: Vec<f64>,
+    /// The synchronous recorder's ms per capture (same `Recorder`, no pipeline).
+    sync: Vec<f64>,
+    /// Worker busy ms per frame (wall time while recording).
+    worker_busy: f64,
+    /// Worker thread CPU ms per frame.
+    worker_cpu: Option<f64>,
+    /// Caller-thread CPU ms per capture (mean over the run), pipelined and synchronous.
+    caller_cpu: Option<f64>,
+    sync_cpu: Option<f64>,
+    /// Captures that blocked on the staging budget, and the final drain, ms.
+    blocked: u64,
+    drain_ms: f64,
+    frames: usize,
+    /// "GGRS pattern": per frame, roll back 7 and capture 7 re-simulated frames; the
+    /// caller's rewind time per frame (ms), synchronous and pipelined.
+    ggrs_sync: Vec<f64>,
+    ggrs_pipe: Vec<f64>,
+    /// Of the pipelined GGRS frame, the rollback's wait for the worker (ms per frame).
+    ggrs_wait: f64,
+    /// Caller-thread CPU per GGRS frame (ms), synchronous and pipelined, and the
+    /// worker's CPU per pipelined GGRS frame.
+    ggrs_sync_cpu: Vec<f64>,
+    ggrs_pipe_cpu: Vec<f64>,
+    ggrs_worker_cpu: Option<f64>,
+}
+
+fn recorder(page: usize, cfg: &Cfg, pipelined: bool) -> Res<rewind::Recorder> {
+    let mut o = rewind::Options::new(page as u64)?
+        .seed(1)
+        .policy(policy(cfg.window));
+    if pipelined {
+        o = o.pipeline(rewind::PipelineOptions::new());
+    }
+    Ok(rewind::Recorder::new(o)?)
+}
+
+/// Frames through a `Recorder`, synchronous or pipelined: per-capture caller ms and the
+/// process / worker CPU over the run.
+fn recorder_run(spec: &Spec, cfg: &Cfg, pipelined: bool, out: &mut Pipelined) -> Res<Vec<f64>> {
+    let mut src = spec.source()?;
+    let mut rec = recorder(src.page_size(), cfg, pipelined)?;
+    let mut dirty = Vec::new();
+    let mut caller = Vec::new();
+    // Frame 0 (the whole memory, no hint: recorded on the caller's thread in both
+    // modes) is left out, as everywhere in this harness.
+    rec.submit(0, src.memory(), &[], None, None)?;
+    let cpu0 = thread_cpu();
+    // Frames come at 60 fps: the caller sleeps the rest of each frame, as a game's
+    // guest and renderer would run, so the worker has the time a real frame leaves it.
+    let period = Duration::from_micros(16_667);
+    let mut next = Instant::now() + period;
+    for f in 1..spec.frames {
+        if !src.next_frame(&mut dirty) {
+            break;
+        }
+        let t = Instant::now();
+        rec.submit(f as u64, src.memory(), &[], Some(&dirty), None)?;
+        caller.push(ms(t.elapsed()));
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(next - now);
+            next += period;
+        } else {
+            next = now + period;
+        }
+    }
+    let t = Instant::now();
+    rec.settle()?;
+    let drain = t.elapsed();
+    let (cpu1, worker_cpu) = (thread_cpu(), named_thread_cpu("rewind-capture"));
+    let n = caller.len().max(1) as f64;
+    // The scheduler updates a running thread's run time only at ticks and switches, so
+    // CPU is taken over the whole run (accurate in sum), less what the synthetic guest's
+    // own writes cost in a run without captures.
+    let guest = guest_cpu(spec, caller.len())?;
+    let cpu = cpu0
+        .zip(cpu1)
+        .map(|(a, b)| (ms(b.saturating_sub(a)) - guest).max(0.0) / n);
+    if pipelined {
+        let st = rec.pipeline_stats();
+        out.worker_busy = ms(st.worker_time) / st.worker_frames.max(1) as f64;
+        out.worker_cpu = worker_cpu.map(|w| ms(w) / n);
+        out.caller_cpu = cpu;
+        out.blocked = st.blocked;
+        out.drain_ms = ms(drain);
+        out.frames = caller.len();
+    } else {
+        out.sync_cpu = cpu;
+    }
+    Ok(caller)
+}
+
+/// CPU ms of `frames` frames of the synthetic guest alone (no capture).
+fn guest_cpu(spec: &Spec, frames: usize) -> Res<f64> {
+    let mut src = spec.source()?;
+    let mut dirty = Vec::new();
+    let c0 = thread_cpu();
+    for _ in 0..frames {
+        if !src.next_frame(&mut dirty) {
+            break;
+        }
+    }
+    Ok(c0.zip(thread_cpu()).map_or(0.0, |(a, b)| ms(b.saturating_sub(a))))
+}
+
+/// The GGRS pattern: after a warm-up of 8 frames, every frame rolls back 7 frames and
+/// captures 7 re-simulated ones. Returns the caller's rewind time per frame (ms: the
+/// rollback plus the 7 captures, without the synthetic guest's own writes) and the
+/// total time the rollbacks waited for the worker.
+fn ggrs_run(spec: &Spec, cfg: &Cfg, pipelined: bool, frames: usize, out: &mut Pipelined) -> Res<Vec<f64>> {
+    let mut src = spec.source()?;
+    let mut rec = recorder(src.page_size(), cfg, pipelined)?;
+    let mut dirty = Vec::new();
+    let mut head = 0u64;
+    rec.submit(0, src.memory(), &[], None, None)?;
+    for _ in 0..ROLLBACK + 1 {
+        src.next_frame(&mut dirty);
+        head += 1;
+        rec.submit(head, src.memory(), &[], Some(&dirty), None)?;
+    }
+    let mut times = Vec::with_capacity(frames);
+    let mut cpu = Vec::with_capacity(frames);
+    let wait0 = rec.pipeline_stats().wait_time;
+    let worker0 = named_thread_cpu("rewind-capture");
+    for _ in 0..frames {
+        let c0 = thread_cpu();
+        let t = Instant::now();
+        rec.rollback(head - ROLLBACK, src.memory_mut(), LiveMemory::AtHead)?;
+        let mut spent = t.elapsed();
+        for k in 0..ROLLBACK {
+            src.next_frame(&mut dirty);
+            let t = Instant::now();
+            rec.submit(head - ROLLBACK + 1 + k, src.memory(), &[], Some(&dirty), None)?;
+            spent += t.elapsed();
+        }
+        times.push(ms(spent));
+        // The caller's CPU over the frame; the guest's writes come off below.
+        if let Some(c) = c0.zip(thread_cpu()).map(|(a, b)| ms(b.saturating_sub(a))) {
+            cpu.push(c);
+        }
+    }
+    let n = frames.max(1) as f64;
+    let guest = guest_cpu(spec, ROLLBACK as usize * frames)? / n;
+    for c in &mut cpu {
+        *c = (*c - guest).max(0.0);
+    }
+    let wait = ms(rec.pipeline_stats().wait_time.saturating_sub(wait0)) / n;
+    rec.settle()?;
+    if pipelined {
+        out.ggrs_wait = wait;
+        out.ggrs_pipe_cpu = cpu;
+        out.ggrs_worker_cpu = worker0
+            .zip(named_thread_cpu("rewind-capture"))
+            .map(|(a, b)| ms(b.saturating_sub(a)) / n);
+    } else {
+        out.ggrs_sync_cpu = cpu;
+    }
+    Ok(times)
+}
+
+fn pipelined(spec: &Spec, cfg: &Cfg) -> Res<Pipelined> {
+    let mut out = Pipelined::default();
+    out.sync = recorder_run(spec, cfg, false, &mut out)?;
+    out.caller = recorder_run(spec, cfg, true, &mut out)?;
+    let ggrs_frames = if spec.frames >= 150 {
+        60
+    } else {
+        spec.frames.max(10)
+    };
+    out.ggrs_sync = ggrs_run(spec, cfg, false, ggrs_frames, &mut out)?;
+    out.ggrs_pipe = ggrs_run(spec, cfg, true, ggrs_frames, &mut out)?;
+    Ok(out)
 }
 
 /// Open the archive and read all of frame `iteration`'s memory with `Archive::read`.
@@ -982,6 +1188,21 @@ fn run_workload(spec: &Spec, cfg: &Cfg) -> Res<WorkloadResult> {
         peers.push(p);
         scan = r;
     }
+    let pipe = if cfg.runs("pipe") {
+        let p = pipelined(spec, cfg)?;
+        eprintln!(
+            "  {:<22} done ({:.1?}): caller {:.3} ms, worker {:.3} ms per capture; GGRS frame p50 {:.2} ms sync, {:.2} ms pipelined",
+            "pipeline",
+            t0.elapsed(),
+            med(&p.caller),
+            p.worker_busy,
+            med(&p.ggrs_sync),
+            med(&p.ggrs_pipe)
+        );
+        Some(p)
+    } else {
+        None
+    };
     let dir = tempfile::tempdir()?;
     let git_on = cfg.git && spec.git_frames > 0 && cfg.runs("git");
     let git_frames = if spec.git_frames > 0 {
@@ -1032,6 +1253,7 @@ fn run_workload(spec: &Spec, cfg: &Cfg) -> Res<WorkloadResult> {
         scan,
         git,
         serde,
+        pipe,
     })
 }
 
@@ -1084,14 +1306,22 @@ fn med(v: &[f64]) -> f64 {
     Spread::of(v).median
 }
 
-/// The 95th percentile (nearest rank).
-fn p95(v: &[f64]) -> f64 {
+/// The `q` quantile (nearest rank).
+fn percentile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
     let mut x = v.to_vec();
     x.sort_by(f64::total_cmp);
-    x[((x.len() as f64 * 0.95).ceil() as usize).clamp(1, x.len()) - 1]
+    x[((x.len() as f64 * q).ceil() as usize).clamp(1, x.len()) - 1]
+}
+
+fn p99(v: &[f64]) -> f64 {
+    percentile(v, 0.99)
+}
+
+fn p95(v: &[f64]) -> f64 {
+    percentile(v, 0.95)
 }
 
 struct Goal {
@@ -1112,6 +1342,9 @@ fn status(met: Option<bool>) -> &'static str {
 
 fn goals(results: &[WorkloadResult], window: usize) -> Vec<Goal> {
     let mut g = Vec::new();
+    for r in results {
+        pipeline_goals(r, &mut g);
+    }
     for r in results {
         let one_pct = r.spec.name.contains("-1%-");
         let (Some(ring), Some(hint), Some(scan)) = (
@@ -1286,6 +1519,93 @@ fn goals(results: &[WorkloadResult], window: usize) -> Vec<Goal> {
     g
 }
 
+/// Goals of the capture pipeline (caller-thread time, the GGRS pattern). Judged on the
+/// caller thread's CPU time, which other load on a shared machine does not inflate;
+/// the wall time is shown beside it.
+fn pipeline_goals(r: &WorkloadResult, g: &mut Vec<Goal>) {
+    let Some(p) = &r.pipe else { return };
+    let w = r.spec.name.clone();
+    let kept = if p.blocked == 0 {
+        "the worker kept up".to_string()
+    } else {
+        format!(
+            "the worker fell behind: {} of {} captures blocked on the staging budget, worker {} ms CPU per capture",
+            p.blocked,
+            p.frames,
+            p.worker_cpu.map_or("—".into(), fmt_ms)
+        )
+    };
+    let wall = med(&p.caller);
+    let cpu = p.caller_cpu.unwrap_or(wall);
+    // The floor: a memcpy of the written pages at this run's memcpy speed.
+    let floor = med(&r.memcpy) * r.mean_dirty / r.pages.max(1) as f64;
+    if r.spec.name.starts_with("170MB") {
+        g.push(Goal {
+            what: "caller-thread time per capture, pipelined (hinted)".into(),
+            workload: w.clone(),
+            measured: format!(
+                "{} ms CPU, {} ms wall; floor (memcpy of the written pages at this run's memcpy speed) {} ms (synchronous: {} ms CPU, {} ms wall); {kept}",
+                fmt_ms(cpu),
+                fmt_ms(wall),
+                fmt_ms(floor),
+                p.sync_cpu.map_or("—".into(), fmt_ms),
+                fmt_ms(med(&p.sync))
+            ),
+            target: "≤ 0.5 ms".into(),
+            met: Some(cpu <= 0.5 && p.blocked == 0),
+        });
+    }
+    if r.spec.name.contains("-1%-") {
+        let ratio = cpu / med(&r.memcpy);
+        g.push(Goal {
+            what: "caller-thread capture, pipelined / memcpy of the whole memory".into(),
+            workload: w.clone(),
+            measured: format!(
+                "{} ms CPU ({} ms wall) / {} ms = {}; {kept}",
+                fmt_ms(cpu),
+                fmt_ms(wall),
+                fmt_ms(med(&r.memcpy)),
+                fmt_ratio(ratio)
+            ),
+            target: "≤ 0.02".into(),
+            met: Some(ratio <= 0.02 && p.blocked == 0),
+        });
+        let worst = Spread::of(&p.caller).max;
+        g.push(Goal {
+            what: "worst caller-thread capture / median, pipelined (wall)".into(),
+            workload: w.clone(),
+            measured: format!(
+                "{} ms / {} ms = {} (p99 {} ms)",
+                fmt_ms(worst),
+                fmt_ms(wall),
+                fmt_ratio(worst / wall),
+                fmt_ms(p99(&p.caller))
+            ),
+            target: "≤ 2×".into(),
+            met: Some(worst <= 2.0 * wall),
+        });
+    }
+    let cpu50 = med(&p.ggrs_pipe_cpu);
+    g.push(Goal {
+        what: "GGRS pattern (roll back 7, capture 7) per frame, caller thread, pipelined".into(),
+        workload: w,
+        measured: format!(
+            "CPU p50 {} ms, p99 {} ms; wall p50 {} ms, p99 {} ms, of which waiting for the worker {} ms (worker CPU {} ms per frame); synchronous: CPU p50 {} ms, wall p50 {} ms, p99 {} ms",
+            fmt_ms(cpu50),
+            fmt_ms(p99(&p.ggrs_pipe_cpu)),
+            fmt_ms(med(&p.ggrs_pipe)),
+            fmt_ms(p99(&p.ggrs_pipe)),
+            fmt_ms(p.ggrs_wait),
+            p.ggrs_worker_cpu.map_or("—".into(), fmt_ms),
+            fmt_ms(med(&p.ggrs_sync_cpu)),
+            fmt_ms(med(&p.ggrs_sync)),
+            fmt_ms(p99(&p.ggrs_sync))
+        ),
+        target: "≤ 5 ms".into(),
+        met: Some(cpu50 <= 5.0 && med(&p.ggrs_pipe) <= 5.0),
+    });
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1354,6 +1674,51 @@ fn report(results: &[WorkloadResult], cfg: &Cfg, command: &str, elapsed: Duratio
             g.target,
             status(g.met)
         );
+    }
+
+    if results.iter().any(|r| r.pipe.is_some()) {
+        let _ = writeln!(s, "\n### Capture pipeline\n");
+        let _ = writeln!(
+            s,
+            "Per capture with the dirty hint, through `Recorder` (capture, GC step). Wall = time on the caller's thread (median / p99); CPU = the caller thread's run time per capture from `/proc/…/schedstat`, summed over the run less a run of the synthetic guest alone (a mean: the scheduler updates a running thread's time only at ticks and switches); on a loaded machine it is the cost itself (wall time also counts the time other processes held the core). Worker = the pipeline worker's busy wall time per frame and its thread's CPU per frame. Frames come at 60 fps (the caller sleeps the rest of each 16.7 ms frame, where a game's guest would run); kept up = no capture blocked on the 64 MiB staging budget (the final drain is the wait for the frames still in flight after the last one). GGRS = per frame, roll back {ROLLBACK} and capture {ROLLBACK} re-simulated frames: the caller's rewind time (wall, p50 / p99) and CPU (p50 / p99).\n"
+        );
+        let _ = writeln!(
+            s,
+            "| workload | caller wall, sync (ms) | caller wall, pipelined (ms) | caller CPU, sync / pipelined (ms) | worker busy / CPU (ms) | total CPU, pipelined (ms) | blocked | kept up | GGRS wall, sync (ms) | GGRS wall, pipelined (ms) | GGRS caller CPU, sync / pipelined p50 (ms) | GGRS worker CPU (ms) |"
+        );
+        let _ = writeln!(
+            s,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
+        );
+        let opt = |v: Option<f64>| v.map_or("—".to_string(), fmt_ms);
+        for r in results {
+            let Some(p) = &r.pipe else { continue };
+            let _ = writeln!(
+                s,
+                "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {} | {} of {} | {} (final drain {} ms) | {} / {} | {} / {} | {} / {} | {} |",
+                r.spec.name,
+                fmt_ms(med(&p.sync)),
+                fmt_ms(p99(&p.sync)),
+                fmt_ms(med(&p.caller)),
+                fmt_ms(p99(&p.caller)),
+                opt(p.sync_cpu),
+                opt(p.caller_cpu),
+                fmt_ms(p.worker_busy),
+                opt(p.worker_cpu),
+                opt(p.caller_cpu.zip(p.worker_cpu).map(|(a, b)| a + b)),
+                p.blocked,
+                p.frames,
+                if p.blocked == 0 { "yes" } else { "no" },
+                fmt_ms(p.drain_ms),
+                fmt_ms(med(&p.ggrs_sync)),
+                fmt_ms(p99(&p.ggrs_sync)),
+                fmt_ms(med(&p.ggrs_pipe)),
+                fmt_ms(p99(&p.ggrs_pipe)),
+                fmt_ms(med(&p.ggrs_sync_cpu)),
+                fmt_ms(med(&p.ggrs_pipe_cpu)),
+                opt(p.ggrs_worker_cpu),
+            );
+        }
     }
 
     for r in results {

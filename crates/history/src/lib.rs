@@ -34,7 +34,10 @@ mod parts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rewind_snapshot::{capture, GlobalValue, Live, Restored, Snapshot, SnapshotError, StateHash};
+use rewind_snapshot::{
+    capture, capture_staged, Captured, GlobalValue, Live, Restored, Snapshot, SnapshotError, StagedPages,
+    StateHash,
+};
 use rewind_store::{InputHash, PageHash, PageSize, PageStore, StoreConfig, StoreError, StoreStats};
 
 /// The number of a record: monotonic, never reused.
@@ -485,6 +488,32 @@ impl History {
         hint: Option<&[u32]>,
         input: Option<&[u8]>,
     ) -> Result<CaptureReport, HistoryError> {
+        self.capture_with(iteration, input, |store, prev| {
+            capture(store, prev, memory, globals, hint)
+        })
+    }
+
+    /// [`History::capture`] from pages copied out of live memory earlier (see
+    /// [`rewind_snapshot::capture_staged`]): the same record, snapshot and store contents
+    /// as `capture` of the memory they were copied from, with the same hint.
+    pub fn capture_staged(
+        &mut self,
+        iteration: u64,
+        staged: StagedPages<'_>,
+        globals: &[GlobalValue],
+        input: Option<&[u8]>,
+    ) -> Result<CaptureReport, HistoryError> {
+        self.capture_with(iteration, input, |store, prev| {
+            capture_staged(store, prev, staged, globals)
+        })
+    }
+
+    fn capture_with(
+        &mut self,
+        iteration: u64,
+        input: Option<&[u8]>,
+        capture: impl FnOnce(&mut PageStore, Option<&Snapshot>) -> Result<Captured, SnapshotError>,
+    ) -> Result<CaptureReport, HistoryError> {
         if let Some(head) = self.head() {
             if iteration <= head.iteration {
                 return Err(HistoryError::IterationNotAfterHead {
@@ -495,7 +524,7 @@ impl History {
         }
         let before = self.store.stats();
         let prev = self.head().map(|r| r.snapshot.clone());
-        let captured = capture(&mut self.store, prev.as_ref(), memory, globals, hint)?;
+        let captured = capture(&mut self.store, prev.as_ref())?;
         self.store.advance_frame();
         let after = self.store.stats();
         let id = RecordId(self.next_id);

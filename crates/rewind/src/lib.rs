@@ -31,7 +31,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod pipeline;
+
+use std::cell::{Cell, OnceCell, RefCell};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pipeline::{Core, Failure, Frame, Msg, Pipe, Returned};
+pub use pipeline::{PipelineOptions, PipelineStats};
 
 pub use rewind_archive::{AppendReport, Archive, ArchiveError, ArchiveWriter, Durability};
 pub use rewind_gc::{Abandoned, Collector, GcError, GcReport, Policy};
@@ -69,6 +77,29 @@ pub enum Error {
     /// From the archive (create, append, open, load).
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// A capture recorded on the pipeline's worker failed. It and the captures
+    /// submitted after it were discarded; the head is the last recorded iteration.
+    #[error("the capture of iteration {iteration} failed on the worker")]
+    Deferred {
+        /// The iteration whose capture failed.
+        iteration: u64,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Recording panicked on the pipeline's worker: the history may be inconsistent,
+    /// and every later call fails with this error.
+    #[error("the capture worker panicked: {message}")]
+    WorkerPanicked {
+        /// The panic's message.
+        message: String,
+    },
+    /// The pipeline's worker thread is gone.
+    #[error("the capture worker thread is gone")]
+    WorkerGone,
+    /// The pipeline's worker thread could not be started.
+    #[error("starting the capture worker thread")]
+    WorkerSpawn(#[source] std::io::Error),
 }
 
 /// Where and how a [`Recorder`] persists its history.
@@ -92,6 +123,9 @@ pub struct Options {
     pub policy: Policy,
     /// Persist every recorded iteration to an archive.
     pub archive: Option<ArchiveOptions>,
+    /// Record captures on a worker thread ([`Recorder::submit`]); `None` (the default)
+    /// records them on the caller's thread.
+    pub pipeline: Option<PipelineOptions>,
 }
 
 impl Options {
@@ -101,6 +135,7 @@ impl Options {
             history: HistoryConfig::new(page_size)?,
             policy: Policy::default(),
             archive: None,
+            pipeline: None,
         })
     }
     /// Use this hash seed (peers that compare state hashes must share it).
@@ -127,6 +162,12 @@ impl Options {
             durability,
             replace: false,
         });
+        self
+    }
+    /// Record captures on a worker thread: [`Recorder::submit`] copies the pages a
+    /// capture examines and returns; see [`Recorder`].
+    pub fn pipeline(mut self, options: PipelineOptions) -> Self {
+        self.pipeline = Some(options);
         self
     }
     /// As [`Options::archive`], replacing an archive already at `path`.
@@ -157,16 +198,74 @@ pub struct State {
 }
 
 /// A history with its garbage collector: the everyday API.
+///
+/// With [`Options::pipeline`] a capture ([`Recorder::submit`]) only copies the pages it
+/// examines into a staging buffer on the caller's thread; a worker thread records it
+/// (hash, dedup, store, deltas, vector and Merkle updates, archive append, GC step).
+/// Every other call waits for the captures in flight first, so it sees exactly the
+/// history the synchronous recorder would have: the same records, state hashes, store
+/// contents and archive bytes. A capture that fails on the worker is reported by the
+/// next call ([`Error::Deferred`]); the captures submitted after it are discarded, the
+/// head stays at the last recorded iteration, and the next capture hashes all of
+/// memory (its hint was relative to a capture that did not happen). Dropping the
+/// recorder finishes the captures in flight (they reach the archive) before it
+/// returns.
 pub struct Recorder {
-    history: History,
-    gc: Collector,
-    last_gc: GcReport,
-    archive: Option<ArchiveWriter>,
+    /// The state, when it is on the caller's side (always, without a pipeline).
+    home: OnceCell<Box<Core>>,
+    /// The worker, with [`Options::pipeline`].
+    pipe: Option<Pipe>,
+    page_size: PageSize,
+    /// The head as the captures in flight leave it (valid while the state is away).
+    predicted: Predicted,
+    /// A worker failure not yet returned to the caller.
+    deferred: RefCell<Option<Error>>,
+    /// The message of a panic on the worker: the history may be inconsistent, every
+    /// later call fails.
+    poisoned: RefCell<Option<String>>,
+    /// The next capture must hash all of memory (a staged capture was discarded).
+    resync: Cell<bool>,
+    /// Caller-side pipeline figures.
+    stats: Cell<PipelineStats>,
+}
+
+/// The shape of the head after the captures in flight: what the caller checks a
+/// staged capture against, so its errors come at once as in the synchronous path.
+#[derive(Default)]
+struct Predicted {
+    iteration: Option<u64>,
+    memory_len: u64,
+    pages: usize,
+    globals: Vec<GlobalValue>,
+    next_record: u64,
+}
+
+impl Predicted {
+    fn of(history: &History) -> Predicted {
+        let head = history.head();
+        Predicted {
+            iteration: head.map(|h| h.iteration()),
+            memory_len: head.map_or(0, |h| h.snapshot().memory_len()),
+            pages: head.map_or(0, |h| h.snapshot().pages().len()),
+            globals: head.map_or_else(Vec::new, |h| h.snapshot().globals().to_vec()),
+            next_record: history.next_record_id().0,
+        }
+    }
+}
+
+/// A capture handed to the worker ([`Recorder::submit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    /// The iteration.
+    pub iteration: u64,
+    /// The record it will be.
+    pub record: RecordId,
 }
 
 impl Recorder {
     /// An empty recorder; with [`Options::archive`], a new archive too (refused if the
-    /// path exists, unless [`Options::replace_archive`]).
+    /// path exists, unless [`Options::replace_archive`]); with [`Options::pipeline`], its
+    /// worker thread.
     pub fn new(options: Options) -> Result<Self, Error> {
         let history = History::new(options.history)?;
         let archive = match &options.archive {
@@ -174,12 +273,154 @@ impl Recorder {
             Some(a) if a.replace => Some(ArchiveWriter::replace(&a.path, &history, a.durability)?),
             Some(a) => Some(ArchiveWriter::create(&a.path, &history, a.durability)?),
         };
+        Self::from_core(
+            Core {
+                history,
+                gc: Collector::new(options.policy),
+                last_gc: GcReport::default(),
+                archive,
+                last_report: None,
+                #[cfg(test)]
+                fault: None,
+            },
+            options.pipeline,
+        )
+    }
+
+    fn from_core(core: Core, pipeline: Option<PipelineOptions>) -> Result<Self, Error> {
+        let pipe = pipeline.map(Pipe::start).transpose()?;
         Ok(Recorder {
-            history,
-            gc: Collector::new(options.policy),
-            last_gc: GcReport::default(),
-            archive,
+            page_size: core.history.page_size(),
+            home: OnceCell::from(Box::new(core)),
+            pipe,
+            predicted: Predicted::default(),
+            deferred: RefCell::new(None),
+            poisoned: RefCell::new(None),
+            resync: Cell::new(false),
+            stats: Cell::new(PipelineStats::default()),
         })
+    }
+
+    /// Start the capture pipeline on a recorder that runs without one (e.g. one from
+    /// [`Recorder::open`]). A no-op when it already has one.
+    pub fn with_pipeline(mut self, options: PipelineOptions) -> Result<Self, Error> {
+        if self.pipe.is_none() {
+            self.pipe = Some(Pipe::start(options)?);
+        }
+        Ok(self)
+    }
+
+    /// True when captures are recorded on a worker thread ([`Options::pipeline`]).
+    pub fn is_pipelined(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    /// The state, brought back from the worker if it is there (waiting for the
+    /// captures in flight). A worker failure is kept for [`Recorder::check`].
+    fn bring_home(&self) -> &Core {
+        if let Some(core) = self.home.get() {
+            return core;
+        }
+        let t0 = Instant::now();
+        let returned = self
+            .pipe
+            .as_ref()
+            .and_then(|p| p.tx.send(Msg::Return).ok().and_then(|_| p.rx.recv().ok()));
+        let mut stats = self.stats.get();
+        stats.waits += 1;
+        stats.wait_time += t0.elapsed();
+        self.stats.set(stats);
+        let (core, failure) = match returned {
+            Some(Returned { core, failure }) => (core, failure),
+            None => (None, Some(Failure::Panic("the capture worker ended".into()))),
+        };
+        match failure {
+            Some(Failure::Error { iteration, error }) => {
+                *self.deferred.borrow_mut() = Some(Error::Deferred {
+                    iteration,
+                    source: Box::new(error),
+                });
+                self.resync.set(true);
+            }
+            Some(Failure::Panic(message)) => *self.poisoned.borrow_mut() = Some(message),
+            None => {}
+        }
+        if let Some(p) = &self.pipe {
+            p.shared.failed.store(false, Ordering::Release);
+        }
+        let core = core.unwrap_or_else(|| {
+            if self.poisoned.borrow().is_none() {
+                *self.poisoned.borrow_mut() = Some("the capture worker lost the history".into());
+            }
+            Box::new(Core {
+                history: History::new(HistoryConfig::default())
+                    .expect("the default history configuration is valid"),
+                gc: Collector::new(Policy::default()),
+                last_gc: GcReport::default(),
+                archive: None,
+                last_report: None,
+                #[cfg(test)]
+                fault: None,
+            })
+        });
+        let _ = self.home.set(core);
+        self.home.get().expect("the state was set just above")
+    }
+
+    /// A worker failure not yet reported, or the panic that poisoned the recorder.
+    fn check(&self) -> Result<(), Error> {
+        if let Some(message) = self.poisoned.borrow().as_ref() {
+            return Err(Error::WorkerPanicked {
+                message: message.clone(),
+            });
+        }
+        match self.deferred.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The state, after the captures in flight, or the failure they met.
+    fn core(&self) -> Result<&Core, Error> {
+        let core = self.bring_home();
+        self.check()?;
+        Ok(core)
+    }
+
+    fn core_mut(&mut self) -> Result<&mut Core, Error> {
+        self.core()?;
+        Ok(self.home_mut())
+    }
+
+    /// The state, mutably, brought home; a failure stays for the next checked call.
+    fn home_mut(&mut self) -> &mut Core {
+        self.bring_home();
+        self.home.get_mut().expect("bring_home leaves the state home")
+    }
+
+    /// Wait for every capture in flight and report a failure of any of them. A no-op
+    /// without a pipeline.
+    pub fn settle(&mut self) -> Result<(), Error> {
+        self.core().map(|_| ())
+    }
+
+    /// The head's iteration, counting the captures in flight; does not wait for them.
+    pub fn head_iteration(&self) -> Option<u64> {
+        match self.home.get() {
+            Some(core) => core.history.head().map(|h| h.iteration()),
+            None => self.predicted.iteration,
+        }
+    }
+
+    /// Caller-thread and worker figures of the capture pipeline (zero without one).
+    /// Does not wait for the worker.
+    pub fn pipeline_stats(&self) -> PipelineStats {
+        let mut stats = self.stats.get();
+        if let Some(p) = &self.pipe {
+            stats.worker_frames = p.shared.worker_frames.load(Ordering::Relaxed);
+            stats.worker_time = Duration::from_nanos(p.shared.worker_nanos.load(Ordering::Relaxed));
+        }
+        stats
     }
 
     /// Open the archive at `path` to continue it: its retained history (every record
@@ -220,14 +461,17 @@ impl Recorder {
         // it continues.
         let writer = ArchiveWriter::open(path, durability)?;
         let history = Archive::open(path)?.to_history()?;
-        let mut rec = Recorder {
+        let mut core = Core {
             history,
             gc: Collector::new(policy),
             last_gc: GcReport::default(),
             archive: Some(writer),
+            last_report: None,
+            #[cfg(test)]
+            fault: None,
         };
-        rec.last_gc = rec.gc.collect(&mut rec.history)?;
-        Ok(rec)
+        core.last_gc = core.gc.collect(&mut core.history)?;
+        Self::from_core(core, None)
     }
 
     /// Move the head to `iteration` of the current timeline and return its whole state
@@ -237,9 +481,10 @@ impl Recorder {
     /// abandoned branch. Nothing changes on error ([`HistoryError::NotRetained`] for an
     /// iteration that is not retained).
     pub fn resume_at(&mut self, iteration: u64) -> Result<State, Error> {
-        let record = self.history.at(iteration)?;
+        let history = &mut self.core_mut()?.history;
+        let record = history.at(iteration)?;
         let mut memory = vec![0u8; record.snapshot().memory_len() as usize];
-        rewind_snapshot::read(self.history.store(), record.snapshot(), 0, &mut memory)
+        rewind_snapshot::read(history.store(), record.snapshot(), 0, &mut memory)
             .map_err(HistoryError::from)?;
         let state = State {
             iteration,
@@ -248,43 +493,49 @@ impl Recorder {
             globals: record.snapshot().globals().to_vec(),
             state_hash: record.state_hash(),
         };
-        self.history.rollback(iteration)?;
+        history.rollback(iteration)?;
+        // The caller's memory is now the returned state: hints start from it.
+        self.resync.set(false);
         Ok(state)
     }
 
-    /// The archive writer, when the recorder persists.
+    /// The archive writer, when the recorder persists (after the captures in flight).
     pub fn archive(&self) -> Option<&ArchiveWriter> {
-        self.archive.as_ref()
+        self.bring_home().archive.as_ref()
     }
 
     /// Append what the archive does not hold yet (records, and the head after a
-    /// rollback) and sync it to disk. A no-op without an archive.
+    /// rollback) and sync it to disk, after the captures in flight. A no-op without an
+    /// archive.
     pub fn sync(&mut self) -> Result<(), Error> {
-        if let Some(w) = &mut self.archive {
-            w.append(&self.history)?;
+        let core = self.core_mut()?;
+        if let Some(w) = &mut core.archive {
+            w.append(&core.history)?;
             w.sync()?;
         }
         Ok(())
     }
 
-    /// The history.
+    /// The history, after the captures in flight (a worker failure among them is
+    /// reported by the next call that returns a `Result`).
     pub fn history(&self) -> &History {
-        &self.history
+        &self.bring_home().history
     }
 
-    /// The history, mutably (for rollbacks without restore, checkouts, removals).
+    /// The history, mutably (for rollbacks without restore, checkouts, removals), after
+    /// the captures in flight.
     pub fn history_mut(&mut self) -> &mut History {
-        &mut self.history
+        &mut self.home_mut().history
     }
 
     /// The collector (policy, pins).
     pub fn collector(&self) -> &Collector {
-        &self.gc
+        &self.bring_home().gc
     }
 
-    /// What the last GC step freed.
+    /// What the last GC step freed (after the captures in flight).
     pub fn last_gc(&self) -> GcReport {
-        self.last_gc
+        self.bring_home().last_gc
     }
 
     /// Record the guest state of `iteration`, append it to the archive (with
@@ -292,6 +543,9 @@ impl Recorder {
     ///
     /// `hint`: pages that may have changed since the last record or rollback (`None`
     /// hashes all of memory). `input`: the input of this iteration, kept for replay.
+    ///
+    /// With a pipeline this waits for the worker to record it; [`Recorder::submit`]
+    /// returns as soon as the pages are copied.
     pub fn record(
         &mut self,
         iteration: u64,
@@ -300,77 +554,240 @@ impl Recorder {
         hint: Option<&[u32]>,
         input: Option<&[u8]>,
     ) -> Result<CaptureReport, Error> {
-        let report = self.history.capture(iteration, memory, globals, hint, input)?;
-        if let Some(w) = &mut self.archive {
-            // Before the GC step, so the policy never drops a record the file lacks.
-            w.append(&self.history)?;
+        if self.pipe.is_some() {
+            self.submit(iteration, memory, globals, hint, input)?;
+            return self.core()?.last_report.ok_or(Error::WorkerGone);
         }
-        self.last_gc = self.gc.step(&mut self.history)?;
-        Ok(report)
+        self.record_here(iteration, memory, globals, hint, input)
+    }
+
+    /// [`Recorder::record`] on the caller's thread.
+    fn record_here(
+        &mut self,
+        iteration: u64,
+        memory: &[u8],
+        globals: &[GlobalValue],
+        hint: Option<&[u32]>,
+        input: Option<&[u8]>,
+    ) -> Result<CaptureReport, Error> {
+        let core = self.core_mut()?;
+        let report = core.history.capture(iteration, memory, globals, hint, input)?;
+        core.after_capture(report)
+    }
+
+    /// Capture the guest state of `iteration` as [`Recorder::record`] does, returning
+    /// as soon as the pages it examines are copied: the worker records it. Errors the
+    /// synchronous capture would give before storing anything (an iteration not after
+    /// the head, a memory that is not whole pages, a hint past the end, globals of
+    /// another shape) come at once; a failure on the worker comes from the next call.
+    /// Blocks while the staging budget is full ([`PipelineStats::blocked`]).
+    ///
+    /// Without a hint (`None`), or without a pipeline, the capture is recorded here,
+    /// after the captures in flight.
+    pub fn submit(
+        &mut self,
+        iteration: u64,
+        memory: &[u8],
+        globals: &[GlobalValue],
+        hint: Option<&[u32]>,
+        input: Option<&[u8]>,
+    ) -> Result<Ticket, Error> {
+        let failed = self
+            .pipe
+            .as_ref()
+            .map(|p| p.shared.failed.load(Ordering::Acquire));
+        let hint = match (failed, hint) {
+            (Some(false), Some(hint)) if !self.resync.get() => hint,
+            (Some(_), _) => {
+                // Recorded here: the hint (if any) may be relative to a capture the
+                // worker discarded.
+                let hint = if self.resync.get() { None } else { hint };
+                let report = self.record_here(iteration, memory, globals, hint, input)?;
+                self.resync.set(false);
+                self.count(|s| s.synchronous += 1);
+                return Ok(Ticket {
+                    iteration,
+                    record: report.record,
+                });
+            }
+            (None, _) => {
+                let report = self.record_here(iteration, memory, globals, hint, input)?;
+                return Ok(Ticket {
+                    iteration,
+                    record: report.record,
+                });
+            }
+        };
+        self.check()?;
+        let Some(pipe) = &self.pipe else {
+            return Err(Error::WorkerGone);
+        };
+        if let Some(core) = self.home.take() {
+            self.predicted = Predicted::of(&core.history);
+            if let Err(std::sync::mpsc::SendError(Msg::Core(core))) = pipe.tx.send(Msg::Core(core)) {
+                let _ = self.home.set(core);
+                *self.poisoned.borrow_mut() = Some("the capture worker ended".into());
+                return Err(Error::WorkerGone);
+            }
+        }
+        let p = &self.predicted;
+        if let Some(head) = p.iteration.filter(|&h| iteration <= h) {
+            return Err(HistoryError::IterationNotAfterHead { iteration, head }.into());
+        }
+        let snapshot_err = |e: SnapshotError| Error::History(e.into());
+        let n = rewind_snapshot::page_count(self.page_size, memory.len() as u64).map_err(snapshot_err)?;
+        rewind_snapshot::check_globals_after(p.memory_len, p.pages, &p.globals, globals)
+            .map_err(snapshot_err)?;
+        let indices = rewind_snapshot::candidate_pages(Some(hint), n, p.pages).map_err(snapshot_err)?;
+        let page = self.page_size.bytes();
+        let need = indices.len() * page;
+        let t0 = Instant::now();
+        let (in_flight, waited, alive) = pipe.shared.reserve(need, pipe.options.staging_budget);
+        let blocked = t0.elapsed();
+        if !alive {
+            *self.poisoned.borrow_mut() = Some("the capture worker ended".into());
+            return Err(Error::WorkerGone);
+        }
+        let t1 = Instant::now();
+        let mut bytes = pipe.shared.buffer();
+        bytes.reserve(need);
+        for &i in &indices {
+            let start = i as usize * page;
+            bytes.extend_from_slice(&memory[start..start + page]);
+        }
+        let frame = Frame {
+            iteration,
+            memory_len: memory.len() as u64,
+            indices,
+            bytes,
+            globals: globals.to_vec(),
+            input: input.map(<[u8]>::to_vec),
+            shared: pipe.shared.clone(),
+        };
+        let pages = frame.indices.len() as u64;
+        if pipe.tx.send(Msg::Frame(frame)).is_err() {
+            *self.poisoned.borrow_mut() = Some("the capture worker ended".into());
+            return Err(Error::WorkerGone);
+        }
+        let copy = t1.elapsed();
+        self.count(|s| {
+            s.staged += 1;
+            s.pages_staged += pages;
+            s.copy_time += copy;
+            s.max_staged_bytes = s.max_staged_bytes.max(in_flight as u64);
+            if waited {
+                s.blocked += 1;
+                s.blocked_time += blocked;
+            }
+        });
+        let p = &mut self.predicted;
+        p.iteration = Some(iteration);
+        p.memory_len = memory.len() as u64;
+        p.pages = n;
+        p.globals.clear();
+        p.globals.extend_from_slice(globals);
+        let record = RecordId(p.next_record);
+        p.next_record += 1;
+        Ok(Ticket { iteration, record })
+    }
+
+    fn count(&self, f: impl FnOnce(&mut PipelineStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
     }
 
     /// Roll back to `iteration`, writing its pages into `memory` (which must already be
-    /// its length) and returning the globals to set. Nothing changes on error.
+    /// its length) and returning the globals to set. Nothing changes on error. With a
+    /// pipeline, waits for the captures in flight first.
     pub fn rollback(
         &mut self,
         iteration: u64,
         memory: &mut [u8],
         live: LiveMemory<'_>,
     ) -> Result<Rollback, Error> {
-        Ok(self.history.rollback_and_restore(iteration, memory, live)?)
+        // After a discarded capture the head is not what memory holds.
+        let live = if self.resync.get() {
+            LiveMemory::Unknown
+        } else {
+            live
+        };
+        let rollback = self
+            .core_mut()?
+            .history
+            .rollback_and_restore(iteration, memory, live)?;
+        self.resync.set(false);
+        Ok(rollback)
     }
 
     /// The state hash of `iteration` on the current timeline.
     pub fn state_hash(&self, iteration: u64) -> Result<StateHash, Error> {
-        Ok(self.history.at(iteration)?.state_hash())
+        Ok(self.core()?.history.at(iteration)?.state_hash())
     }
 
     /// Read bytes of any retained iteration without restoring.
     pub fn read(&self, iteration: u64, addr: u64, out: &mut [u8]) -> Result<(), Error> {
-        Ok(self.history.read(iteration, addr, out)?)
+        Ok(self.core()?.history.read(iteration, addr, out)?)
     }
 
     /// The latest iteration ≤ `iteration` at which bytes `[addr, addr+len)` changed.
     pub fn blame(&self, iteration: u64, addr: u64, len: u64) -> Result<Option<Blame>, Error> {
-        Ok(self.history.blame(iteration, addr, len)?)
+        Ok(self.core()?.history.blame(iteration, addr, len)?)
     }
 
     /// Pages that differ between two iterations of the timeline.
     pub fn diff(&self, a: u64, b: u64) -> Result<Vec<u32>, Error> {
+        let history = &self.core()?.history;
         Ok(rewind_snapshot::diff(
-            self.history.at(a)?.snapshot(),
-            self.history.at(b)?.snapshot(),
+            history.at(a)?.snapshot(),
+            history.at(b)?.snapshot(),
         ))
     }
 
     /// Byte ranges that differ between two iterations of the timeline.
     pub fn diff_bytes(&self, a: u64, b: u64) -> Result<Vec<ByteRange>, Error> {
+        let history = &self.core()?.history;
         Ok(rewind_snapshot::diff_bytes(
-            self.history.store(),
-            self.history.at(a)?.snapshot(),
-            self.history.at(b)?.snapshot(),
+            history.store(),
+            history.at(a)?.snapshot(),
+            history.at(b)?.snapshot(),
         )
         .map_err(HistoryError::from)?)
     }
 
     /// Pin an iteration so GC keeps it.
     pub fn pin(&mut self, iteration: u64) -> Result<RecordId, Error> {
-        Ok(self.gc.pin(&self.history, iteration)?)
+        let core = self.core_mut()?;
+        Ok(core.gc.pin(&core.history, iteration)?)
     }
 
     /// Unpin a record.
     pub fn unpin(&mut self, id: RecordId) -> bool {
-        self.gc.unpin(id)
+        self.home_mut().gc.unpin(id)
     }
 
     /// Change the retention policy (pins are kept).
     pub fn set_policy(&mut self, policy: Policy) {
-        self.gc.set_policy(policy);
+        self.home_mut().gc.set_policy(policy);
     }
 
     /// A full collection, budget included.
     pub fn collect(&mut self) -> Result<GcReport, Error> {
-        self.last_gc = self.gc.collect(&mut self.history)?;
-        Ok(self.last_gc)
+        let core = self.core_mut()?;
+        core.last_gc = core.gc.collect(&mut core.history)?;
+        Ok(core.last_gc)
+    }
+}
+
+impl Drop for Recorder {
+    /// Finishes the captures in flight (they are recorded and reach the archive), then
+    /// ends the worker.
+    fn drop(&mut self) {
+        if let Some(Pipe { tx, worker, .. }) = self.pipe.take() {
+            drop(tx);
+            if let Some(w) = worker {
+                let _ = w.join();
+            }
+        }
     }
 }

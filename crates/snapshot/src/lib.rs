@@ -39,7 +39,7 @@ pub use global::{GlobalType, GlobalValue};
 pub use merkle::Merkle;
 use rewind_store::codec::ChangedRuns;
 pub use rewind_store::StateHash;
-use rewind_store::{Hasher, PageHash, PageStore, StoreError};
+use rewind_store::{Hasher, PageHash, PageSize, PageStore, StoreError};
 
 /// The persistent vector of page hashes of a snapshot. `imbl` (the maintained fork of
 /// `im`) is used only through this alias (see `docs/architecture.md` for why).
@@ -95,6 +95,15 @@ pub enum SnapshotError {
         live: u64,
         /// The target snapshot's memory length.
         target: u64,
+    },
+    /// Staged pages ([`capture_staged`]) that are not the pages the capture examines
+    /// after its previous snapshot.
+    #[error("{pages} staged pages ({bytes} bytes) do not match the pages this capture examines")]
+    StagedMismatch {
+        /// Page indices staged.
+        pages: usize,
+        /// Bytes staged.
+        bytes: usize,
     },
     /// More pages than a snapshot can index.
     #[error("memory of {len} bytes has more pages than a snapshot can index")]
@@ -226,16 +235,28 @@ pub fn state_hash(hasher: &Hasher, memory_len: u64, root: PageHash, globals: &[G
 
 fn check_globals(prev: Option<&Snapshot>, globals: &[GlobalValue]) -> Result<(), SnapshotError> {
     let Some(prev) = prev else { return Ok(()) };
-    if prev.memory_len == 0 && prev.globals.is_empty() && prev.pages.is_empty() {
+    check_globals_after(prev.memory_len, prev.pages.len(), &prev.globals, globals)
+}
+
+/// The check [`capture`] makes of `globals` against the previous snapshot's memory
+/// length, page count and globals: the same count and types, unless that snapshot is
+/// empty. For a caller that captures elsewhere and wants the error now.
+pub fn check_globals_after(
+    prev_memory_len: u64,
+    prev_pages: usize,
+    prev_globals: &[GlobalValue],
+    globals: &[GlobalValue],
+) -> Result<(), SnapshotError> {
+    if prev_memory_len == 0 && prev_globals.is_empty() && prev_pages == 0 {
         return Ok(());
     }
-    if prev.globals.len() != globals.len() {
+    if prev_globals.len() != globals.len() {
         return Err(SnapshotError::GlobalsArity {
-            expected: prev.globals.len(),
+            expected: prev_globals.len(),
             found: globals.len(),
         });
     }
-    for (index, (a, b)) in prev.globals.iter().zip(globals).enumerate() {
+    for (index, (a, b)) in prev_globals.iter().zip(globals).enumerate() {
         if a.ty() != b.ty() {
             return Err(SnapshotError::GlobalType {
                 index,
@@ -262,36 +283,113 @@ pub fn capture(
     globals: &[GlobalValue],
     hint: Option<&[u32]>,
 ) -> Result<Captured, SnapshotError> {
-    let ps = store.page_size();
-    let page = ps.bytes();
-    let n = ps.pages_in(memory.len() as u64)?;
+    let page = store.page_size().bytes();
+    let n = page_count(store.page_size(), memory.len() as u64)?;
+    check_globals(prev, globals)?;
+    let old_n = prev.map_or(0, |p| p.pages.len());
+    let candidates = candidate_pages(hint, n, old_n)?;
+    capture_candidates(store, prev, memory.len() as u64, globals, &candidates, |_, i| {
+        let start = i as usize * page;
+        &memory[start..start + page]
+    })
+}
+
+/// The pages of a memory of `len` bytes, checked to be a whole number of pages that a
+/// snapshot can index.
+pub fn page_count(page_size: PageSize, len: u64) -> Result<usize, SnapshotError> {
+    let n = page_size.pages_in(len)?;
     if n > u32::MAX as usize {
-        return Err(SnapshotError::TooLarge {
-            len: memory.len() as u64,
+        return Err(SnapshotError::TooLarge { len });
+    }
+    Ok(n)
+}
+
+/// The pages a capture examines, by increasing index: the hinted pages below `old_n`
+/// (the previous snapshot's page count; every page when `hint` is `None`), then every
+/// page from `old_n` to `n` (pages added by growth), all below `n`.
+///
+/// A capture that runs elsewhere ([`capture_staged`]) copies exactly these pages out of
+/// live memory first.
+pub fn candidate_pages(hint: Option<&[u32]>, n: usize, old_n: usize) -> Result<Vec<u32>, SnapshotError> {
+    let Some(h) = hint else {
+        return Ok((0..n as u32).collect());
+    };
+    let mut v = Vec::with_capacity(h.len() + n.saturating_sub(old_n));
+    for &i in h {
+        if i as usize >= n {
+            return Err(SnapshotError::HintOutOfRange { index: i, pages: n });
+        }
+        if (i as usize) < old_n {
+            v.push(i);
+        }
+    }
+    v.sort_unstable();
+    v.dedup();
+    v.extend(old_n as u32..n as u32);
+    Ok(v)
+}
+
+/// Pages copied out of live memory for a capture that runs later, on another thread:
+/// the indices [`candidate_pages`] names for this capture and their bytes, one page
+/// after another in the same order.
+#[derive(Clone, Copy, Debug)]
+pub struct StagedPages<'a> {
+    /// The memory length at capture.
+    pub memory_len: u64,
+    /// The pages copied, as [`candidate_pages`] lists them.
+    pub indices: &'a [u32],
+    /// Their bytes: `indices.len()` pages.
+    pub bytes: &'a [u8],
+}
+
+/// [`capture`] from pages copied earlier ([`StagedPages`]) instead of live memory: the
+/// same snapshot, changes and store contents as `capture` of the memory they were
+/// copied from with the same hint. Staged pages that do not match what `prev` makes
+/// `capture` examine are refused ([`SnapshotError::StagedMismatch`]).
+pub fn capture_staged(
+    store: &mut PageStore,
+    prev: Option<&Snapshot>,
+    staged: StagedPages<'_>,
+    globals: &[GlobalValue],
+) -> Result<Captured, SnapshotError> {
+    let page = store.page_size().bytes();
+    let n = page_count(store.page_size(), staged.memory_len)?;
+    check_globals(prev, globals)?;
+    let old_n = prev.map_or(0, |p| p.pages.len());
+    let grown = n.saturating_sub(old_n);
+    let consistent = staged.bytes.len() == staged.indices.len() * page
+        && staged.indices.len() >= grown
+        && staged.indices[staged.indices.len() - grown..]
+            .iter()
+            .zip(old_n as u32..)
+            .all(|(&a, b)| a == b)
+        && staged.indices.windows(2).all(|w| w[0] < w[1])
+        && staged.indices.last().is_none_or(|&i| (i as usize) < n);
+    if !consistent {
+        return Err(SnapshotError::StagedMismatch {
+            pages: staged.indices.len(),
+            bytes: staged.bytes.len(),
         });
     }
-    check_globals(prev, globals)?;
+    capture_candidates(store, prev, staged.memory_len, globals, staged.indices, |k, _| {
+        &staged.bytes[k * page..(k + 1) * page]
+    })
+}
+
+/// The body of [`capture`] and [`capture_staged`]: `page(k, index)` gives the bytes of
+/// `candidates[k]`, which is page `index`.
+fn capture_candidates<'m>(
+    store: &mut PageStore,
+    prev: Option<&Snapshot>,
+    memory_len: u64,
+    globals: &[GlobalValue],
+    candidates: &[u32],
+    page: impl Fn(usize, u32) -> &'m [u8],
+) -> Result<Captured, SnapshotError> {
+    let n = page_count(store.page_size(), memory_len)?;
     let empty = Snapshot::default();
     let prev = prev.unwrap_or(&empty);
     let old_n = prev.pages.len();
-    let mut candidates: Vec<u32> = match hint {
-        Some(h) => {
-            let mut v = Vec::with_capacity(h.len() + n.saturating_sub(old_n));
-            for &i in h {
-                if i as usize >= n {
-                    return Err(SnapshotError::HintOutOfRange { index: i, pages: n });
-                }
-                if (i as usize) < old_n {
-                    v.push(i);
-                }
-            }
-            v.sort_unstable();
-            v.dedup();
-            v.extend(old_n as u32..n as u32);
-            v
-        }
-        None => (0..n as u32).collect(),
-    };
     let mut pages = prev.pages.clone();
     let mut changes = Vec::new();
     // Slots past a shrunken memory: their pages leave the snapshot.
@@ -308,7 +406,6 @@ pub fn capture(
             }
         }
         pages.truncate(n);
-        candidates.retain(|&i| (i as usize) < n);
     }
     while pages.len() < n {
         pages.push_back(PageHash::ZERO);
@@ -316,9 +413,13 @@ pub fn capture(
     let hasher = *store.hasher();
     let mut new_changes = Vec::new();
     let mut prev_focus = prev.pages.focus();
-    for &i in &candidates {
-        let start = i as usize * page;
-        let bytes = &memory[start..start + page];
+    let mut hashed = 0;
+    for (k, &i) in candidates.iter().enumerate() {
+        if i as usize >= n {
+            continue;
+        }
+        hashed += 1;
+        let bytes = page(k, i);
         let h = hasher.page(bytes);
         let old = prev_focus.get(i as usize).copied().unwrap_or(PageHash::ZERO);
         if h != old {
@@ -349,7 +450,6 @@ pub fn capture(
     } else {
         globals.into()
     };
-    let memory_len = memory.len() as u64;
     let state_hash = state_hash(&hasher, memory_len, tree.root(), &globals);
     Ok(Captured {
         snapshot: Snapshot {
@@ -360,7 +460,7 @@ pub fn capture(
             state_hash,
         },
         changes,
-        pages_hashed: candidates.len(),
+        pages_hashed: hashed,
     })
 }
 

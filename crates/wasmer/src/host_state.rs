@@ -60,9 +60,14 @@ impl HostStateError {
 /// The saved host states of the timeline, by iteration.
 pub(crate) struct HostStates {
     host: Box<dyn HostState>,
+    /// The history's hasher (its seed): host-state hashes are comparable across peers.
+    hasher: Hasher,
     /// Whether state hashes cover the host state.
     hashed: bool,
     saved: BTreeMap<u64, Saved>,
+    /// With frames in flight, collect once this many states are held (the
+    /// history is only looked at then, so a pipelined capture does not wait).
+    collect_at: usize,
 }
 
 #[derive(Clone)]
@@ -72,23 +77,25 @@ struct Saved {
 }
 
 impl HostStates {
-    pub(crate) fn new(host: Box<dyn HostState>, hashed: bool) -> Self {
+    pub(crate) fn new(host: Box<dyn HostState>, hasher: Hasher, hashed: bool) -> Self {
         Self {
             host,
+            hasher,
             hashed,
             saved: BTreeMap::new(),
+            collect_at: 0,
         }
     }
 
     /// Records the host's state as that of `iteration` (the new head): later
     /// iterations, left by a rollback, are dropped.
-    pub(crate) fn save(&mut self, hasher: &Hasher, iteration: u64) {
+    pub(crate) fn save(&mut self, iteration: u64) {
         let bytes = self.host.save();
         drop(self.saved.split_off(&iteration));
         let saved = match self.saved.last_key_value() {
             Some((_, prev)) if *prev.bytes == *bytes => prev.clone(),
             _ => Saved {
-                hash: hasher.input(&bytes),
+                hash: self.hasher.input(&bytes),
                 bytes: bytes.into(),
             },
         };
@@ -110,6 +117,12 @@ impl HostStates {
         if self.saved.first_key_value().is_some_and(|(&k, _)| k < oldest) {
             self.saved = self.saved.split_off(&oldest);
         }
+        self.collect_at = 2 * self.saved.len() + 64;
+    }
+
+    /// Whether enough states piled up, with frames in flight, to look at the history.
+    pub(crate) fn wants_collect(&self) -> bool {
+        self.saved.len() >= self.collect_at
     }
 
     /// The saved bytes of `iteration`.
@@ -132,7 +145,7 @@ impl HostStates {
 
     /// The state hash of `iteration` as the session reports it: the guest's own
     /// when the host state is not hashed, else both combined.
-    pub(crate) fn state_hash(&self, hasher: &Hasher, iteration: u64, guest: StateHash) -> StateHash {
+    pub(crate) fn state_hash(&self, iteration: u64, guest: StateHash) -> StateHash {
         if !self.hashed {
             return guest;
         }
@@ -143,6 +156,6 @@ impl HostStates {
             Some(s) => buf.extend_from_slice(s.hash.as_bytes()),
             None => buf.extend_from_slice(&[0; 16]),
         }
-        hasher.state(&buf)
+        self.hasher.state(&buf)
     }
 }

@@ -62,6 +62,8 @@ pub mod session;
 pub use dirty::{Availability, DirtyError, DirtyTracker, Unavailable, GROWTH_HEADROOM};
 pub use guest::{Guest, GuestError, GuestModule};
 pub use host_state::{HostState, HostStateError};
+/// The capture pipeline's options and figures ([`SessionOptions::pipeline`]).
+pub use rewind::{PipelineOptions, PipelineStats};
 pub use session::{
     metered_engine, CaptureMode, CapturePreference, Divergence, PageDivergence, ReplayReport,
     ResimulateReport, RollbackReport, Session, SessionError, SessionOptions, SessionStats, StepAbi,

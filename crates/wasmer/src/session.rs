@@ -51,7 +51,10 @@
 
 use std::time::{Duration, Instant};
 
-use rewind::{Durability, LiveMemory, Options, Policy, RecordId, Recorder, Snapshot, StateHash};
+use rewind::{
+    CaptureReport, Durability, LiveMemory, Options, PipelineOptions, Policy, RecordId, Recorder, Snapshot,
+    StateHash,
+};
 use thiserror::Error;
 use wasmer::{Engine, Imports, Mutability, Store, Type, TypedFunction, Value};
 
@@ -143,6 +146,15 @@ impl SessionOptions {
             fuel: None,
             resume: None,
         })
+    }
+
+    /// Record captures on a worker thread: [`Session::step`] returns once the
+    /// pages the kernel reported written are copied (see `docs/wasmer.md`,
+    /// "Capture pipeline"). Needs kernel dirty tracking to help: a full-scan
+    /// capture is recorded on the caller's thread either way.
+    pub fn pipeline(mut self, options: PipelineOptions) -> Self {
+        self.recorder = self.recorder.pipeline(options);
+        self
     }
 
     /// The hash seed. Peers that compare state hashes must use the same seed
@@ -387,9 +399,15 @@ pub struct StepReport {
     pub iteration: u64,
     /// Its record.
     pub record: RecordId,
-    /// Its state hash.
+    /// Its state hash (all zeros, `StateHash::default()`, while [`pending`](Self::pending)).
     pub state_hash: StateHash,
-    /// Pages hashed (the kernel's written pages, or all pages in full-scan mode).
+    /// True when the capture was handed to the pipeline's worker
+    /// ([`SessionOptions::pipeline`]): `state_hash`, `pages_changed` and
+    /// `bytes_stored` are not known yet (zero); [`Session::state_hash`] waits
+    /// for them.
+    pub pending: bool,
+    /// Pages hashed (the kernel's written pages, or all pages in full-scan mode;
+    /// pages copied for the worker when pipelined).
     pub pages_hashed: usize,
     /// Pages whose content changed.
     pub pages_changed: usize,
@@ -980,7 +998,7 @@ impl Session {
 
     /// The iteration at the head (the live state's iteration, between steps).
     pub fn head_iteration(&self) -> u64 {
-        self.recorder.history().head().map_or(0, |r| r.iteration())
+        self.recorder.head_iteration().unwrap_or(0)
     }
 
     /// The state hash of `iteration` on the current timeline (covering the host
@@ -1027,8 +1045,9 @@ impl Session {
     /// # }
     /// ```
     pub fn set_host_state(&mut self, host: impl HostState + 'static, in_state_hash: bool) {
-        let mut states = HostStates::new(Box::new(host), in_state_hash);
-        states.save(self.recorder.history().store().hasher(), self.head_iteration());
+        let hasher = *self.recorder.history().store().hasher();
+        let mut states = HostStates::new(Box::new(host), hasher, in_state_hash);
+        states.save(self.head_iteration());
         self.host_states = Some(states);
     }
 
@@ -1048,23 +1067,30 @@ impl Session {
     /// The hash the session reports for `iteration`, given the guest's own.
     fn reported_hash(&self, iteration: u64, guest: StateHash) -> StateHash {
         match &self.host_states {
-            Some(h) => h.state_hash(self.recorder.history().store().hasher(), iteration, guest),
+            Some(h) => h.state_hash(iteration, guest),
             None => guest,
         }
     }
 
     /// Saves the host state of the new head `iteration` and drops what the policy
-    /// collected; returns the hash to report.
-    fn save_host_state(&mut self, iteration: u64, guest: StateHash) -> StateHash {
-        let history = self.recorder.history();
+    /// collected; returns the hash to report (`guest` itself while the capture is
+    /// `pending` in the pipeline: its hash is not known yet, and the history is
+    /// looked at only when many states piled up, so the step does not wait).
+    fn save_host_state(&mut self, iteration: u64, guest: StateHash, pending: bool) -> StateHash {
         let Some(states) = self.host_states.as_mut() else {
             return guest;
         };
-        states.save(history.store().hasher(), iteration);
-        if let Some(oldest) = history.timeline().next() {
-            states.collect(oldest.iteration());
+        states.save(iteration);
+        if !pending || states.wants_collect() {
+            if let Some(oldest) = self.recorder.history().timeline().next() {
+                states.collect(oldest.iteration());
+            }
         }
-        states.state_hash(history.store().hasher(), iteration, guest)
+        if pending {
+            guest
+        } else {
+            states.state_hash(iteration, guest)
+        }
     }
 
     /// Puts back the host state of `iteration` (the head after a rollback).
@@ -1218,7 +1244,7 @@ impl Session {
         match self.capture(iteration, Some(input), false) {
             Ok(mut report) => {
                 report.run_time = run_time;
-                report.state_hash = self.save_host_state(iteration, report.state_hash);
+                report.state_hash = self.save_host_state(iteration, report.state_hash, report.pending);
                 self.stats.steps += 1;
                 self.stats.pages_hashed += report.pages_hashed as u64;
                 self.stats.pages_changed += report.pages_changed as u64;
@@ -1492,9 +1518,30 @@ impl Session {
             .read_global_values(&mut self.live.store, &mut self.globals)?;
         let hint = hinted.then_some(self.pending.as_slice());
         let (recorder, globals) = (&mut self.recorder, &self.globals);
+        // Pipelined: return once the written pages are copied; the worker records them.
+        let staged = recorder.is_pipelined() && hint.is_some();
+        let staged_before = recorder.pipeline_stats().pages_staged;
         let report = self.live.guest.with_memory(&mut self.live.store, |memory| {
-            recorder.record(iteration, memory, globals, hint, input)
+            if staged {
+                recorder
+                    .submit(iteration, memory, globals, hint, input)
+                    .map(|ticket| CaptureReport {
+                        record: ticket.record,
+                        state_hash: StateHash::default(),
+                        pages_hashed: 0,
+                        pages_changed: 0,
+                        dedup: 0,
+                        bytes_stored: 0,
+                    })
+            } else {
+                recorder.record(iteration, memory, globals, hint, input)
+            }
         })??;
+        let pages_hashed = if staged {
+            (self.recorder.pipeline_stats().pages_staged - staged_before) as usize
+        } else {
+            report.pages_hashed
+        };
         if hinted {
             std::mem::swap(&mut self.pending, &mut self.last_written);
         }
@@ -1504,9 +1551,10 @@ impl Session {
             iteration,
             record: report.record,
             state_hash: report.state_hash,
-            pages_hashed: report.pages_hashed,
+            pages_hashed,
             pages_changed: report.pages_changed,
             bytes_stored: report.bytes_stored,
+            pending: staged,
             memory_len: self.memory_len(),
             run_time: Duration::ZERO,
             capture_time: t0.elapsed(),

@@ -233,3 +233,37 @@ fn a_new_instance_is_handed_to_the_host() {
     assert_eq!(*seen.borrow(), vec![(65536, 7)]);
     assert_eq!(s.guest().memory().view(s.store()).data_size(), 65536);
 }
+
+#[test]
+fn host_state_follows_a_pipelined_session() {
+    if !crate::kernel_available() {
+        return;
+    }
+    let expected = straight(40);
+    let options = options()
+        .policy(Policy::default().keep_last(6))
+        .pipeline(rewind::PipelineOptions::default());
+    let (mut s, counter) = session(options);
+    s.set_host_state(counter.clone(), true);
+    for f in 1..=30u64 {
+        let r = s.step(&f.to_le_bytes()).expect("step");
+        if r.pending {
+            assert_eq!(r.state_hash, rewind::StateHash::default(), "not known yet");
+        }
+    }
+    s.rollback_to(27).expect("rollback");
+    assert_eq!(counter.0.load(Ordering::Relaxed), 27);
+    for f in 28..=40u64 {
+        s.step(&f.to_le_bytes()).expect("re-simulate");
+    }
+    // The guest's own hashes equal the straight run's; the reported ones cover the host.
+    for f in 35..=40u64 {
+        assert_eq!(
+            s.recorder().state_hash(f).expect("hash"),
+            expected[f as usize - 1]
+        );
+        assert_ne!(s.state_hash(f).expect("hash"), expected[f as usize - 1]);
+    }
+    let (held, _) = s.host_state_counts();
+    assert!(held <= 2 * 6 + 64, "{held} host states held");
+}

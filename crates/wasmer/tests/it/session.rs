@@ -812,3 +812,59 @@ fn a_start_function_that_loops_runs_out_of_fuel() {
         "{err}"
     );
 }
+
+/// A pipelined session (`SessionOptions::pipeline`) against a synchronous one on
+/// the same random steps, traps, growths and rollbacks: every state hash and
+/// rollback report, and the retained history, are the same.
+#[test]
+fn pipelined_session_equals_synchronous() {
+    let mut rng = SplitMix64(7);
+    let mut sync = counter(CapturePreference::Auto);
+    let mut pipe = Session::new(
+        guests::COUNTER,
+        options()
+            .capture(CapturePreference::Auto)
+            .pipeline(rewind::PipelineOptions::new().staging_budget(3 * 4096)),
+    )
+    .expect("counter guest");
+    for _ in 0..600 {
+        let head = sync.head_iteration();
+        assert_eq!(pipe.head_iteration(), head);
+        let r = rng.below(12);
+        if (r < 2 && head > 0) || head >= 120 {
+            let target = head - rng.below(12).min(head);
+            let a = sync.rollback_to(target).expect("rollback");
+            let b = pipe.rollback_to(target).expect("rollback");
+            assert_eq!((a.state_hash, a.memory_len), (b.state_hash, b.memory_len));
+        } else {
+            let input = match r {
+                2 => grow(1, head),
+                3 => trap(),
+                _ => work(rng.next_u64() >> 8),
+            };
+            let a = sync.step(&input);
+            let b = pipe.step(&input);
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.iteration, b.iteration);
+                    if rng.below(3) == 0 {
+                        assert_eq!(pipe.state_hash(b.iteration).expect("hash"), a.state_hash);
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("sync {a:?}, pipelined {b:?}"),
+            }
+        }
+    }
+    let records = |s: &Session| -> Vec<(u64, rewind::StateHash, bool)> {
+        let h = s.recorder().history();
+        h.records()
+            .map(|r| (r.iteration(), r.state_hash(), h.on_timeline(r.id())))
+            .collect()
+    };
+    assert_eq!(records(&sync), records(&pipe));
+    pipe.recorder().history().check().expect("history invariant");
+    if pipe.mode() == CaptureMode::KernelDirty {
+        assert!(pipe.recorder().pipeline_stats().staged > 0);
+    }
+}
