@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in 0..FRAMES {
         let input = inputs.get(&f).map_or(0, |i| i.0);
         let g = step(&mut mem, f, input, &mut dirty);
-        let r = straight.record(f, &mem, &[g], Some(&dirty), Some(&[input]))?;
+        let r = straight.capture(f, &mem, &[g], Some(&dirty), Some(&[input]))?;
         expected.push(r.state_hash);
     }
 
@@ -135,7 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rollbacks += 1;
                 for rf in at..f {
                     let g = step(&mut mem, rf, known.get(&rf).copied().unwrap_or(0), &mut dirty);
-                    let r = rec.record(
+                    let r = rec.capture(
                         rf,
                         &mem,
                         &[g],
@@ -151,7 +151,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let input = known.get(&f).copied().unwrap_or(0);
         let g = step(&mut mem, f, input, &mut dirty);
-        let r = rec.record(f, &mem, &[g], Some(&dirty), Some(&[input]))?;
+        let r = rec.capture(f, &mem, &[g], Some(&dirty), Some(&[input]))?;
         pages_captured += r.pages_changed as u64;
         captures += 1;
         f += 1;

@@ -32,7 +32,7 @@ fn warm(rec: &mut Recorder, w: &mut Workload, frames: u64) -> u64 {
         if f > 0 {
             w.frame(&mut dirty);
         }
-        rec.record(f, &w.memory, &[], (f > 0).then_some(&dirty[..]), None)
+        rec.capture(f, &w.memory, &[], (f > 0).then_some(&dirty[..]), None)
             .expect("record");
     }
     frames
@@ -125,7 +125,8 @@ fn rollback(c: &mut Criterion) {
                 // seven more frames, then roll back over them
                 for _ in 0..7 {
                     w.frame(&mut dirty);
-                    rec.record(f, &w.memory, &[], Some(&dirty), None).expect("record");
+                    rec.capture(f, &w.memory, &[], Some(&dirty), None)
+                        .expect("record");
                     f += 1;
                 }
                 let t = Instant::now();

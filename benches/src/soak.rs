@@ -100,7 +100,7 @@ pub fn run(
     while frame < config.frames {
         let dirty = simulate(&mut memory, frame, input(frame, false), config);
         let g = [GlobalValue::I64(frame as i64)];
-        rec.record(frame, &memory, &g, Some(&dirty), None)?;
+        rec.capture(frame, &memory, &g, Some(&dirty), None)?;
         let late = config.rollback_every > 0
             && frame >= config.rollback_depth
             && (frame + 1).is_multiple_of(config.rollback_every);
@@ -113,7 +113,7 @@ pub fn run(
             for f in to + 1..=frame {
                 let dirty = simulate(&mut memory, f, input(f, f == to + 1), config);
                 let g = [GlobalValue::I64(f as i64)];
-                rec.record(f, &memory, &g, Some(&dirty), None)?;
+                rec.capture(f, &memory, &g, Some(&dirty), None)?;
             }
         }
         frame += 1;

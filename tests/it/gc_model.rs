@@ -101,7 +101,7 @@ fn run(ops: Vec<Op>) -> Result<usize, TestCaseError> {
                     dirty.push((at / PAGE) as u32);
                 }
                 let g = vec![GlobalValue::I64(iter as i64)];
-                let r = rec.record(iter, &live, &g, Some(&dirty), None).expect("record");
+                let r = rec.capture(iter, &live, &g, Some(&dirty), None).expect("record");
                 model.insert(
                     r.record,
                     Captured {
@@ -280,7 +280,7 @@ fn deep_chain_root_expiry_is_compacted() {
     let mut frames = vec![];
     for it in 0..200u64 {
         mem[(it as usize * 13) % 4096] ^= 0x5a; // page 0 changes a little every frame
-        rec.record(it, &mem, &[], Some(&[0]), None).expect("record");
+        rec.capture(it, &mem, &[], Some(&[0]), None).expect("record");
         frames.push(mem.clone());
         if it == 3 {
             rec.pin(3).expect("pin");
@@ -343,7 +343,7 @@ fn long_run_window_keeps_resident_flat() {
                 .expect("rollback");
             continue;
         }
-        rec.record(it, &mem, &[], Some(&dirty), None).expect("record");
+        rec.capture(it, &mem, &[], Some(&dirty), None).expect("record");
         let resident = rec.history().resident_bytes();
         if it == 1_000 {
             at_1k = resident;

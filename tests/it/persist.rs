@@ -42,7 +42,7 @@ fn run(rec: &mut Recorder, memory: &mut [u8], range: std::ops::Range<u64>) -> Ve
     range
         .map(|it| {
             let dirty = frame(memory, it, 1);
-            rec.record(it, memory, &globals(it, memory), Some(&dirty), None)
+            rec.capture(it, memory, &globals(it, memory), Some(&dirty), None)
                 .expect("record")
                 .state_hash
         })
@@ -85,7 +85,7 @@ fn every_recorded_iteration_reaches_the_archive_under_a_tight_policy() {
     for step in 0..150u64 {
         let dirty = frame(&mut memory, it, step as u8);
         let r = rec
-            .record(it, &memory, &globals(it, &memory), Some(&dirty), None)
+            .capture(it, &memory, &globals(it, &memory), Some(&dirty), None)
             .expect("record");
         captured.push((it, r.state_hash));
         if step % 10 == 9 {

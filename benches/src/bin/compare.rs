@@ -403,7 +403,7 @@ fn policy(window: usize) -> Policy {
     Policy::default().keep_last(window).abandoned_max_age(0)
 }
 
-/// rewind in memory (what `Recorder::record` does: capture, then one GC step), with
+/// rewind in memory (what `Recorder::capture` does: capture, then one GC step), with
 /// or without the dirty hint.
 fn rewind_mem(spec: &Spec, cfg: &Cfg, hinted: bool) -> Res<(Peer, Rewind)> {
     let mut src = spec.source()?;

@@ -35,8 +35,8 @@ mod parts;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rewind_snapshot::{
-    capture, capture_staged, Captured, GlobalValue, Live, Restored, Snapshot, SnapshotError, StagedPages,
-    StateHash,
+    capture, capture_staged, Captured, GlobalValue, Live, RestoreReport, Snapshot, SnapshotError,
+    StagedPages, StateHash,
 };
 use rewind_store::{InputHash, PageHash, PageSize, PageStore, StoreConfig, StoreError, StoreStats};
 
@@ -276,7 +276,7 @@ pub struct Rollback {
     /// The globals to set in the guest.
     pub globals: Vec<GlobalValue>,
     /// What was written to memory.
-    pub restored: Restored,
+    pub restored: RestoreReport,
 }
 
 /// Where a byte range last changed, from [`History::blame`].
@@ -638,7 +638,7 @@ impl History {
         id: RecordId,
         memory: &mut [u8],
         live: LiveMemory<'_>,
-    ) -> Result<Restored, HistoryError> {
+    ) -> Result<RestoreReport, HistoryError> {
         let target = &self
             .records
             .get(&id)

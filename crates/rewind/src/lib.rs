@@ -19,7 +19,7 @@
 //! let mut memory = vec![0u8; 64 * 1024];
 //! for frame in 0..100u64 {
 //!     memory[(frame * 8) as usize] = 1; // the guest runs one frame
-//!     rec.record(frame, &memory, &[GlobalValue::I32(frame as i32)], None, None)?;
+//!     rec.capture(frame, &memory, &[GlobalValue::I32(frame as i32)], None, None)?;
 //! }
 //! let hash_90 = rec.history().at(90)?.state_hash();
 //! let back = rec.rollback(90, &mut memory, LiveMemory::AtHead)?;
@@ -47,7 +47,9 @@ pub use rewind_history::{
     Blame, CaptureReport, History, HistoryConfig, HistoryError, Inconsistency, LiveMemory, Record, RecordId,
     Removed, Rollback,
 };
-pub use rewind_snapshot::{ByteRange, GlobalType, GlobalValue, Restored, Snapshot, SnapshotError, StateHash};
+pub use rewind_snapshot::{
+    ByteRange, GlobalType, GlobalValue, RestoreReport, Snapshot, SnapshotError, StateHash,
+};
 pub use rewind_store::{
     Hasher, InputHash, PageHash, PageSize, ParseHashError, StoreConfig, StoreError, StoreStats,
 };
@@ -153,7 +155,7 @@ impl Options {
         self.history = self.history.max_chain(depth);
         self
     }
-    /// Persist to a new archive at `path`: every [`Recorder::record`] appends what is
+    /// Persist to a new archive at `path`: every [`Recorder::capture`] appends what is
     /// new before the GC step runs. [`Recorder::new`] refuses a path that exists
     /// ([`ArchiveError::Exists`]); see [`Options::replace_archive`].
     pub fn archive(mut self, path: impl Into<PathBuf>, durability: Durability) -> Self {
@@ -442,7 +444,7 @@ impl Recorder {
     ///     let mut rec = Recorder::new(options)?;
     ///     for frame in 0..30u64 {
     ///         memory[(frame as usize * 1000) % (8 * 4096)] = frame as u8;
-    ///         rec.record(frame, &memory, &[GlobalValue::I64(frame as i64)], None, None)?;
+    ///         rec.capture(frame, &memory, &[GlobalValue::I64(frame as i64)], None, None)?;
     ///     }
     /// } // the process could end here: every record is in the file
     /// let mut rec = Recorder::open(&path, Durability::EveryAppend, Policy::default().keep_last(600))?;
@@ -450,7 +452,7 @@ impl Recorder {
     /// assert_eq!(state.globals, vec![GlobalValue::I64(25)]);
     /// let mut memory = state.memory;
     /// memory[0] = 0xff; // frame 26 goes differently this time
-    /// rec.record(26, &memory, &[GlobalValue::I64(26)], None, None)?;
+    /// rec.capture(26, &memory, &[GlobalValue::I64(26)], None, None)?;
     /// assert_eq!(rec.history().head().map(|h| h.iteration()), Some(26));
     /// # Ok(())
     /// # }
@@ -477,7 +479,7 @@ impl Recorder {
     /// Move the head to `iteration` of the current timeline and return its whole state
     /// (memory, globals) for a guest started fresh from it: resuming a crashed game, a
     /// debugger continuing from a stored frame, a late joiner. The next
-    /// [`Recorder::record`] is `iteration + 1`; records after `iteration` become an
+    /// [`Recorder::capture`] is `iteration + 1`; records after `iteration` become an
     /// abandoned branch. Nothing changes on error ([`HistoryError::NotRetained`] for an
     /// iteration that is not retained).
     pub fn resume_at(&mut self, iteration: u64) -> Result<State, Error> {
@@ -546,7 +548,7 @@ impl Recorder {
     ///
     /// With a pipeline this waits for the worker to record it; [`Recorder::submit`]
     /// returns as soon as the pages are copied.
-    pub fn record(
+    pub fn capture(
         &mut self,
         iteration: u64,
         memory: &[u8],
@@ -561,7 +563,7 @@ impl Recorder {
         self.record_here(iteration, memory, globals, hint, input)
     }
 
-    /// [`Recorder::record`] on the caller's thread.
+    /// [`Recorder::capture`] on the caller's thread.
     fn record_here(
         &mut self,
         iteration: u64,
@@ -575,7 +577,7 @@ impl Recorder {
         core.after_capture(report)
     }
 
-    /// Capture the guest state of `iteration` as [`Recorder::record`] does, returning
+    /// Capture the guest state of `iteration` as [`Recorder::capture`] does, returning
     /// as soon as the pages it examines are copied: the worker records it. Errors the
     /// synchronous capture would give before storing anything (an iteration not after
     /// the head, a memory that is not whole pages, a hint past the end, globals of

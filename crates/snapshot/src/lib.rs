@@ -478,7 +478,7 @@ pub enum Live<'a> {
 
 /// What a [`restore`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Restored {
+pub struct RestoreReport {
     /// Pages written.
     pub pages_written: usize,
     /// Pages hashed (only for [`Live::Unknown`]).
@@ -497,7 +497,7 @@ pub fn restore(
     memory: &mut [u8],
     live: Live<'_>,
     target: &Snapshot,
-) -> Result<Restored, SnapshotError> {
+) -> Result<RestoreReport, SnapshotError> {
     if memory.len() as u64 != target.memory_len {
         return Err(SnapshotError::MemoryLength {
             live: memory.len() as u64,
@@ -506,7 +506,7 @@ pub fn restore(
     }
     let page = store.page_size().bytes();
     let n = target.pages.len();
-    let mut out = Restored::default();
+    let mut out = RestoreReport::default();
     let mut to_write: Vec<u32> = match live {
         Live::Exact(s) => diff(s, target),
         Live::Dirty(s, dirty) => {

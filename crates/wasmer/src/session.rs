@@ -1534,7 +1534,7 @@ impl Session {
                         bytes_stored: 0,
                     })
             } else {
-                recorder.record(iteration, memory, globals, hint, input)
+                recorder.capture(iteration, memory, globals, hint, input)
             }
         })??;
         let pages_hashed = if staged {
