@@ -131,7 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if at < f {
                 // Late: roll back to the state before frame `at` and re-simulate.
                 let written = std::mem::take(&mut dirty);
-                rec.rollback(at - 1, &mut mem, LiveMemory::WrittenSinceHead(&written))?;
+                rec.rollback_to(at - 1, &mut mem, LiveMemory::WrittenSinceHead(&written))?;
                 rollbacks += 1;
                 for rf in at..f {
                     let g = step(&mut mem, rf, known.get(&rf).copied().unwrap_or(0), &mut dirty);

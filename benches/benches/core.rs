@@ -131,7 +131,7 @@ fn rollback(c: &mut Criterion) {
                 }
                 let t = Instant::now();
                 black_box(
-                    rec.rollback(f - 8, &mut w.memory, LiveMemory::AtHead)
+                    rec.rollback_to(f - 8, &mut w.memory, LiveMemory::AtHead)
                         .expect("rollback"),
                 );
                 total += t.elapsed();

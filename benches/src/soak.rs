@@ -108,7 +108,7 @@ pub fn run(
             // The input of frame - depth + 1 was mispredicted: back to the frame before
             // it, then re-simulate up to this frame with the corrected input.
             let to = frame - config.rollback_depth;
-            rec.rollback(to, &mut memory, LiveMemory::AtHead)?;
+            rec.rollback_to(to, &mut memory, LiveMemory::AtHead)?;
             rollbacks += 1;
             for f in to + 1..=frame {
                 let dirty = simulate(&mut memory, f, input(f, f == to + 1), config);

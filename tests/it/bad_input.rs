@@ -69,7 +69,7 @@ fn rollback_to_an_iteration_not_retained() {
     let mut mem = filled(2, 4);
     for bad in [5u64, 100] {
         let err = h
-            .rollback_and_restore(bad, &mut mem, LiveMemory::AtHead)
+            .rollback_to(bad, &mut mem, LiveMemory::AtHead)
             .expect_err("refused");
         assert!(
             matches!(err, HistoryError::NotRetained { iteration, oldest: Some(0), newest: Some(4) } if iteration == bad)
@@ -79,7 +79,7 @@ fn rollback_to_an_iteration_not_retained() {
     assert_eq!(mem, filled(2, 4));
     assert_eq!(observe(&h), before);
     // after a rollback the iterations past it are no longer on the timeline
-    h.rollback(2).expect("rollback");
+    h.set_head(2).expect("rollback");
     assert!(matches!(h.at(3), Err(HistoryError::NotRetained { .. })));
 }
 
@@ -155,7 +155,7 @@ fn restore_into_memory_of_the_wrong_length() {
     h.capture(1, &filled(3, 1), &[], None, None).expect("capture");
     let mut live = filled(3, 1);
     let err = h
-        .rollback_and_restore(0, &mut live, LiveMemory::AtHead)
+        .rollback_to(0, &mut live, LiveMemory::AtHead)
         .expect_err("refused");
     assert!(matches!(
         err,

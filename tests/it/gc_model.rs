@@ -176,7 +176,7 @@ fn run(ops: Vec<Op>) -> Result<usize, TestCaseError> {
                 }
                 let target = timeline[timeline.len().saturating_sub(1 + back)];
                 let rb = rec
-                    .rollback(target, &mut live, LiveMemory::AtHead)
+                    .rollback_to(target, &mut live, LiveMemory::AtHead)
                     .expect("rollback");
                 let want = &model[&rb.record];
                 prop_assert_eq!(&live, &want.memory);
@@ -237,7 +237,7 @@ fn run(ops: Vec<Op>) -> Result<usize, TestCaseError> {
                     );
                     prop_assert!(typed, "pin of collected iteration {} gave {:?}", it, pinned);
                     let mut tmp = live.clone();
-                    prop_assert!(rec.rollback(it, &mut tmp, LiveMemory::AtHead).is_err());
+                    prop_assert!(rec.rollback_to(it, &mut tmp, LiveMemory::AtHead).is_err());
                     prop_assert_eq!(&tmp, &live);
                 }
             }
@@ -339,7 +339,7 @@ fn long_run_window_keeps_resident_flat() {
         }
         if it % 97 == 0 && it > 700 {
             // a rollback of 7 frames now and then, with re-simulation
-            rec.rollback(it - 7, &mut mem, LiveMemory::WrittenSinceHead(&dirty))
+            rec.rollback_to(it - 7, &mut mem, LiveMemory::WrittenSinceHead(&dirty))
                 .expect("rollback");
             continue;
         }

@@ -133,13 +133,13 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                 let mut live = m.live.clone();
                 if live.len() != mem.len() {
                     let before = h.head().map(|r| r.id());
-                    let err = h.rollback_and_restore(it, &mut live, LiveMemory::Unknown);
+                    let err = h.rollback_to(it, &mut live, LiveMemory::Unknown);
                     prop_assert!(err.is_err());
                     prop_assert_eq!(before, h.head().map(|r| r.id()));
                     prop_assert_eq!(&live, &m.live);
                     // The embedder re-instantiates: fresh zeroed memory of the right size.
                     live = vec![0u8; mem.len()];
-                    h.rollback_and_restore(it, &mut live, LiveMemory::Unknown)
+                    h.rollback_to(it, &mut live, LiveMemory::Unknown)
                         .expect("rollback");
                 } else {
                     let dirty = m.dirty.clone();
@@ -148,7 +148,7 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                     } else {
                         LiveMemory::Unknown
                     };
-                    let rb = h.rollback_and_restore(it, &mut live, liveinfo).expect("rollback");
+                    let rb = h.rollback_to(it, &mut live, liveinfo).expect("rollback");
                     prop_assert_eq!(&rb.globals, &g);
                 }
                 prop_assert_eq!(&live, &mem, "restored memory differs at iteration {}", it);

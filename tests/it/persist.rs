@@ -90,7 +90,7 @@ fn every_recorded_iteration_reaches_the_archive_under_a_tight_policy() {
         captured.push((it, r.state_hash));
         if step % 10 == 9 {
             // A late input: back two frames, the next ones re-simulated differently.
-            rec.rollback(it - 2, &mut memory, LiveMemory::AtHead)
+            rec.rollback_to(it - 2, &mut memory, LiveMemory::AtHead)
                 .expect("rollback");
             it -= 2;
         }

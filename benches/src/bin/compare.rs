@@ -473,7 +473,7 @@ fn rewind_mem(spec: &Spec, cfg: &Cfg, hinted: bool) -> Res<(Peer, Rewind)> {
         }
         let target = head - ROLLBACK;
         let t = Instant::now();
-        black_box(h.rollback_and_restore(target, src.memory_mut(), LiveMemory::AtHead)?);
+        black_box(h.rollback_to(target, src.memory_mut(), LiveMemory::AtHead)?);
         restore.push(ms(t.elapsed()));
         head = target;
     }
@@ -658,7 +658,7 @@ fn ggrs_run(spec: &Spec, cfg: &Cfg, pipelined: bool, frames: usize, out: &mut Pi
     for _ in 0..frames {
         let c0 = thread_cpu();
         let t = Instant::now();
-        rec.rollback(head - ROLLBACK, src.memory_mut(), LiveMemory::AtHead)?;
+        rec.rollback_to(head - ROLLBACK, src.memory_mut(), LiveMemory::AtHead)?;
         let mut spent = t.elapsed();
         for k in 0..ROLLBACK {
             src.next_frame(&mut dirty);

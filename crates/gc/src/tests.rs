@@ -97,7 +97,7 @@ fn pinning_what_is_gone_is_an_error_that_changes_nothing() {
 fn branched() -> History {
     let mut h = history(10);
     let mut memory = vec![0u8; 2 * PAGE];
-    h.rollback_and_restore(5, &mut memory, LiveMemory::Unknown)
+    h.rollback_to(5, &mut memory, LiveMemory::Unknown)
         .expect("rollback");
     capture(&mut h, 6, 100);
     capture(&mut h, 7, 101);

@@ -1,7 +1,7 @@
 //! The append-only history of a guest: one record per captured iteration.
 //!
 //! Records are numbered by a monotonic [`RecordId`] that is never reused; each names its
-//! iteration, its parent record and its snapshot. [`History::rollback`] moves the head
+//! iteration, its parent record and its snapshot. [`History::set_head`] moves the head
 //! back along the current timeline; the next capture starts a new branch from there and
 //! the superseded records stay readable (as abandoned branches) until they are removed.
 //!
@@ -17,7 +17,7 @@
 //!     history.capture(frame, &memory, &[GlobalValue::I64(frame as i64)], None, None)?;
 //! }
 //! // A late input: go back to frame 6 and re-simulate from there.
-//! let back = history.rollback_and_restore(6, &mut memory, LiveMemory::AtHead)?;
+//! let back = history.rollback_to(6, &mut memory, LiveMemory::AtHead)?;
 //! assert_eq!(memory[100], 6);
 //! assert_eq!(back.globals, vec![GlobalValue::I64(6)]);
 //! memory[100] = 99;
@@ -580,8 +580,8 @@ impl History {
 
     /// Move the head back to `iteration` on the current timeline. Later records leave the
     /// timeline (they stay readable as an abandoned branch); the next capture branches
-    /// from here. Live memory is not touched: see [`History::rollback_and_restore`].
-    pub fn rollback(&mut self, iteration: u64) -> Result<&Record, HistoryError> {
+    /// from here. Live memory is not touched: see [`History::rollback_to`].
+    pub fn set_head(&mut self, iteration: u64) -> Result<&Record, HistoryError> {
         let id = self.at(iteration)?.id;
         let cut = self.timeline.split_off(&(iteration + 1));
         self.abandoned.extend(cut.values().copied());
@@ -613,7 +613,7 @@ impl History {
     /// differ). `memory` must be the target's length already. On any error the head does
     /// not move; `memory` is untouched unless a stored object fails to decode part way
     /// (see [`rewind_snapshot::restore`]).
-    pub fn rollback_and_restore(
+    pub fn rollback_to(
         &mut self,
         iteration: u64,
         memory: &mut [u8],
@@ -621,7 +621,7 @@ impl History {
     ) -> Result<Rollback, HistoryError> {
         let target = self.at(iteration)?.id;
         let restored = self.restore(target, memory, live)?;
-        let r = self.rollback(iteration)?;
+        let r = self.set_head(iteration)?;
         Ok(Rollback {
             record: r.id,
             iteration: r.iteration,
@@ -959,7 +959,7 @@ mod tests {
     fn check_passes_on_a_history_with_branches() {
         let mut h = history(8);
         let mut memory = vec![0u8; 4096];
-        h.rollback_and_restore(4, &mut memory, LiveMemory::Unknown)
+        h.rollback_to(4, &mut memory, LiveMemory::Unknown)
             .expect("rollback");
         memory[5] = 9;
         h.capture(5, &memory, &[], None, None).expect("capture");

@@ -22,7 +22,7 @@
 //!     rec.capture(frame, &memory, &[GlobalValue::I32(frame as i32)], None, None)?;
 //! }
 //! let hash_90 = rec.history().at(90)?.state_hash();
-//! let back = rec.rollback(90, &mut memory, LiveMemory::AtHead)?;
+//! let back = rec.rollback_to(90, &mut memory, LiveMemory::AtHead)?;
 //! assert_eq!(back.state_hash, hash_90);
 //! assert_eq!(rec.blame(90, 90 * 8, 1)?.map(|b| b.iteration), Some(90));
 //! assert_eq!(rec.blame(90, 10 * 8, 1)?.map(|b| b.iteration), Some(10));
@@ -495,7 +495,7 @@ impl Recorder {
             globals: record.snapshot().globals().to_vec(),
             state_hash: record.state_hash(),
         };
-        history.rollback(iteration)?;
+        history.set_head(iteration)?;
         // The caller's memory is now the returned state: hints start from it.
         self.resync.set(false);
         Ok(state)
@@ -702,7 +702,7 @@ impl Recorder {
     /// Roll back to `iteration`, writing its pages into `memory` (which must already be
     /// its length) and returning the globals to set. Nothing changes on error. With a
     /// pipeline, waits for the captures in flight first.
-    pub fn rollback(
+    pub fn rollback_to(
         &mut self,
         iteration: u64,
         memory: &mut [u8],
@@ -714,10 +714,7 @@ impl Recorder {
         } else {
             live
         };
-        let rollback = self
-            .core_mut()?
-            .history
-            .rollback_and_restore(iteration, memory, live)?;
+        let rollback = self.core_mut()?.history.rollback_to(iteration, memory, live)?;
         self.resync.set(false);
         Ok(rollback)
     }

@@ -416,7 +416,7 @@ mod tests {
         // Every later call fails the same way, and none hangs.
         assert!(matches!(rec.state_hash(1), Err(Error::WorkerPanicked { .. })));
         assert!(matches!(
-            rec.rollback(1, &mut memory, LiveMemory::Unknown),
+            rec.rollback_to(1, &mut memory, LiveMemory::Unknown),
             Err(Error::WorkerPanicked { .. })
         ));
         assert!(matches!(

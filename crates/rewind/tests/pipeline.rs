@@ -180,7 +180,7 @@ fn run(ops: &[Op], budget_pages: usize, drop_in_flight: bool) -> Result<(), Test
                                 // Memory cannot shrink in place: a fresh guest.
                                 side.memory = vec![0u8; len];
                                 side.dirty.clear();
-                                let r = side.rec.rollback(it, &mut side.memory, LiveMemory::Unknown);
+                                let r = side.rec.rollback_to(it, &mut side.memory, LiveMemory::Unknown);
                                 format!("{:?}", r.map(|r| (r.iteration, r.state_hash, r.globals)).ok())
                             } else {
                                 side.memory.resize(len, 0);
@@ -189,7 +189,7 @@ fn run(ops: &[Op], budget_pages: usize, drop_in_flight: bool) -> Result<(), Test
                                 } else {
                                     LiveMemory::Unknown
                                 };
-                                let r = side.rec.rollback(it, &mut side.memory, live);
+                                let r = side.rec.rollback_to(it, &mut side.memory, live);
                                 side.dirty.clear();
                                 format!(
                                     "{:?}",

@@ -1595,7 +1595,7 @@ impl Session {
         };
         let recorder = &mut self.recorder;
         let rollback = self.live.guest.with_memory_mut(&mut self.live.store, |memory| {
-            recorder.rollback(iteration, memory, live)
+            recorder.rollback_to(iteration, memory, live)
         })??;
         self.live
             .guest
@@ -1640,7 +1640,7 @@ impl Session {
         fresh.guest.grow_to(&mut fresh.store, target_len)?;
         let recorder = &mut self.recorder;
         let rollback = fresh.guest.with_memory_mut(&mut fresh.store, |memory| {
-            recorder.rollback(iteration, memory, LiveMemory::Unknown)
+            recorder.rollback_to(iteration, memory, LiveMemory::Unknown)
         })??;
         fresh
             .guest

@@ -55,7 +55,7 @@ fn build() -> (Vec<u8>, History) {
     }
     w.append(&h).expect("append");
     // Roll back two iterations and go another way: an abandoned branch.
-    h.rollback(5).expect("rollback");
+    h.set_head(5).expect("rollback");
     it = 6;
     for _ in 0..4 {
         cap(&mut h, &mut mem, &mut it);

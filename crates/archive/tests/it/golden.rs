@@ -115,7 +115,7 @@ fn write_golden(path: &Path) -> History {
             let target = iteration - 5;
             let id = history.at(target).expect("target").id();
             mem = memory_of(&history, id);
-            history.rollback(target).expect("rollback");
+            history.set_head(target).expect("rollback");
             iteration = target + 1;
         }
         write_frame(&mut mem, frame, &mut rng);

@@ -75,7 +75,7 @@ fn run(ops: &[Op], every: bool, max_chain: u8) -> (History, tempfile::TempDir, s
                     let target = tl[tl.len() - 1 - *k as usize];
                     let id = h.at(target).expect("at").id();
                     let target_mem = memory_of(&h, id);
-                    h.rollback(target).expect("rollback");
+                    h.set_head(target).expect("rollback");
                     mem = target_mem;
                 }
             }

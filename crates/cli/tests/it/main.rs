@@ -1609,7 +1609,7 @@ fn branched(dir: &Path) -> PathBuf {
         mem[i as usize * 7] = 1 + i as u8;
         h.capture(i, &mem, &[], None, None).expect("capture");
     }
-    h.rollback(5).expect("rollback");
+    h.set_head(5).expect("rollback");
     for i in 6..8u64 {
         mem[i as usize * 11] = 100 + i as u8;
         h.capture(i, &mem, &[], None, None).expect("capture");
