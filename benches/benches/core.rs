@@ -102,7 +102,7 @@ fn gc_step(c: &mut Criterion) {
                     .capture(f, &w.memory, &[], Some(&dirty), None)
                     .expect("capture");
                 let t = Instant::now();
-                black_box(collector.step(rec.history_mut()).expect("gc"));
+                black_box(collector.collect_some(rec.history_mut()).expect("gc"));
                 total += t.elapsed();
             }
             total

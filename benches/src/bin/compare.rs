@@ -432,7 +432,7 @@ fn rewind_mem(spec: &Spec, cfg: &Cfg, hinted: bool) -> Res<(Peer, Rewind)> {
         let rep = h.capture(f as u64, src.memory(), &[], hint, None)?;
         let c = t.elapsed();
         let t = Instant::now();
-        gc.step(&mut h)?;
+        gc.collect_some(&mut h)?;
         let g = t.elapsed();
         changed += rep.pages_changed as u64 * page as u64;
         if trace {
@@ -469,7 +469,7 @@ fn rewind_mem(spec: &Spec, cfg: &Cfg, hinted: bool) -> Res<(Peer, Rewind)> {
             src.next_frame(&mut dirty);
             head += 1;
             h.capture(head, src.memory(), &[], hinted.then_some(&dirty[..]), None)?;
-            gc.step(&mut h)?;
+            gc.collect_some(&mut h)?;
         }
         let target = head - ROLLBACK;
         let t = Instant::now();
@@ -750,7 +750,7 @@ fn archive(spec: &Spec, cfg: &Cfg, dir: &Path, git_frames: usize, old: u64) -> R
             let ta = Instant::now();
             w.append(&h)?;
             let append = ta.elapsed();
-            gc.step(&mut h)?;
+            gc.collect_some(&mut h)?;
             if trace {
                 eprintln!(
                     "trace archive frame {f} total_ms {:.4} append_ms {:.4}",

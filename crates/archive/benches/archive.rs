@@ -70,7 +70,7 @@ fn big_archive(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
         h.capture(i, &mem, &[GlobalValue::I64(i as i64)], Some(&dirty), None)
             .expect("capture");
         w.append(&h).expect("append");
-        gc.step(&mut h).expect("gc");
+        gc.collect_some(&mut h).expect("gc");
         i += 1;
     }
     w.sync().expect("sync");
@@ -186,7 +186,7 @@ fn append_cost(c: &mut Criterion) {
                         w.append(&h).expect("append");
                     }
                     total += t.elapsed();
-                    gc.step(&mut h).expect("gc");
+                    gc.collect_some(&mut h).expect("gc");
                 }
                 total
             })
@@ -220,7 +220,7 @@ fn bytes_per_iteration(_c: &mut Criterion) {
         lz4_total += lz4_flex::block::compress(&runs).len() as u64;
         h.capture(i, &mem, &[], Some(&dirty), None).expect("capture");
         w.append(&h).expect("append");
-        gc.step(&mut h).expect("gc");
+        gc.collect_some(&mut h).expect("gc");
     }
     let disk = w.len() - start;
     eprintln!(

@@ -5,7 +5,7 @@
 //! freed is compacted first (into a full page, or re-based onto a live ancestor), so no
 //! retained iteration is ever rebuilt from freed bytes (see `rewind-store`).
 //!
-//! [`Collector::step`] is the per-iteration call: it removes what the window rules
+//! [`Collector::collect_some`] is the per-iteration call: it removes what the window rules
 //! (keep-last, keep-from, abandoned branches) drop, at a cost proportional to what it
 //! frees. By default an abandoned branch (records a rollback superseded) is dropped as
 //! soon as the window no longer keeps timeline records of its iterations
@@ -25,7 +25,7 @@
 //!     let at = (frame as usize * 97) % memory.len();
 //!     memory[at] = frame as u8;
 //!     history.capture(frame, &memory, &[], None, None)?;
-//!     gc.step(&mut history)?;
+//!     gc.collect_some(&mut history)?;
 //! }
 //! assert_eq!(history.len(), 8);
 //! assert!(history.at(91).is_err()); // collected: a typed error, never stale data
@@ -176,7 +176,7 @@ impl Collector {
     /// then compress pages
     /// that aged raw ([`History::maintain`]). Does not apply the budget (see
     /// [`Collector::collect`]).
-    pub fn step(&mut self, history: &mut History) -> Result<GcReport, GcError> {
+    pub fn collect_some(&mut self, history: &mut History) -> Result<GcReport, GcError> {
         let mut report = GcReport::default();
         // The oldest timeline iteration a window rule keeps, once the loop has dropped
         // what the rules do not keep.
@@ -238,7 +238,7 @@ impl Collector {
 
     /// A full collection: every rule, including the budget.
     pub fn collect(&mut self, history: &mut History) -> Result<GcReport, GcError> {
-        let mut report = self.step(history)?;
+        let mut report = self.collect_some(history)?;
         history.maintain_all();
         if let Some(budget) = self.policy.budget {
             report.over_budget = !self.thin(history, budget, &mut report)?;

@@ -38,7 +38,7 @@ fn timeline(h: &History) -> Vec<u64> {
 fn keep_last_keeps_the_newest_timeline_records() {
     let mut h = history(10);
     let report = Collector::new(Policy::default().keep_last(3))
-        .step(&mut h)
+        .collect_some(&mut h)
         .expect("step");
     assert_eq!(timeline(&h), [7, 8, 9]);
     assert_eq!(report.removed.records, 7);
@@ -49,7 +49,7 @@ fn keep_last_keeps_the_newest_timeline_records() {
 fn rules_compose_as_a_union() {
     let mut h = history(10);
     let policy = Policy::default().keep_last(2).keep_from(5);
-    Collector::new(policy).step(&mut h).expect("step");
+    Collector::new(policy).collect_some(&mut h).expect("step");
     assert_eq!(timeline(&h), [5, 6, 7, 8, 9]);
 }
 
@@ -58,11 +58,11 @@ fn a_pin_outlives_the_window_until_unpinned() {
     let mut h = history(10);
     let mut c = Collector::new(Policy::default().keep_last(2));
     let pinned = c.pin(&h, 3).expect("pin");
-    c.step(&mut h).expect("step");
+    c.collect_some(&mut h).expect("step");
     assert_eq!(timeline(&h), [3, 8, 9]);
     assert!(c.unpin(pinned));
     assert!(!c.unpin(pinned), "a second unpin finds nothing");
-    c.step(&mut h).expect("step");
+    c.collect_some(&mut h).expect("step");
     assert_eq!(timeline(&h), [8, 9]);
     assert_eq!(h.check(), Ok(()));
 }
@@ -71,7 +71,7 @@ fn a_pin_outlives_the_window_until_unpinned() {
 fn pinning_what_is_gone_is_an_error_that_changes_nothing() {
     let mut h = history(6);
     let mut c = Collector::new(Policy::default().keep_last(2));
-    c.step(&mut h).expect("step");
+    c.collect_some(&mut h).expect("step");
     let err = c.pin(&h, 1).expect_err("collected");
     assert!(
         matches!(
@@ -109,13 +109,13 @@ fn branched() -> History {
 fn abandoned_branches_go_with_the_window_by_default() {
     let mut h = branched();
     let mut c = Collector::new(Policy::default().keep_last(4));
-    c.step(&mut h).expect("step");
+    c.collect_some(&mut h).expect("step");
     // The window keeps 4..=7: the abandoned 6..=9 are not behind it yet.
     assert_eq!(timeline(&h), [4, 5, 6, 7]);
     assert_eq!(h.abandoned().count(), 4);
     for i in 8..14 {
         capture(&mut h, i, i as u8);
-        c.step(&mut h).expect("step");
+        c.collect_some(&mut h).expect("step");
     }
     assert_eq!(h.abandoned().count(), 0, "the window passed iteration 9");
     assert_eq!(h.check(), Ok(()));
@@ -125,7 +125,7 @@ fn abandoned_branches_go_with_the_window_by_default() {
 fn abandoned_max_age_and_keep() {
     let mut h = branched();
     Collector::new(Policy::default().abandoned_max_age(0))
-        .step(&mut h)
+        .collect_some(&mut h)
         .expect("step");
     assert_eq!(h.abandoned().count(), 0);
     assert_eq!(
@@ -136,7 +136,7 @@ fn abandoned_max_age_and_keep() {
 
     let mut h = branched();
     Collector::new(Policy::default().keep_last(1).abandoned(Abandoned::Keep))
-        .step(&mut h)
+        .collect_some(&mut h)
         .expect("step");
     assert_eq!(h.abandoned().count(), 4);
     assert_eq!(timeline(&h), [7]);

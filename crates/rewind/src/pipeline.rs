@@ -112,7 +112,7 @@ impl Core {
         if let Some(w) = &mut self.archive {
             w.append(&self.history)?;
         }
-        self.last_gc = self.gc.step(&mut self.history)?;
+        self.last_gc = self.gc.collect_some(&mut self.history)?;
         self.last_report = Some(report);
         Ok(report)
     }

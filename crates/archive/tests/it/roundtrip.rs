@@ -214,7 +214,7 @@ fn counts_of_a_collected_history_are_against_the_parents_the_file_holds() {
         if it % 20 == 0 {
             gc.pin(&history, it).expect("pin");
         }
-        gc.step(&mut history).expect("gc");
+        gc.collect_some(&mut history).expect("gc");
     }
     let kept: Vec<u64> = history.timeline().map(|r| r.iteration()).collect();
     assert_eq!(kept, [0, 20, 40, 57, 58, 59]);
@@ -261,7 +261,7 @@ fn index_merges_spread_over_commits_leave_a_valid_file_at_every_commit() {
         h.capture(frame, &mem, &[GlobalValue::I64(frame as i64)], None, None)
             .expect("capture");
         w.append(&h).expect("append");
-        gc.step(&mut h).expect("gc");
+        gc.collect_some(&mut h).expect("gc");
         if frame == 68 {
             drop(w);
             w = ArchiveWriter::open(&path, Durability::Manual).expect("reopen");
