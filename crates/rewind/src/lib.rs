@@ -720,21 +720,83 @@ impl Recorder {
     }
 
     /// The state hash of `iteration` on the current timeline.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// use rewind::{GlobalValue, Options, Recorder};
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let mut memory = vec![0u8; 4 * 4096];
+    /// for frame in 0..10u64 {
+    ///     memory[4096 + frame as usize] = frame as u8 + 1;
+    ///     rec.capture(frame, &memory, &[GlobalValue::I32(0)], None, None)?;
+    /// }
+    /// let hash = rec.state_hash(3)?;
+    /// assert_eq!(hash.to_string().parse::<rewind::StateHash>(), Ok(hash)); // 32 hex digits
+    /// assert!(rec.state_hash(10).is_err()); // never captured
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn state_hash(&self, iteration: u64) -> Result<StateHash, Error> {
         Ok(self.core()?.history.at(iteration)?.state_hash())
     }
 
     /// Read bytes of any retained iteration without restoring.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// use rewind::{GlobalValue, Options, Recorder};
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let mut memory = vec![0u8; 4 * 4096];
+    /// for frame in 0..10u64 {
+    ///     memory[4096 + frame as usize] = frame as u8 + 1;
+    ///     rec.capture(frame, &memory, &[GlobalValue::I32(0)], None, None)?;
+    /// }
+    /// let mut out = [0u8; 4];
+    /// rec.read(2, 4096, &mut out)?;
+    /// assert_eq!(out, [1, 2, 3, 0]); // iteration 2 had written 3 bytes
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn read(&self, iteration: u64, addr: u64, out: &mut [u8]) -> Result<(), Error> {
         Ok(self.core()?.history.read(iteration, addr, out)?)
     }
 
     /// The latest iteration ≤ `iteration` at which bytes `[addr, addr+len)` changed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// use rewind::{GlobalValue, Options, Recorder};
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let mut memory = vec![0u8; 4 * 4096];
+    /// for frame in 0..10u64 {
+    ///     memory[4096 + frame as usize] = frame as u8 + 1;
+    ///     rec.capture(frame, &memory, &[GlobalValue::I32(0)], None, None)?;
+    /// }
+    /// let last = rec.blame(9, 4096 + 5, 1)?.map(|b| b.iteration);
+    /// assert_eq!(last, Some(5)); // byte 4096+5 was written at frame 5
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn blame(&self, iteration: u64, addr: u64, len: u64) -> Result<Option<Blame>, Error> {
         Ok(self.core()?.history.blame(iteration, addr, len)?)
     }
 
     /// Pages that differ between two iterations of the timeline.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// use rewind::{GlobalValue, Options, Recorder};
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let mut memory = vec![0u8; 4 * 4096];
+    /// for frame in 0..10u64 {
+    ///     memory[4096 + frame as usize] = frame as u8 + 1;
+    ///     rec.capture(frame, &memory, &[GlobalValue::I32(0)], None, None)?;
+    /// }
+    /// assert_eq!(rec.diff(2, 7)?, vec![1]); // only page 1 was written
+    /// assert_eq!(rec.diff_bytes(2, 7)?[0].addr, 4096 + 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn diff(&self, a: u64, b: u64) -> Result<Vec<u32>, Error> {
         let history = &self.core()?.history;
         Ok(rewind_snapshot::diff(
@@ -755,6 +817,27 @@ impl Recorder {
     }
 
     /// Pin an iteration so GC keeps it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// use rewind::{GlobalValue, Options, Policy, Recorder};
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1).policy(Policy::default().keep_last(3)))?;
+    /// let memory = vec![0u8; 4096];
+    /// rec.capture(0, &memory, &[], None, None)?;
+    /// let pinned = rec.pin(0)?; // e.g. a frame a peer reported a desync for
+    /// for frame in 1..10 {
+    ///     rec.capture(frame, &memory, &[], None, None)?;
+    /// }
+    /// assert!(rec.state_hash(0).is_ok()); // outside the window, kept by the pin
+    /// assert!(rec.state_hash(4).is_err()); // collected
+    /// assert!(rec.unpin(pinned));
+    /// rec.set_policy(Policy::default().keep_last(2));
+    /// rec.collect()?;
+    /// assert!(rec.state_hash(0).is_err());
+    /// # let _ = GlobalValue::I32(0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pin(&mut self, iteration: u64) -> Result<RecordId, Error> {
         let core = self.core_mut()?;
         Ok(core.gc.pin(&core.history, iteration)?)
