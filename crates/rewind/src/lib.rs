@@ -560,11 +560,11 @@ impl Recorder {
             self.submit(iteration, memory, globals, hint, input)?;
             return self.core()?.last_report.ok_or(Error::WorkerGone);
         }
-        self.record_here(iteration, memory, globals, hint, input)
+        self.capture_here(iteration, memory, globals, hint, input)
     }
 
     /// [`Recorder::capture`] on the caller's thread.
-    fn record_here(
+    fn capture_here(
         &mut self,
         iteration: u64,
         memory: &[u8],
@@ -604,7 +604,7 @@ impl Recorder {
                 // Recorded here: the hint (if any) may be relative to a capture the
                 // worker discarded.
                 let hint = if self.resync.get() { None } else { hint };
-                let report = self.record_here(iteration, memory, globals, hint, input)?;
+                let report = self.capture_here(iteration, memory, globals, hint, input)?;
                 self.resync.set(false);
                 self.count(|s| s.synchronous += 1);
                 return Ok(Ticket {
@@ -613,7 +613,7 @@ impl Recorder {
                 });
             }
             (None, _) => {
-                let report = self.record_here(iteration, memory, globals, hint, input)?;
+                let report = self.capture_here(iteration, memory, globals, hint, input)?;
                 return Ok(Ticket {
                     iteration,
                     record: report.record,
