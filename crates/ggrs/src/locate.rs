@@ -241,7 +241,7 @@ pub fn answer(session: &Session, request: &Request) -> Response {
     match request {
         Request::Summary { iteration } => match tree_summary(session, *iteration) {
             Ok(s) => Response::Summary(s),
-            Err(e) => Response::Error(error_chain(&e)),
+            Err(e) => Response::Error(rewind::error_chain(&e)),
         },
         Request::Nodes {
             iteration,
@@ -250,20 +250,9 @@ pub fn answer(session: &Session, request: &Request) -> Response {
             count,
         } => match merkle_level_nodes(session, *iteration, *level, *start, *count) {
             Ok(n) => Response::Nodes(n),
-            Err(e) => Response::Error(error_chain(&e)),
+            Err(e) => Response::Error(rewind::error_chain(&e)),
         },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Finds the first page where `session`'s state at `iteration` differs from

@@ -54,6 +54,24 @@ pub use rewind_store::{
     Hasher, InputHash, PageHash, PageSize, ParseHashError, StoreConfig, StoreError, StoreStats,
 };
 
+/// An error and its sources on one line, joined by `": "` (for logs, reports and
+/// messages sent to a peer).
+///
+/// ```
+/// let e = rewind::Error::from(rewind::HistoryError::NotRetained { iteration: 7, oldest: None, newest: None });
+/// assert!(rewind::error_chain(&e).contains("iteration 7"));
+/// ```
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Re-exports of the layers, for users who need more than the facade.
 pub mod layers {
     pub use rewind_archive as archive;

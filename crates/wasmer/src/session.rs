@@ -902,7 +902,7 @@ impl Session {
                 Ok(t) => live.tracker = Some(t),
                 Err(e) if options.capture == CapturePreference::Auto => {
                     mode = CaptureMode::FullScan;
-                    fallback = Some(error_chain(&e));
+                    fallback = Some(rewind::error_chain(&e));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -1493,7 +1493,10 @@ impl Session {
                 true
             }
             Err(e) => {
-                self.downgrade(format!("kernel dirty tracking failed: {}", error_chain(&e)));
+                self.downgrade(format!(
+                    "kernel dirty tracking failed: {}",
+                    rewind::error_chain(&e)
+                ));
                 false
             }
         }
@@ -1655,7 +1658,7 @@ impl Session {
                 Ok(t) => self.live.tracker = Some(t),
                 Err(e) => self.downgrade(format!(
                     "re-creating the dirty tracker after re-instantiation failed: {}",
-                    error_chain(&e)
+                    rewind::error_chain(&e)
                 )),
             }
         }
@@ -1675,16 +1678,4 @@ impl Session {
         self.stats.rollback_time += report.time;
         Ok(report)
     }
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
