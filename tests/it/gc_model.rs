@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use rewind::{
-    Abandoned, GlobalValue, HistoryError, LiveMemory, Options, Policy, RecordId, Recorder, StateHash,
-};
+use rewind::{Abandoned, GlobalValue, LiveMemory, Options, Policy, RecordId, Recorder, StateHash};
 
 const PAGE: usize = 1024;
 const PAGES: usize = 6;
@@ -229,12 +227,7 @@ fn run(ops: Vec<Op>) -> Result<usize, TestCaseError> {
                     .collect();
                 for it in gone.into_iter().take(3) {
                     let pinned = rec.pin(it);
-                    let typed = matches!(
-                        pinned,
-                        Err(rewind::Error::Gc(rewind::GcError::History(
-                            HistoryError::NotRetained { .. }
-                        )))
-                    );
+                    let typed = matches!(pinned, Err(rewind::Error::NotRetained { .. }));
                     prop_assert!(typed, "pin of collected iteration {} gave {:?}", it, pinned);
                     let mut tmp = live.clone();
                     prop_assert!(rec.rollback_to(it, &mut tmp, LiveMemory::AtHead).is_err());

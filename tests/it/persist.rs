@@ -2,8 +2,7 @@
 //! and one that resumes a stored history from any retained iteration.
 
 use rewind::{
-    Archive, ArchiveError, Durability, Error, GlobalValue, HistoryError, LiveMemory, Options, Policy,
-    Recorder, StateHash,
+    Archive, ArchiveError, Durability, Error, GlobalValue, LiveMemory, Options, Policy, Recorder, StateHash,
 };
 
 const PAGE: usize = 4096;
@@ -152,19 +151,10 @@ fn resume_past_the_retained_window_is_an_error_and_changes_nothing() {
     let mut rec =
         Recorder::open(&path, Durability::EveryAppend, Policy::default().keep_last(10)).expect("open");
     let err = rec.resume_at(20).expect_err("collected by the policy");
-    assert!(
-        matches!(
-            err,
-            Error::History(HistoryError::NotRetained { iteration: 20, .. })
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::NotRetained { iteration: 20, .. }), "{err:?}");
     assert_eq!(rec.history().head().map(|h| h.iteration()), Some(49));
     let err = rec.resume_at(50).expect_err("never recorded");
-    assert!(
-        matches!(err, Error::History(HistoryError::NotRetained { .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::NotRetained { .. }), "{err:?}");
     assert!(rec.resume_at(45).is_ok());
     drop(rec);
     // The file still holds every record (the policy only shaped what was loaded).

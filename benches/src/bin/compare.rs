@@ -709,7 +709,7 @@ fn pipelined(spec: &Spec, cfg: &Cfg) -> Res<Pipelined> {
 fn read_archive_frame(path: &Path, iteration: u64, buf: &mut [u8]) -> Res<()> {
     let a = Archive::open(path)?;
     let id = a.at(iteration)?.id;
-    a.read(id, 0, buf)?;
+    a.read_record(id, 0, buf)?;
     black_box(&buf);
     Ok(())
 }

@@ -36,7 +36,7 @@
 use std::path::Path;
 
 use rewind_gc::{Collector, Policy};
-use rewind_history::Removed;
+use rewind_history::RemoveReport;
 
 use crate::{Archive, ArchiveError, ArchiveWriter, Durability};
 
@@ -97,7 +97,7 @@ pub struct CollectReport {
     /// The collected file.
     pub after: FileCounts,
     /// What the collection removed from the loaded history.
-    pub removed: Removed,
+    pub removed: RemoveReport,
 }
 
 impl CollectReport {

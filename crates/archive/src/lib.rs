@@ -40,7 +40,7 @@
 //! let archive = Archive::open(&path)?;
 //! assert_eq!(archive.state_hash(7)?, history.at(7)?.state_hash());
 //! let mut byte = [0u8; 1];
-//! archive.read_at(19, (19 * 331) % 8192, &mut byte)?;
+//! archive.read(19, (19 * 331) % 8192, &mut byte)?;
 //! assert_eq!(byte, [19]);
 //! assert_eq!(archive.globals(archive.at(5)?.id)?, vec![GlobalValue::I64(5)]);
 //! let loaded = archive.to_history()?;
@@ -70,7 +70,7 @@ pub use rewind_history::Blame;
 pub use writer::{AppendReport, ArchiveWriter, Durability, CHECKPOINT_HOPS, MERGE_FANOUT};
 
 use rewind_gc::{Collector, Policy};
-use rewind_history::{History, Removed};
+use rewind_history::{History, RemoveReport};
 
 /// How [`repair_with`] treats bytes after the last complete commit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -133,7 +133,7 @@ pub struct CompactReport {
     /// Bytes of the new file.
     pub bytes_after: u64,
     /// What the collection removed from the loaded history.
-    pub removed: Removed,
+    pub removed: RemoveReport,
 }
 
 /// Rewrite an archive keeping only what `policy` retains.

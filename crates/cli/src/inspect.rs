@@ -391,7 +391,7 @@ pub fn read_padded(
     out.fill(0);
     let present = memory_len.saturating_sub(addr).min(out.len() as u64) as usize;
     if let Some(o) = out.get_mut(..present).filter(|o| !o.is_empty()) {
-        archive.read(id, addr, o)?;
+        archive.read_record(id, addr, o)?;
     }
     Ok(())
 }
@@ -407,7 +407,7 @@ pub fn diff(archive: &Archive, a: Target, b: Target, stat: bool) -> Result<DiffR
 /// hashes share them) are compared by page hash; otherwise every page's bytes are.
 fn differing_pages(xa: &Archive, ra: &RecordInfo, xb: &Archive, rb: &RecordInfo) -> Result<Vec<u32>> {
     if std::ptr::eq(xa, xb) {
-        return Ok(xa.diff(ra.id, rb.id)?);
+        return Ok(xa.diff_records(ra.id, rb.id)?);
     }
     let ps = xa.page_size().bytes();
     if ps != xb.page_size().bytes() {
@@ -530,7 +530,7 @@ pub fn cat(archive: &Archive, target: Target, addr: u64, len: u64) -> Result<(Re
     let r = resolve(archive, target)?;
     check_range(&r, addr, len)?;
     let mut out = vec![0u8; usize::try_from(len).context("--len does not fit in memory")?];
-    archive.read(r.id, addr, &mut out)?;
+    archive.read_record(r.id, addr, &mut out)?;
     Ok((r, out))
 }
 
@@ -550,7 +550,7 @@ pub fn blame(archive: &Archive, target: Target, addr: u64, len: u64, limit: usiz
     let mut buf = vec![0u8; value.len()];
     let mut changes = Vec::with_capacity(chain.len());
     for b in chain {
-        archive.read(b.record, addr, &mut buf)?;
+        archive.read_record(b.record, addr, &mut buf)?;
         let after = hex(&buf);
         let before = match archive.record(b.record)?.parent {
             Some(p) if !b.at_oldest => {

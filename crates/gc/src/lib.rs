@@ -36,11 +36,10 @@
 
 use std::collections::BTreeSet;
 
-use rewind_history::{History, HistoryError, RecordId, Removed};
+use rewind_history::{History, HistoryError, RecordId, RemoveReport};
 
 /// Errors of garbage collection.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum GcError {
     /// From the history (e.g. pinning an iteration that is not retained).
     #[error(transparent)]
@@ -121,7 +120,7 @@ impl Policy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
     /// What was removed and freed.
-    pub removed: Removed,
+    pub removed: RemoveReport,
     /// Records examined.
     pub examined: u64,
     /// Resident bytes of the history afterwards.

@@ -47,7 +47,7 @@ impl DesyncReport {
         resimulated: &Snapshot,
     ) -> Result<Self, BackendError> {
         let bytes = rewind::layers::snapshot::diff_bytes(history.store(), first, resimulated)
-            .map_err(|e| rewind::Error::from(rewind::HistoryError::from(e)))?;
+            .map_err(rewind::Error::from)?;
         let globals: Vec<usize> = first
             .globals()
             .iter()

@@ -52,7 +52,6 @@ impl std::fmt::Display for RecordId {
 
 /// Errors of the history.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum HistoryError {
     /// From snapshots (bad memory length, hint, globals, reads out of bounds).
     #[error(transparent)]
@@ -266,7 +265,7 @@ pub enum LiveMemory<'a> {
 
 /// What a rollback restored.
 #[derive(Clone, Debug)]
-pub struct Rollback {
+pub struct RollbackReport {
     /// The record now at the head.
     pub record: RecordId,
     /// Its iteration.
@@ -292,7 +291,7 @@ pub struct Blame {
 
 /// What removing records freed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Removed {
+pub struct RemoveReport {
     /// Records removed.
     pub records: u64,
     /// Store objects freed.
@@ -305,8 +304,8 @@ pub struct Removed {
     pub inputs: u64,
 }
 
-impl std::ops::AddAssign for Removed {
-    fn add_assign(&mut self, o: Removed) {
+impl std::ops::AddAssign for RemoveReport {
+    fn add_assign(&mut self, o: RemoveReport) {
         self.records += o.records;
         self.objects += o.objects;
         self.bytes += o.bytes;
@@ -618,11 +617,11 @@ impl History {
         iteration: u64,
         memory: &mut [u8],
         live: LiveMemory<'_>,
-    ) -> Result<Rollback, HistoryError> {
+    ) -> Result<RollbackReport, HistoryError> {
         let target = self.at(iteration)?.id;
         let restored = self.restore(target, memory, live)?;
         let r = self.set_head(iteration)?;
-        Ok(Rollback {
+        Ok(RollbackReport {
             record: r.id,
             iteration: r.iteration,
             state_hash: r.state_hash(),
@@ -722,16 +721,16 @@ impl History {
     /// Remove a record, keeping every other record readable: its children are re-parented
     /// onto its parent (inheriting its page changes), or become roots. Pages and inputs
     /// that only it referenced are freed. The head cannot be removed.
-    pub fn remove(&mut self, id: RecordId) -> Result<Removed, HistoryError> {
+    pub fn remove(&mut self, id: RecordId) -> Result<RemoveReport, HistoryError> {
         if self.head == Some(id) {
             return Err(HistoryError::HeadNotRemovable(id));
         }
         let Some(rec) = self.records.remove(&id) else {
             return Err(HistoryError::NoSuchRecord(id));
         };
-        let mut removed = Removed {
+        let mut removed = RemoveReport {
             records: 1,
-            ..Removed::default()
+            ..RemoveReport::default()
         };
         let store_before = self.store.stats();
         if self.timeline.get(&rec.iteration) == Some(&id) {

@@ -45,7 +45,7 @@ pub use rewind_archive::{AppendReport, Archive, ArchiveError, ArchiveWriter, Dur
 pub use rewind_gc::{Abandoned, Collector, GcError, GcReport, Policy};
 pub use rewind_history::{
     Blame, CaptureReport, History, HistoryConfig, HistoryError, Inconsistency, LiveMemory, Record, RecordId,
-    Removed, Rollback,
+    RemoveReport, RollbackReport,
 };
 pub use rewind_snapshot::{
     ByteRange, GlobalType, GlobalValue, RestoreReport, Snapshot, SnapshotError, StateHash,
@@ -58,7 +58,7 @@ pub use rewind_store::{
 /// messages sent to a peer).
 ///
 /// ```
-/// let e = rewind::Error::from(rewind::HistoryError::NotRetained { iteration: 7, oldest: None, newest: None });
+/// let e = rewind::Error::NotRetained { iteration: 7, oldest: None, newest: None };
 /// assert!(rewind::error_chain(&e).contains("iteration 7"));
 /// ```
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -81,22 +81,61 @@ pub mod layers {
     pub use rewind_store as store;
 }
 
-/// Errors of the facade.
+/// Errors of the facade: one flat type, so the cases a caller acts on
+/// ([`NotRetained`](Error::NotRetained) above all) have one shape whichever layer
+/// found them.
+///
+/// Each layer keeps its own error type ([`HistoryError`], [`SnapshotError`],
+/// [`StoreError`], [`GcError`], [`ArchiveError`]); converting one into `Error` lifts its
+/// variants to this level instead of nesting them: a history error that came from the
+/// store becomes [`Error::Store`], never `History(Store(…))`.
+///
+/// ```
+/// use rewind::{Error, HistoryError};
+///
+/// let e = Error::from(HistoryError::NotRetained { iteration: 7, oldest: Some(10), newest: Some(20) });
+/// assert!(matches!(e, Error::NotRetained { iteration: 7, .. }));
+/// assert_eq!(e.not_retained(), Some(7));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// From the history (capture, rollback, reads).
+    /// An iteration that the current timeline does not hold: never captured, rolled
+    /// back over, or collected by the policy.
+    #[error("iteration {iteration} is not retained on the current timeline{}", range_note(*.oldest, *.newest))]
+    NotRetained {
+        /// The iteration asked for.
+        iteration: u64,
+        /// The oldest iteration the timeline retains.
+        oldest: Option<u64>,
+        /// The newest.
+        newest: Option<u64>,
+    },
+    /// A record number that is not (or no longer) in the history.
+    #[error("record {0} is not in the history")]
+    NoSuchRecord(RecordId),
+    /// The head record cannot be removed (the live guest is at it).
+    #[error("record {0} is the head and cannot be removed")]
+    HeadNotRemovable(RecordId),
+    /// A capture whose iteration does not come after the head's.
+    #[error("iteration {iteration} does not come after the head's iteration {head}")]
+    IterationNotAfterHead {
+        /// The iteration given.
+        iteration: u64,
+        /// The head's iteration.
+        head: u64,
+    },
+    /// Bad memory, hint or globals for a snapshot, or a read out of bounds (never
+    /// [`SnapshotError::Store`]: store errors are [`Error::Store`]).
     #[error(transparent)]
-    History(#[from] HistoryError),
-    /// From garbage collection.
+    Snapshot(SnapshotError),
+    /// From the page store (page size, alignment, a missing or corrupt object).
     #[error(transparent)]
-    Gc(#[from] GcError),
-    /// From the page store.
+    Store(StoreError),
+    /// From the archive (create, append, open, load); never
+    /// [`ArchiveError::History`]: history errors are lifted to this level.
     #[error(transparent)]
-    Store(#[from] StoreError),
-    /// From the archive (create, append, open, load).
-    #[error(transparent)]
-    Archive(#[from] ArchiveError),
+    Archive(ArchiveError),
     /// A capture recorded on the pipeline's worker failed. It and the captures
     /// submitted after it were discarded; the head is the last recorded iteration.
     #[error("the capture of iteration {iteration} failed on the worker")]
@@ -120,6 +159,80 @@ pub enum Error {
     /// The pipeline's worker thread could not be started.
     #[error("starting the capture worker thread")]
     WorkerSpawn(#[source] std::io::Error),
+}
+
+fn range_note(oldest: Option<u64>, newest: Option<u64>) -> String {
+    match (oldest, newest) {
+        (Some(a), Some(b)) => format!(" (it holds {a}..={b})"),
+        _ => " (it is empty)".to_string(),
+    }
+}
+
+impl Error {
+    /// The iteration of a [`NotRetained`](Error::NotRetained) error (also when it is the
+    /// cause of a [`Deferred`](Error::Deferred) one).
+    pub fn not_retained(&self) -> Option<u64> {
+        match self {
+            Error::NotRetained { iteration, .. } => Some(*iteration),
+            Error::Deferred { source, .. } => source.not_retained(),
+            _ => None,
+        }
+    }
+}
+
+impl From<HistoryError> for Error {
+    fn from(e: HistoryError) -> Self {
+        match e {
+            HistoryError::Snapshot(e) => e.into(),
+            HistoryError::Store(e) => Error::Store(e),
+            HistoryError::NotRetained {
+                iteration,
+                oldest,
+                newest,
+            } => Error::NotRetained {
+                iteration,
+                oldest,
+                newest,
+            },
+            HistoryError::NoSuchRecord(id) => Error::NoSuchRecord(id),
+            HistoryError::HeadNotRemovable(id) => Error::HeadNotRemovable(id),
+            HistoryError::IterationNotAfterHead { iteration, head } => {
+                Error::IterationNotAfterHead { iteration, head }
+            }
+        }
+    }
+}
+
+impl From<SnapshotError> for Error {
+    fn from(e: SnapshotError) -> Self {
+        match e {
+            SnapshotError::Store(e) => Error::Store(e),
+            e => Error::Snapshot(e),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl From<GcError> for Error {
+    fn from(e: GcError) -> Self {
+        match e {
+            GcError::History(e) => e.into(),
+        }
+    }
+}
+
+impl From<ArchiveError> for Error {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::History(e) => e.into(),
+            e => Error::Archive(e),
+        }
+    }
 }
 
 /// Where and how a [`Recorder`] persists its history.
@@ -498,7 +611,7 @@ impl Recorder {
     /// (memory, globals) for a guest started fresh from it: resuming a crashed game, a
     /// debugger continuing from a stored frame, a late joiner. The next
     /// [`Recorder::capture`] is `iteration + 1`; records after `iteration` become an
-    /// abandoned branch. Nothing changes on error ([`HistoryError::NotRetained`] for an
+    /// abandoned branch. Nothing changes on error ([`Error::NotRetained`] for an
     /// iteration that is not retained).
     pub fn resume_at(&mut self, iteration: u64) -> Result<State, Error> {
         let history = &mut self.core_mut()?.history;
@@ -654,7 +767,7 @@ impl Recorder {
         if let Some(head) = p.iteration.filter(|&h| iteration <= h) {
             return Err(HistoryError::IterationNotAfterHead { iteration, head }.into());
         }
-        let snapshot_err = |e: SnapshotError| Error::History(e.into());
+        let snapshot_err = Error::from;
         let n = rewind_snapshot::page_count(self.page_size, memory.len() as u64).map_err(snapshot_err)?;
         rewind_snapshot::check_globals_after(p.memory_len, p.pages, &p.globals, globals)
             .map_err(snapshot_err)?;
@@ -725,7 +838,7 @@ impl Recorder {
         iteration: u64,
         memory: &mut [u8],
         live: LiveMemory<'_>,
-    ) -> Result<Rollback, Error> {
+    ) -> Result<RollbackReport, Error> {
         // After a discarded capture the head is not what memory holds.
         let live = if self.resync.get() {
             LiveMemory::Unknown

@@ -191,7 +191,7 @@ impl SessionOptions {
     /// every global are restored from the archive; the session's head is `iteration`
     /// and the next step is `iteration + 1`. The archive's page size and seed win over
     /// these options'; the policy applies to the loaded history. Fails with
-    /// [`rewind::HistoryError::NotRetained`] for an iteration the archive (under the
+    /// [`rewind::Error::NotRetained`] for an iteration the archive (under the
     /// policy) does not retain, and with a guest error when the archive's globals do
     /// not fit the module.
     pub fn resume_from(
@@ -1110,7 +1110,7 @@ impl Session {
 
     /// Pin the record of `iteration` so the policy keeps it (e.g. the frame a peer
     /// reported a desync for, until it has been compared). Fails with
-    /// [`rewind::HistoryError::NotRetained`] when it is no longer retained.
+    /// [`rewind::Error::NotRetained`] when it is no longer retained.
     pub fn pin(&mut self, iteration: u64) -> Result<RecordId, SessionError> {
         Ok(self.recorder.pin(iteration)?)
     }

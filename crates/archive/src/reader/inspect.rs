@@ -108,12 +108,19 @@ impl Archive {
     /// Walks back record by record, but touches only each record's index entry and a
     /// binary search in its change list; bytes are read only at records whose change list
     /// touches the range's pages.
-    pub fn blame(&self, id: RecordId, addr: u64, len: u64) -> Result<Option<Blame>, ArchiveError> {
+    pub fn blame_record(&self, id: RecordId, addr: u64, len: u64) -> Result<Option<Blame>, ArchiveError> {
         Ok(self.blame_chain(id, addr, len, 1)?.into_iter().next())
     }
 
+    /// [`Archive::blame_record`] of the record at `iteration` on the timeline, as
+    /// [`History::blame`](rewind_history::History::blame) does.
+    pub fn blame(&self, iteration: u64, addr: u64, len: u64) -> Result<Option<Blame>, ArchiveError> {
+        let id = self.at(iteration)?.id;
+        self.blame_record(id, addr, len)
+    }
+
     /// Up to `limit` successive changes of `[addr, addr + len)` walking back from `id`:
-    /// the first is [`Archive::blame`]; each next one is the blame of the bytes as they
+    /// the first is [`Archive::blame_record`]; each next one is the blame of the bytes as they
     /// were just before the previous change. The last may have `at_oldest` set.
     pub fn blame_chain(
         &self,
@@ -136,7 +143,7 @@ impl Archive {
         let (first, last) = ((addr / ps) as u32, ((addr + len - 1) / ps) as u32);
         let mut here = vec![0u8; n];
         let mut before = vec![0u8; n];
-        self.read(RecordId(cur.id), addr, &mut here)?;
+        self.read_record(RecordId(cur.id), addr, &mut here)?;
         let mut out = Vec::new();
         while out.len() < limit {
             let parent = match cur.parent {
@@ -164,7 +171,7 @@ impl Archive {
                 let present = usize_of(parent.memory_len.saturating_sub(addr).min(len), cur.seg)?;
                 before.fill(0);
                 if let Some(b) = before.get_mut(..present).filter(|b| !b.is_empty()) {
-                    self.read(RecordId(parent.id), addr, b)?;
+                    self.read_record(RecordId(parent.id), addr, b)?;
                 }
                 if before != here {
                     out.push(Blame {
@@ -181,9 +188,16 @@ impl Archive {
         Ok(out)
     }
 
+    /// Pages that differ between two iterations of the timeline, as
+    /// `rewind::Recorder::diff` does.
+    pub fn diff(&self, a: u64, b: u64) -> Result<Vec<u32>, ArchiveError> {
+        let (a, b) = (self.at(a)?.id, self.at(b)?.id);
+        self.diff_records(a, b)
+    }
+
     /// Pages that differ between two records (slots past the shorter memory count as
     /// zero pages), in increasing order.
-    pub fn diff(&self, a: RecordId, b: RecordId) -> Result<Vec<u32>, ArchiveError> {
+    pub fn diff_records(&self, a: RecordId, b: RecordId) -> Result<Vec<u32>, ArchiveError> {
         let (pa, pb) = (self.pages(a)?, self.pages(b)?);
         let n = pa.len().max(pb.len());
         Ok((0..n)

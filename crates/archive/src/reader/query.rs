@@ -377,8 +377,9 @@ impl Archive {
         Ok(())
     }
 
-    /// Read `out.len()` bytes at `addr` of a record's memory.
-    pub fn read(&self, id: RecordId, addr: u64, out: &mut [u8]) -> Result<(), ArchiveError> {
+    /// Read `out.len()` bytes at `addr` of a record's memory (by record: any branch;
+    /// [`Archive::read`] reads by iteration on the timeline).
+    pub fn read_record(&self, id: RecordId, addr: u64, out: &mut [u8]) -> Result<(), ArchiveError> {
         let e = self.rec_entry(id.0)?;
         let len = out.len() as u64;
         if addr.checked_add(len).is_none_or(|end| end > e.memory_len) {
@@ -431,10 +432,11 @@ impl Archive {
         Ok(())
     }
 
-    /// Read bytes of `iteration` on the timeline.
-    pub fn read_at(&self, iteration: u64, addr: u64, out: &mut [u8]) -> Result<(), ArchiveError> {
+    /// Read `out.len()` bytes at `addr` of `iteration` on the timeline, as
+    /// [`History::read`](rewind_history::History::read) does.
+    pub fn read(&self, iteration: u64, addr: u64, out: &mut [u8]) -> Result<(), ArchiveError> {
         let id = self.at(iteration)?.id;
-        self.read(id, addr, out)
+        self.read_record(id, addr, out)
     }
 }
 

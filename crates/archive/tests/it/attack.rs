@@ -94,7 +94,7 @@ fn observe(bytes: &[u8]) -> String {
         let mut mem = vec![0u8; r.memory_len as usize];
         put(format!(
             "{:?} {:?}",
-            a.read(r.id, 0, &mut mem),
+            a.read_record(r.id, 0, &mut mem),
             xxhash_rust::xxh3::xxh3_64(&mem)
         ));
         for addr in [0u64, 1531 * 3, 5 * PAGE as u64 + 7] {
@@ -102,7 +102,7 @@ fn observe(bytes: &[u8]) -> String {
         }
         put(format!("{:?}", a.state_hash(r.iteration)));
         if let Some(p) = prev {
-            put(format!("{:?}", a.diff(p, r.id)));
+            put(format!("{:?}", a.diff_records(p, r.id)));
         }
         prev = Some(r.id);
     }
@@ -762,10 +762,10 @@ fn resealed_lies_are_rejected_and_pages_are_rehashed_on_read() {
         let Ok(a) = Archive::from_bytes(b) else { continue };
         for r in a.records().unwrap_or_default() {
             let mut mem = vec![0u8; r.memory_len as usize];
-            if a.read(r.id, 0, &mut mem).is_ok() {
+            if a.read_record(r.id, 0, &mut mem).is_ok() {
                 let orig = Archive::from_bytes(&bytes).expect("open");
                 let mut want = vec![0u8; r.memory_len as usize];
-                orig.read(r.id, 0, &mut want).expect("read");
+                orig.read_record(r.id, 0, &mut want).expect("read");
                 assert!(mem == want, "{name}: a read returned edited bytes");
             }
         }

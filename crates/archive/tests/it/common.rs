@@ -34,7 +34,7 @@ pub fn check_same(history: &History, archive: &Archive) {
         assert_eq!(pages, mem, "page vector of {}", r.id());
         let want = memory_of(history, r.id());
         let mut got = vec![0u8; want.len()];
-        archive.read(r.id(), 0, &mut got).expect("read");
+        archive.read_record(r.id(), 0, &mut got).expect("read");
         assert!(got == want, "memory of {}", r.id());
         if history.on_timeline(r.id()) {
             assert_eq!(archive.state_hash(r.iteration()).expect("at"), r.state_hash());
@@ -78,7 +78,7 @@ fn check_inspection(history: &History, archive: &Archive, listed: usize) {
                 continue;
             }
             let want = history.blame(r.iteration(), addr, n).expect("history blame");
-            let got = archive.blame(r.id(), addr, n).expect("archive blame");
+            let got = archive.blame_record(r.id(), addr, n).expect("archive blame");
             assert_eq!(got, want, "blame of {} at {addr}+{n}", r.id());
             let chain = archive.blame_chain(r.id(), addr, n, 4).expect("chain");
             assert_eq!(chain.first().copied(), want);
@@ -88,7 +88,7 @@ fn check_inspection(history: &History, archive: &Archive, listed: usize) {
             let a = history.record(p).expect("prev").snapshot();
             let want = rewind_snapshot::diff(a, r.snapshot());
             assert_eq!(
-                archive.diff(p, r.id()).expect("diff"),
+                archive.diff_records(p, r.id()).expect("diff"),
                 want,
                 "diff {p} {}",
                 r.id()

@@ -226,7 +226,7 @@ fn corruption_in_the_middle_names_the_offset_and_earlier_data_stays_readable() {
         let id = a.at(i).expect("at").id;
         assert_eq!(a.state_hash(i).expect("hash"), hashes[i as usize]);
         let mut got = vec![0u8; 8 * 1024];
-        a.read(id, 0, &mut got).expect("earlier iterations read");
+        a.read_record(id, 0, &mut got).expect("earlier iterations read");
         assert_eq!(got, memory_of(&h, id));
     }
     let id12 = a.at(12).expect("index entry is intact").id;
@@ -254,7 +254,7 @@ pub fn exercise(a: &Archive) {
             }
             let _ = a.page_at(r.id, 3);
             let mut out = vec![0u8; 3000.min(r.memory_len as usize)];
-            let _ = a.read(r.id, 0, &mut out);
+            let _ = a.read_record(r.id, 0, &mut out);
         }
     }
     let _ = a.timeline();

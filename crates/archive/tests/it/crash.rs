@@ -162,7 +162,7 @@ fn kill_loop(kills: usize, seed: u64) {
         let mut buf = vec![0u8; MEM];
         for i in check {
             let r = a.at(i).expect("a synced iteration is present");
-            a.read(r.id, 0, &mut buf).expect("read");
+            a.read_record(r.id, 0, &mut buf).expect("read");
             assert!(
                 buf == expected[i as usize],
                 "iteration {i} differs after kill {kill}"

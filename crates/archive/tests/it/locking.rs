@@ -72,7 +72,7 @@ fn check_against_model(a: &Archive, model: &mut Vec<Vec<u8>>) -> Result<usize, S
             step(&mut m, model.len() as u64);
             model.push(m);
         }
-        a.read(r.id, 0, &mut buf).map_err(|e| e.to_string())?;
+        a.read_record(r.id, 0, &mut buf).map_err(|e| e.to_string())?;
         if buf != model[r.iteration as usize] {
             return Err(format!("iteration {} differs", r.iteration));
         }
@@ -383,7 +383,7 @@ fn all_durable(path: &Path, synced: &[u64]) {
     let mut buf = vec![0u8; MEM];
     for &i in synced {
         let r = a.at(i).expect("a durable iteration is in the file");
-        a.read(r.id, 0, &mut buf).expect("read");
+        a.read_record(r.id, 0, &mut buf).expect("read");
         assert!(buf == model[i as usize], "iteration {i} differs");
     }
 }

@@ -272,7 +272,7 @@ fn index_merges_spread_over_commits_leave_a_valid_file_at_every_commit() {
             let head = h.head().expect("head");
             assert_eq!(a.state_hash(frame).expect("state hash"), head.state_hash());
             let mut got = vec![0u8; mem.len()];
-            a.read(head.id(), 0, &mut got).expect("read");
+            a.read_record(head.id(), 0, &mut got).expect("read");
             assert!(got == mem, "memory of frame {frame}");
         }
     }

@@ -1,6 +1,6 @@
 //! Sessions that persist to an archive and resume from it at any retained iteration.
 
-use rewind::{Archive, Durability, HistoryError};
+use rewind::{Archive, Durability};
 use rewind_wasmer::{CapturePreference, Session, SessionError, SessionOptions};
 use wasmer::TypedFunction;
 
@@ -114,10 +114,7 @@ fn resuming_what_the_archive_does_not_hold_is_an_error() {
     assert!(
         matches!(
             err,
-            SessionError::Rewind(rewind::Error::History(HistoryError::NotRetained {
-                iteration: 9,
-                ..
-            }))
+            SessionError::Rewind(rewind::Error::NotRetained { iteration: 9, .. })
         ),
         "{err:?}"
     );
@@ -155,7 +152,10 @@ fn pins_and_policy_changes_at_run_time() {
     assert!(s.state_hash(5).is_err(), "outside the window and not pinned");
     assert!(matches!(
         s.pin(5),
-        Err(SessionError::Rewind(rewind::Error::Gc(_)))
+        Err(SessionError::Rewind(rewind::Error::NotRetained {
+            iteration: 5,
+            ..
+        }))
     ));
     assert!(s.unpin(pinned));
     s.set_policy(rewind::Policy::default().keep_last(2));
