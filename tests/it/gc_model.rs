@@ -258,7 +258,8 @@ proptest! {
 /// A deep delta chain whose root expires is compacted and still reads correctly, and the
 /// chain-depth bound holds afterwards. Replaced pages are stored as deltas against their
 /// replacement, so a pinned old iteration hangs off a chain whose newer links expire one
-/// by one under a 10-frame window.
+/// by one under a 10-frame window (deltas made at once: with the default delay no
+/// page of a 10-frame window would become one).
 #[test]
 fn deep_chain_root_expiry_is_compacted() {
     let mut rec = Recorder::new(
@@ -266,6 +267,7 @@ fn deep_chain_root_expiry_is_compacted() {
             .expect("page")
             .seed(5)
             .max_chain(6)
+            .delta_after(0)
             .policy(Policy::default().keep_last(10)),
     )
     .expect("recorder");

@@ -162,6 +162,21 @@ impl HistoryConfig {
         self.store.max_chain = depth;
         self
     }
+
+    /// Frames a replaced page stays whole before it becomes a delta
+    /// ([`StoreConfig::delta_after`]).
+    pub fn delta_after(mut self, frames: u64) -> Self {
+        self.store.delta_after = frames;
+        self
+    }
+
+    /// Frames a raw page waits before it is compressed, and the most pages one GC step
+    /// compresses ([`StoreConfig::compress_after`], [`StoreConfig::compress_budget`]).
+    pub fn compression(mut self, after_frames: u64, budget: usize) -> Self {
+        self.store.compress_after = after_frames;
+        self.store.compress_budget = budget;
+        self
+    }
 }
 
 impl Default for HistoryConfig {
@@ -524,8 +539,10 @@ impl History {
         let before = self.store.stats();
         let prev = self.head().map(|r| r.snapshot.clone());
         let captured = capture(&mut self.store, prev.as_ref())?;
-        self.store.advance_frame();
+        // Counted before the frame advances: the deltas it makes of older pages are
+        // not this capture's bytes.
         let after = self.store.stats();
+        self.store.advance_frame();
         let id = RecordId(self.next_id);
         self.next_id += 1;
         let changes: Vec<(u32, PageHash)> = {

@@ -286,6 +286,19 @@ impl Options {
         self.history = self.history.max_chain(depth);
         self
     }
+    /// Frames a replaced page stays whole before it becomes a delta against its
+    /// replacement (default 10; see [`StoreConfig::delta_after`]). Rollbacks up to this
+    /// many frames back abandon only pages no delta depends on.
+    pub fn delta_after(mut self, frames: u64) -> Self {
+        self.history = self.history.delta_after(frames);
+        self
+    }
+    /// Frames a raw page waits before a GC step compresses it, and the most pages one
+    /// step compresses (defaults 16 and 16).
+    pub fn compression(mut self, after_frames: u64, budget: usize) -> Self {
+        self.history = self.history.compression(after_frames, budget);
+        self
+    }
     /// Persist to a new archive at `path`: every [`Recorder::capture`] appends what is
     /// new before the GC step runs. [`Recorder::new`] refuses a path that exists
     /// ([`ArchiveError::Exists`]); see [`Options::replace_archive`].

@@ -5,7 +5,10 @@
 //! page it replaces is re-encoded as a delta *against the new page* (a reverse delta, as
 //! git packs keep recent objects whole): history nearest the head stays cheapest to
 //! rebuild, and the oldest versions, which expire first, are leaves nobody depends on, so
-//! freeing them needs no compaction. Raw pages that nobody replaced for
+//! freeing them needs no compaction. The re-encoding waits
+//! [`StoreConfig::delta_after`] frames: a rollback abandons the newest pages, and a
+//! delta made against a page that is freed a few frames later would have to be
+//! compacted back into a full page, so the newest few frames are left whole. Raw pages that nobody replaced for
 //! [`StoreConfig::compress_after`] frames are compressed with lz4 by
 //! [`PageStore::compress_aged`].
 
@@ -26,6 +29,10 @@ pub struct StoreConfig {
     pub max_chain: u8,
     /// A replaced page becomes a delta only when the delta is at most `1/n` of the page.
     pub delta_divisor: u32,
+    /// Frames a replaced page stays whole before it is re-encoded as a delta against the
+    /// page that replaced it (0: at once). Rollbacks shorter than this abandon pages no
+    /// delta depends on, so dropping the abandoned branch needs no compaction.
+    pub delta_after: u64,
     /// Frames a raw page waits before [`PageStore::compress_aged`] compresses it
     /// (pages replaced sooner become deltas and are never compressed).
     pub compress_after: u64,
@@ -35,14 +42,16 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// Defaults for a page size: chains of at most 8 deltas, deltas of up to 1/4 page,
-    /// compression of pages left unreplaced for 16 frames, at most 16 per call.
+    /// Defaults for a page size: chains of at most 8 deltas, deltas of up to 1/4 page
+    /// made 10 frames after the replacement (past GGRS's default 8-frame prediction
+    /// window), compression of pages left unreplaced for 16 frames, at most 16 per call.
     pub fn new(page_size: PageSize) -> Self {
         StoreConfig {
             page_size,
             seed: None,
             max_chain: 8,
             delta_divisor: 4,
+            delta_after: 10,
             compress_after: 16,
             compress_budget: 16,
         }
@@ -57,6 +66,13 @@ impl StoreConfig {
     /// Set the longest delta chain (0 stores every page in full).
     pub fn max_chain(mut self, depth: u8) -> Self {
         self.max_chain = depth;
+        self
+    }
+
+    /// Set how many frames a replaced page stays whole before it becomes a delta (0:
+    /// at once).
+    pub fn delta_after(mut self, frames: u64) -> Self {
+        self.delta_after = frames;
         self
     }
 
@@ -219,9 +235,13 @@ pub struct PageStore {
     hasher: Hasher,
     max_chain: u8,
     delta_limit: usize,
+    delta_after: u64,
     compress_after: u64,
     compress_budget: usize,
     objects: KeyMap<Entry>,
+    /// Replaced pages awaiting re-encoding as a delta: (old, new, frame of the
+    /// replacement), oldest first.
+    replaced: VecDeque<(PageHash, PageHash, u64)>,
     /// Raw pages in the order they were stored, with their frame, awaiting compression.
     young: VecDeque<(PageHash, u64)>,
     frame: u64,
@@ -241,9 +261,11 @@ impl PageStore {
             hasher: Hasher::new(seed, config.page_size),
             max_chain: config.max_chain,
             delta_limit: ps / config.delta_divisor.max(1) as usize,
+            delta_after: config.delta_after,
             compress_after: config.compress_after,
             compress_budget: config.compress_budget,
             objects: KeyMap::default(),
+            replaced: VecDeque::new(),
             young: VecDeque::new(),
             frame: 0,
             scratch: Scratch::new(),
@@ -309,15 +331,49 @@ impl PageStore {
         Ok(())
     }
 
-    /// Count one frame: raw pages age by frames (see [`PageStore::compress_aged`]).
+    /// Count one frame: raw pages age by frames (see [`PageStore::compress_aged`]), and
+    /// pages replaced [`StoreConfig::delta_after`] frames ago become deltas against
+    /// their replacements (those still stored: a page freed since, such as one of an
+    /// abandoned branch, leaves its predecessor whole).
     pub fn advance_frame(&mut self) {
         self.frame += 1;
+        // A queue that outgrows its bound (a store that never advances frames, then
+        // does) drops its oldest entries: those pages stay whole, which is correct.
+        const QUEUE_CAP: usize = 1 << 20;
+        while self.replaced.len() > QUEUE_CAP {
+            self.replaced.pop_front();
+        }
+        while let Some(&(old, new, f)) = self.replaced.front() {
+            if f.saturating_add(self.delta_after) > self.frame {
+                break;
+            }
+            self.replaced.pop_front();
+            if !self.objects.contains_key(&old) || !self.whole_into_buf_b(new) {
+                continue;
+            }
+            let bytes = std::mem::take(&mut self.buf_b);
+            self.demote(old, new, &bytes);
+            self.buf_b = bytes;
+        }
+    }
+
+    /// Decodes the whole page `hash` into `buf_b`; false when it is not stored whole.
+    fn whole_into_buf_b(&mut self, hash: PageHash) -> bool {
+        let Some(Entry {
+            object: Object::Full { encoding, bytes },
+            ..
+        }) = self.objects.get(&hash)
+        else {
+            return false;
+        };
+        codec::decode_full(*encoding, bytes, &mut self.buf_b).is_ok()
     }
 
     /// Store `page` (whose hash is `hash`, from [`PageStore::hash`]) and take one
     /// reference to it. `base` is the page that held the same slot before (or
     /// [`PageHash::ZERO`]): when the new page is whole and the delta is small, `base` is
-    /// re-encoded as a delta against the new page.
+    /// re-encoded as a delta against the new page, [`StoreConfig::delta_after`] frames
+    /// later.
     pub fn put(&mut self, hash: PageHash, page: &[u8], base: PageHash) -> Result<Put, StoreError> {
         self.check_len(page)?;
         if hash.is_zero() {
@@ -337,7 +393,11 @@ impl PageStore {
             self.young.push_back((hash, self.frame));
             Put::Full(page.len())
         };
-        self.demote(base, hash, page);
+        if self.delta_after == 0 {
+            self.demote(base, hash, page);
+        } else if !base.is_zero() && base != hash {
+            self.replaced.push_back((base, hash, self.frame));
+        }
         Ok(put)
     }
 
@@ -729,8 +789,60 @@ fn count_out(stats: &mut StoreStats, object: &Object) {
 mod tests {
     use super::*;
 
+    /// A store that makes deltas at once, as the tests below expect.
     fn store() -> PageStore {
-        PageStore::new(StoreConfig::new(PageSize::new(1024).unwrap()).seed(9))
+        PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(9)
+                .delta_after(0),
+        )
+    }
+
+    #[test]
+    fn deltas_wait_and_a_page_freed_before_then_leaves_its_predecessor_whole() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(9)
+                .delta_after(3),
+        );
+        let a = page(1);
+        let (mut b, mut c) = (a.clone(), a.clone());
+        b[10] ^= 0xff;
+        c[20] ^= 0xff;
+        let (ha, hb, hc) = (s.hash(&a), s.hash(&b), s.hash(&c));
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.advance_frame();
+        // b replaces a, then is abandoned (freed) two frames later: no delta was made,
+        // so freeing b compacts nothing and a stays whole.
+        s.put(hb, &b, ha).unwrap();
+        s.advance_frame();
+        s.advance_frame();
+        assert!(
+            matches!(s.get(ha), Some(ObjectRef::Full { .. })),
+            "a waits 3 frames"
+        );
+        let freed = s.release(hb).unwrap();
+        assert_eq!(freed.compacted, 0);
+        for _ in 0..4 {
+            s.advance_frame();
+        }
+        assert!(
+            matches!(s.get(ha), Some(ObjectRef::Full { .. })),
+            "b is gone: a stays whole"
+        );
+        assert_eq!(s.stats().deltas_made, 0);
+        // c replaces a and survives: after 3 frames a is a delta against c.
+        s.put(hc, &c, ha).unwrap();
+        for _ in 0..2 {
+            s.advance_frame();
+            assert!(matches!(s.get(ha), Some(ObjectRef::Full { .. })));
+        }
+        s.advance_frame();
+        assert!(matches!(s.get(ha), Some(ObjectRef::Delta { parent, .. }) if parent == hc));
+        let mut out = vec![0u8; 1024];
+        s.read(ha, &mut out).unwrap();
+        assert_eq!(out, a);
+        assert!(s.verify().is_empty());
     }
 
     fn page(seed: u8) -> Vec<u8> {
@@ -801,6 +913,7 @@ mod tests {
     fn replaced_pages_become_reverse_deltas_within_the_bound() {
         let mut s = PageStore::new(
             StoreConfig::new(PageSize::new(1024).unwrap())
+                .delta_after(0)
                 .seed(1)
                 .max_chain(4),
         );
@@ -819,6 +932,7 @@ mod tests {
     fn freeing_oldest_first_needs_no_compaction() {
         let mut s = PageStore::new(
             StoreConfig::new(PageSize::new(1024).unwrap())
+                .delta_after(0)
                 .seed(1)
                 .max_chain(4),
         );
@@ -840,6 +954,7 @@ mod tests {
     fn freeing_newest_first_compacts_and_keeps_pages_readable() {
         let mut s = PageStore::new(
             StoreConfig::new(PageSize::new(1024).unwrap())
+                .delta_after(0)
                 .seed(1)
                 .max_chain(4),
         );
@@ -877,6 +992,7 @@ mod tests {
     fn aged_raw_pages_are_compressed() {
         let mut s = PageStore::new(
             StoreConfig::new(PageSize::new(1024).unwrap())
+                .delta_after(0)
                 .seed(1)
                 .compress_after(2),
         );

@@ -98,8 +98,13 @@ fn globals(frame: u64) -> Vec<GlobalValue> {
 /// header's creation time set to [`CREATED_UNIX`]. Returns the history as it was at the
 /// last append.
 fn write_golden(path: &Path) -> History {
-    let mut history =
-        History::new(HistoryConfig::new(PAGE as u64).expect("config").seed(0x60_1d_e2)).expect("history");
+    let mut history = History::new(
+        HistoryConfig::new(PAGE as u64)
+            .expect("config")
+            .seed(0x60_1d_e2)
+            .delta_after(0),
+    )
+    .expect("history");
     let mut writer = ArchiveWriter::create(path, &history, Durability::Manual).expect("create");
     let mut gc = Collector::new(Policy::default().keep_last(6));
     let mut rng = Bytes(0x0123_4567_89ab_cdef);
