@@ -81,7 +81,7 @@ impl Recording {
             if let Some(missed) = changed.iter().find(|p| written.binary_search(p).is_err()) {
                 return Err(format!(
                     "{}: page {missed} changed but the kernel did not report it written",
-                    run.kind()
+                    run.name()
                 )
                 .into());
             }

@@ -50,9 +50,9 @@ impl GuestRun {
     /// restoring anything (the live guest is only asked where its framebuffer
     /// is and how large, which does not change once the game runs).
     pub fn doom_frame(&mut self, iteration: u64) -> Result<DoomFrame, Error> {
-        if self.kind() != GuestKind::Doom {
+        if self.kind() != Some(GuestKind::Doom) {
             return Err(Error::Export {
-                guest: self.kind(),
+                guest: self.name().to_owned(),
                 name: "screen_ptr".into(),
                 reason: "only Doom has a framebuffer".into(),
             });
@@ -61,7 +61,7 @@ impl GuestRun {
         let dims = (self.call_i32("screen_width")?, self.call_i32("screen_height")?);
         let (Ok(width), Ok(height)) = (usize::try_from(dims.0), usize::try_from(dims.1)) else {
             return Err(Error::BadReturn {
-                guest: GuestKind::Doom,
+                guest: GuestKind::Doom.to_string(),
                 call: "screen_width/screen_height".into(),
                 detail: format!("{dims:?}"),
             });

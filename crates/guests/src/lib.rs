@@ -39,7 +39,7 @@ use thiserror::Error;
 
 pub use doom::DoomFrame;
 pub use host::{Host, HostConfig, HostState};
-pub use run::{GuestRun, PAGE_SIZE, RAPIER_BODIES};
+pub use run::{GuestRun, GuestSpec, HostDriver, PAGE_SIZE, RAPIER_BODIES};
 
 /// The guests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -169,8 +169,8 @@ pub enum Error {
     /// The guest does not export what its driver calls.
     #[error("{guest}: export {name}: {reason}")]
     Export {
-        /// The guest.
-        guest: GuestKind,
+        /// The guest's name.
+        guest: String,
         /// The export.
         name: String,
         /// Why.
@@ -179,8 +179,8 @@ pub enum Error {
     /// A guest call trapped or failed.
     #[error("{guest}: calling {call}")]
     Call {
-        /// The guest.
-        guest: GuestKind,
+        /// The guest's name.
+        guest: String,
         /// What was called.
         call: String,
         /// The trap.
@@ -190,8 +190,8 @@ pub enum Error {
     /// A call returned something unexpected.
     #[error("{guest}: {call} returned {detail}")]
     BadReturn {
-        /// The guest.
-        guest: GuestKind,
+        /// The guest's name.
+        guest: String,
         /// What was called.
         call: String,
         /// What came back.

@@ -25,12 +25,12 @@ pub(crate) struct World {
 
 fn call(store: &mut Store, instance: &Instance, name: &str, args: &[Value]) -> Result<Box<[Value]>, Error> {
     let func = instance.exports.get_function(name).map_err(|e| Error::Export {
-        guest: GuestKind::Rapier,
+        guest: GuestKind::Rapier.to_string(),
         name: name.to_owned(),
         reason: e.to_string(),
     })?;
     func.call(store, args).map_err(|source| Error::Call {
-        guest: GuestKind::Rapier,
+        guest: GuestKind::Rapier.to_string(),
         call: name.to_owned(),
         source,
     })
@@ -41,7 +41,7 @@ fn call_i32(store: &mut Store, instance: &Instance, name: &str, args: &[Value]) 
     match ret.first() {
         Some(Value::I32(v)) => Ok(*v),
         other => Err(Error::BadReturn {
-            guest: GuestKind::Rapier,
+            guest: GuestKind::Rapier.to_string(),
             call: name.to_owned(),
             detail: format!("{other:?}, not an i32"),
         }),
@@ -152,7 +152,7 @@ impl World {
             Some(Value::F64(h)) => *h,
             other => {
                 return Err(Error::BadReturn {
-                    guest: GuestKind::Rapier,
+                    guest: GuestKind::Rapier.to_string(),
                     call: "rawrigidbodyset_createRigidBody".into(),
                     detail: format!("{other:?}, not an f64 handle"),
                 })
