@@ -171,6 +171,18 @@ fn range_note(oldest: Option<u64>, newest: Option<u64>) -> String {
 impl Error {
     /// The iteration of a [`NotRetained`](Error::NotRetained) error (also when it is the
     /// cause of a [`Deferred`](Error::Deferred) one).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?)?;
+    /// rec.capture(0, &[0u8; 4096], &[], None, None)?;
+    /// let err = rec.state_hash(9).unwrap_err();
+    /// assert_eq!(err.not_retained(), Some(9));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn not_retained(&self) -> Option<u64> {
         match self {
             Error::NotRetained { iteration, .. } => Some(*iteration),
@@ -237,6 +249,17 @@ impl From<ArchiveError> for Error {
 
 /// Where and how a [`Recorder`] persists its history.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// ```
+/// use rewind::*;
+///
+/// # fn main() -> Result<(), rewind::Error> {
+/// let options = Options::new(4096)?.archive("game.rwd", Durability::Manual);
+/// let archive = options.archive.as_ref().map(|a| (a.path.clone(), a.replace));
+/// assert_eq!(archive, Some(("game.rwd".into(), false)));
+/// # Ok(())
+/// # }
+/// ```
 pub struct ArchiveOptions {
     /// The archive's path.
     pub path: PathBuf,
@@ -249,6 +272,20 @@ pub struct ArchiveOptions {
 
 /// How a [`Recorder`] is set up.
 #[derive(Clone, Debug)]
+///
+/// ```
+/// use rewind::*;
+///
+/// # fn main() -> Result<(), rewind::Error> {
+/// let options = Options::new(4096)?
+///     .seed(0x5eed)
+///     .policy(Policy::default().keep_last(600))
+///     .pipeline(PipelineOptions::new());
+/// let rec = Recorder::new(options)?;
+/// # let _ = rec;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Options {
     /// History configuration (page size, seed, delta chain bound).
     pub history: HistoryConfig,
@@ -263,6 +300,17 @@ pub struct Options {
 
 impl Options {
     /// Options for a page size (a power of two from 1 KiB to 64 KiB); keeps everything.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let options = Options::new(4096)?;
+    /// assert!(Options::new(1000).is_err(), "not a power of two");
+    /// # let _ = options;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(page_size: u64) -> Result<Self, Error> {
         Ok(Options {
             history: HistoryConfig::new(page_size)?,
@@ -272,16 +320,55 @@ impl Options {
         })
     }
     /// Use this hash seed (peers that compare state hashes must share it).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// // Peers that compare state hashes use the same seed.
+    /// let (a, b) = (Options::new(4096)?.seed(42), Options::new(4096)?.seed(42));
+    /// let (mut ra, mut rb) = (Recorder::new(a)?, Recorder::new(b)?);
+    /// let mem = vec![7u8; 4096];
+    /// ra.capture(0, &mem, &[], None, None)?;
+    /// rb.capture(0, &mem, &[], None, None)?;
+    /// assert_eq!(ra.state_hash(0)?, rb.state_hash(0)?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.history = self.history.seed(seed);
         self
     }
     /// The retention policy.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.policy(Policy::default().keep_last(3)))?;
+    /// for frame in 0..10u64 {
+    ///     rec.capture(frame, &[frame as u8; 4096], &[], None, None)?;
+    /// }
+    /// assert_eq!(rec.history().len(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
     }
     /// Bound delta chains.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// // Every page stored whole: reads never apply a delta.
+    /// let options = Options::new(4096)?.max_chain(0);
+    /// # let _ = options;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_chain(mut self, depth: u8) -> Self {
         self.history = self.history.max_chain(depth);
         self
@@ -289,12 +376,34 @@ impl Options {
     /// Frames a replaced page stays whole before it becomes a delta against its
     /// replacement (default 10; see [`StoreConfig::delta_after`]). Rollbacks up to this
     /// many frames back abandon only pages no delta depends on.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// // GGRS with a 12-frame prediction window: keep 13 frames of replaced pages whole.
+    /// let options = Options::new(4096)?.delta_after(13);
+    /// # let _ = options;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn delta_after(mut self, frames: u64) -> Self {
         self.history = self.history.delta_after(frames);
         self
     }
     /// Frames a raw page waits before a GC step compresses it, and the most pages one
     /// step compresses (defaults 16 and 16).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// // Compress pages left alone for 4 frames, at least 64 per GC step.
+    /// let options = Options::new(4096)?.compression(4, 64);
+    /// # let _ = options;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn compression(mut self, after_frames: u64, budget: usize) -> Self {
         self.history = self.history.compression(after_frames, budget);
         self
@@ -302,6 +411,24 @@ impl Options {
     /// Persist to a new archive at `path`: every [`Recorder::capture`] appends what is
     /// new before the GC step runs. [`Recorder::new`] refuses a path that exists
     /// ([`ArchiveError::Exists`]); see [`Options::replace_archive`].
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("rewind-doc-opt-archive-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("game.rwd");
+    /// let mut rec = Recorder::new(Options::new(4096)?.archive(&path, Durability::EveryAppend))?;
+    /// rec.capture(0, &[1u8; 4096], &[], None, None)?;
+    /// assert_eq!(Archive::open(&path)?.state_hash(0)?, rec.state_hash(0)?);
+    /// assert!(Recorder::new(Options::new(4096)?.archive(&path, Durability::EveryAppend)).is_err(), "exists");
+    /// # drop(rec);
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn archive(mut self, path: impl Into<PathBuf>, durability: Durability) -> Self {
         self.archive = Some(ArchiveOptions {
             path: path.into(),
@@ -312,11 +439,43 @@ impl Options {
     }
     /// Record captures on a worker thread: [`Recorder::submit`] copies the pages a
     /// capture examines and returns; see [`Recorder`].
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new()))?;
+    /// assert!(rec.is_pipelined());
+    /// rec.submit(0, &[3u8; 4096], &[], Some(&[0]), None)?;
+    /// rec.settle()?;
+    /// assert_eq!(rec.head_iteration(), Some(0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pipeline(mut self, options: PipelineOptions) -> Self {
         self.pipeline = Some(options);
         self
     }
     /// As [`Options::archive`], replacing an archive already at `path`.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("rewind-doc-replace-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("game.rwd");
+    /// for _ in 0..2 {
+    ///     let mut rec = Recorder::new(Options::new(4096)?.replace_archive(&path, Durability::Manual))?;
+    ///     rec.capture(0, &[1u8; 4096], &[], None, None)?;
+    ///     rec.sync()?;
+    /// }
+    /// assert_eq!(Archive::open(&path)?.records()?.len(), 1);
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn replace_archive(mut self, path: impl Into<PathBuf>, durability: Durability) -> Self {
         self.archive = Some(ArchiveOptions {
             path: path.into(),
@@ -330,6 +489,19 @@ impl Options {
 /// The whole state of one iteration, for a guest started fresh from it
 /// ([`Recorder::resume_at`]).
 #[derive(Clone, Debug, PartialEq)]
+///
+/// ```
+/// use rewind::*;
+///
+/// # fn main() -> Result<(), rewind::Error> {
+/// let mut rec = Recorder::new(Options::new(4096)?)?;
+/// rec.capture(0, &[5u8; 4096], &[GlobalValue::I64(-5)], None, None)?;
+/// let state: State = rec.resume_at(0)?;
+/// assert_eq!((state.memory.len(), state.globals.len()), (4096, 1));
+/// assert_eq!(state.state_hash, rec.state_hash(0)?);
+/// # Ok(())
+/// # }
+/// ```
 pub struct State {
     /// The iteration.
     pub iteration: u64,
@@ -356,6 +528,23 @@ pub struct State {
 /// memory (its hint was relative to a capture that did not happen). Dropping the
 /// recorder finishes the captures in flight (they reach the archive) before it
 /// returns.
+///
+/// ```
+/// use rewind::*;
+///
+/// # fn main() -> Result<(), rewind::Error> {
+/// let mut rec = Recorder::new(Options::new(4096)?.policy(Policy::default().keep_last(600)))?;
+/// let mut mem = vec![0u8; 16 * 4096];
+/// for frame in 0..30u64 {
+///     mem[(frame as usize % 16) * 4096] = frame as u8; // the guest runs a frame
+///     rec.capture(frame, &mem, &[], Some(&[(frame % 16) as u32]), None)?;
+/// }
+/// // A late input for frame 20: go back and re-simulate from there.
+/// rec.rollback_to(20, &mut mem, LiveMemory::AtHead)?;
+/// assert_eq!(mem[4 * 4096], 20);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Recorder {
     /// The state, when it is on the caller's side (always, without a pipeline).
     home: OnceCell<Box<Core>>,
@@ -401,6 +590,17 @@ impl Predicted {
 
 /// A capture handed to the worker ([`Recorder::submit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// ```
+/// use rewind::*;
+///
+/// # fn main() -> Result<(), rewind::Error> {
+/// let mut rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new()))?;
+/// let ticket: Ticket = rec.submit(3, &[0u8; 4096], &[], None, None)?;
+/// assert_eq!(rec.history().record(ticket.record).map(|r| r.iteration()), Some(3));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Ticket {
     /// The iteration.
     pub iteration: u64,
@@ -449,6 +649,18 @@ impl Recorder {
 
     /// Start the capture pipeline on a recorder that runs without one (e.g. one from
     /// [`Recorder::open`]). A no-op when it already has one.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let rec = Recorder::new(Options::new(4096)?)?;
+    /// assert!(!rec.is_pipelined());
+    /// let rec = rec.with_pipeline(PipelineOptions::new().staging_budget(8 << 20))?;
+    /// assert!(rec.is_pipelined());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_pipeline(mut self, options: PipelineOptions) -> Result<Self, Error> {
         if self.pipe.is_none() {
             self.pipe = Some(Pipe::start(options)?);
@@ -457,6 +669,15 @@ impl Recorder {
     }
 
     /// True when captures are recorded on a worker thread ([`Options::pipeline`]).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// assert!(!Recorder::new(Options::new(4096)?)?.is_pipelined());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_pipelined(&self) -> bool {
         self.pipe.is_some()
     }
@@ -546,11 +767,40 @@ impl Recorder {
 
     /// Wait for every capture in flight and report a failure of any of them. A no-op
     /// without a pipeline.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new()))?;
+    /// let mut mem = vec![0u8; 4 * 4096];
+    /// rec.submit(0, &mem, &[], None, None)?;
+    /// for frame in 1..5u64 {
+    ///     mem[4096 * (frame as usize % 4)] = frame as u8;
+    ///     rec.submit(frame, &mem, &[], Some(&[(frame % 4) as u32]), None)?;
+    /// }
+    /// rec.settle()?; // every capture above is recorded (or its error returned)
+    /// assert_eq!(rec.history().len(), 5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn settle(&mut self) -> Result<(), Error> {
         self.core().map(|_| ())
     }
 
     /// The head's iteration, counting the captures in flight; does not wait for them.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?)?;
+    /// assert_eq!(rec.head_iteration(), None);
+    /// rec.capture(5, &[0u8; 4096], &[], None, None)?;
+    /// assert_eq!(rec.head_iteration(), Some(5));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn head_iteration(&self) -> Option<u64> {
         match self.home.get() {
             Some(core) => core.history.head().map(|h| h.iteration()),
@@ -560,6 +810,19 @@ impl Recorder {
 
     /// Caller-thread and worker figures of the capture pipeline (zero without one).
     /// Does not wait for the worker.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new()))?;
+    /// rec.submit(0, &[1u8; 8192], &[], Some(&[0, 1]), None)?;
+    /// rec.settle()?;
+    /// let stats = rec.pipeline_stats();
+    /// assert_eq!((stats.staged, stats.pages_staged), (1, 2));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pipeline_stats(&self) -> PipelineStats {
         let mut stats = self.stats.get();
         if let Some(p) = &self.pipe {
@@ -626,6 +889,30 @@ impl Recorder {
     /// [`Recorder::capture`] is `iteration + 1`; records after `iteration` become an
     /// abandoned branch. Nothing changes on error ([`Error::NotRetained`] for an
     /// iteration that is not retained).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("rewind-doc-resume-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("game.rwd");
+    /// let mut rec = Recorder::new(Options::new(4096)?.archive(&path, Durability::EveryAppend))?;
+    /// for frame in 0..10u64 {
+    ///     rec.capture(frame, &[frame as u8; 4096], &[GlobalValue::I64(frame as i64)], None, None)?;
+    /// }
+    /// drop(rec);
+    /// let mut rec = Recorder::open(&path, Durability::EveryAppend, Policy::default())?;
+    /// let state = rec.resume_at(6)?;
+    /// assert_eq!((state.iteration, state.memory[0]), (6, 6));
+    /// assert_eq!(state.globals, vec![GlobalValue::I64(6)]);
+    /// rec.capture(7, &[70u8; 4096], &[GlobalValue::I64(70)], None, None)?; // a new branch from 6
+    /// # drop(rec);
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn resume_at(&mut self, iteration: u64) -> Result<State, Error> {
         let history = &mut self.core_mut()?.history;
         let record = history.at(iteration)?;
@@ -646,6 +933,15 @@ impl Recorder {
     }
 
     /// The archive writer, when the recorder persists (after the captures in flight).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// assert!(Recorder::new(Options::new(4096)?)?.archive().is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn archive(&self) -> Option<&ArchiveWriter> {
         self.bring_home().archive.as_ref()
     }
@@ -653,6 +949,16 @@ impl Recorder {
     /// Append what the archive does not hold yet (records, and the head after a
     /// rollback) and sync it to disk, after the captures in flight. A no-op without an
     /// archive.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?)?;
+    /// rec.sync()?; // without an archive: nothing to do
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sync(&mut self) -> Result<(), Error> {
         let core = self.core_mut()?;
         if let Some(w) = &mut core.archive {
@@ -664,22 +970,71 @@ impl Recorder {
 
     /// The history, after the captures in flight (a worker failure among them is
     /// reported by the next call that returns a `Result`).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let mut mem = vec![0u8; 4 * 4096];
+    /// rec.capture(0, &mem, &[], None, None)?;
+    /// assert_eq!(rec.history().at(0)?.snapshot().memory_len(), mem.len() as u64);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn history(&self) -> &History {
         &self.bring_home().history
     }
 
     /// The history, mutably (for rollbacks without restore, checkouts, removals), after
     /// the captures in flight.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let mut mem = vec![0u8; 4 * 4096];
+    /// rec.capture(0, &mem, &[], None, None)?;
+    /// mem[0] = 1;
+    /// rec.capture(1, &mem, &[], Some(&[0]), None)?;
+    /// rec.history_mut().set_head(0)?; // the head only: memory is the caller's to restore
+    /// assert_eq!(rec.head_iteration(), Some(0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn history_mut(&mut self) -> &mut History {
         &mut self.home_mut().history
     }
 
     /// The collector (policy, pins).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let rec = Recorder::new(Options::new(4096)?.policy(Policy::default().keep_last(60)))?;
+    /// assert_eq!(rec.collector().policy().keep_last, Some(60));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn collector(&self) -> &Collector {
         &self.bring_home().gc
     }
 
     /// What the last GC step freed (after the captures in flight).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.policy(Policy::default().keep_last(1)))?;
+    /// rec.capture(0, &[1u8; 4096], &[], None, None)?;
+    /// rec.capture(1, &[2u8; 4096], &[], None, None)?;
+    /// assert_eq!(rec.last_gc().removed.records, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn last_gc(&self) -> GcReport {
         self.bring_home().last_gc
     }
@@ -692,6 +1047,22 @@ impl Recorder {
     ///
     /// With a pipeline this waits for the worker to record it; [`Recorder::submit`]
     /// returns as soon as the pages are copied.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?)?;
+    /// let mut mem = vec![0u8; 4 * 4096];
+    /// rec.capture(0, &mem, &[GlobalValue::I32(0)], None, None)?; // no hint: every page hashed
+    /// mem[2 * 4096] = 1;
+    /// let input = 7u32.to_le_bytes();
+    /// let report = rec.capture(1, &mem, &[GlobalValue::I32(1)], Some(&[2]), Some(&input))?;
+    /// assert_eq!(report.pages_changed, 1);
+    /// assert_eq!(rec.history().input(report.record), Some(&input[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn capture(
         &mut self,
         iteration: u64,
@@ -730,6 +1101,21 @@ impl Recorder {
     ///
     /// Without a hint (`None`), or without a pipeline, the capture is recorded here,
     /// after the captures in flight.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new()))?;
+    /// let mut mem = vec![0u8; 4 * 4096];
+    /// let first = rec.submit(0, &mem, &[], None, None)?; // no hint: recorded at once
+    /// mem[0] = 1;
+    /// let ticket = rec.submit(1, &mem, &[], Some(&[0]), None)?; // page 0 copied, the worker does the rest
+    /// assert_eq!((first.iteration, ticket.iteration), (0, 1));
+    /// assert_ne!(rec.state_hash(1)?, rec.state_hash(0)?); // waits for iteration 1 only
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn submit(
         &mut self,
         iteration: u64,
@@ -846,6 +1232,22 @@ impl Recorder {
     /// Roll back to `iteration`, writing its pages into `memory` (which must already be
     /// its length) and returning the globals to set. Nothing changes on error. With a
     /// pipeline, waits for the captures in flight first.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let mut mem = vec![0u8; 4 * 4096];
+    /// rec.capture(0, &mem, &[], None, None)?;
+    /// mem[4096] = 9;
+    /// rec.capture(1, &mem, &[], Some(&[1]), None)?;
+    /// let back = rec.rollback_to(0, &mut mem, LiveMemory::AtHead)?;
+    /// assert_eq!(mem[4096], 0);
+    /// assert_eq!(back.iteration, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn rollback_to(
         &mut self,
         iteration: u64,
@@ -950,6 +1352,21 @@ impl Recorder {
     }
 
     /// Byte ranges that differ between two iterations of the timeline.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let mut mem = vec![0u8; 4 * 4096];
+    /// rec.capture(0, &mem, &[], None, None)?;
+    /// mem[100..104].copy_from_slice(&[1, 2, 3, 4]);
+    /// rec.capture(1, &mem, &[], Some(&[0]), None)?;
+    /// let ranges = rec.diff_bytes(0, 1)?;
+    /// assert_eq!((ranges[0].addr, ranges[0].len), (100, 4));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn diff_bytes(&self, a: u64, b: u64) -> Result<Vec<ByteRange>, Error> {
         let history = &self.core()?.history;
         Ok(rewind_snapshot::diff_bytes(
@@ -988,16 +1405,65 @@ impl Recorder {
     }
 
     /// Unpin a record.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.policy(Policy::default().keep_last(2)))?;
+    /// rec.capture(0, &[0u8; 4096], &[], None, None)?;
+    /// let pinned = rec.pin(0)?;
+    /// for frame in 1..5u64 {
+    ///     rec.capture(frame, &[frame as u8; 4096], &[], None, None)?;
+    /// }
+    /// assert!(rec.state_hash(0).is_ok(), "pinned");
+    /// assert!(rec.unpin(pinned));
+    /// rec.collect()?;
+    /// assert!(rec.state_hash(0).is_err(), "collected once unpinned");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn unpin(&mut self, id: RecordId) -> bool {
         self.home_mut().gc.unpin(id)
     }
 
     /// Change the retention policy (pins are kept).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?)?; // keeps everything
+    /// for frame in 0..10u64 {
+    ///     rec.capture(frame, &[frame as u8; 4096], &[], None, None)?;
+    /// }
+    /// // Peers confirmed frame 8: nothing older can be rolled back to.
+    /// rec.set_policy(Policy::default().keep_from(8));
+    /// rec.collect()?;
+    /// assert_eq!(rec.history().len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_policy(&mut self, policy: Policy) {
         self.home_mut().gc.set_policy(policy);
     }
 
     /// A full collection, budget included.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?)?;
+    /// for frame in 0..10u64 {
+    ///     rec.capture(frame, &[frame as u8; 4096], &[], None, None)?;
+    /// }
+    /// rec.set_policy(Policy::default().keep_last(4));
+    /// let report = rec.collect()?;
+    /// assert_eq!(report.removed.records, 6);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn collect(&mut self) -> Result<GcReport, Error> {
         let core = self.core_mut()?;
         core.last_gc = core.gc.collect(&mut core.history)?;

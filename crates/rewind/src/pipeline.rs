@@ -34,6 +34,16 @@ use crate::Error;
 
 /// Options of the capture pipeline ([`crate::Options::pipeline`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// ```
+/// use rewind::*;
+///
+/// # fn main() -> Result<(), rewind::Error> {
+/// let options = Options::new(4096)?.pipeline(PipelineOptions { staging_budget: 16 << 20 });
+/// assert_eq!(options.pipeline.map(|p| p.staging_budget), Some(16 << 20));
+/// # Ok(())
+/// # }
+/// ```
 pub struct PipelineOptions {
     /// Bytes of staged pages that may wait for the worker. A capture that would go
     /// past it blocks until the worker has recorded enough (counted in
@@ -52,11 +62,31 @@ impl Default for PipelineOptions {
 
 impl PipelineOptions {
     /// The default: a 64 MiB staging budget.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// assert_eq!(PipelineOptions::new().staging_budget, 64 << 20);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The staging budget in bytes.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// // At most 8 MiB of copied pages wait for the worker; a capture beyond blocks.
+    /// let rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new().staging_budget(8 << 20)))?;
+    /// # let _ = rec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn staging_budget(mut self, bytes: usize) -> Self {
         self.staging_budget = bytes;
         self
@@ -65,6 +95,20 @@ impl PipelineOptions {
 
 /// What the pipeline did so far: caller-thread and worker figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// ```
+/// use rewind::*;
+///
+/// # fn main() -> Result<(), rewind::Error> {
+/// let mut rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new()))?;
+/// rec.submit(0, &[0u8; 4096], &[], None, None)?;
+/// rec.submit(1, &[1u8; 4096], &[], Some(&[0]), None)?;
+/// rec.settle()?;
+/// let stats: PipelineStats = rec.pipeline_stats();
+/// assert_eq!((stats.synchronous, stats.staged, stats.blocked), (1, 1, 0));
+/// # Ok(())
+/// # }
+/// ```
 pub struct PipelineStats {
     /// Captures staged for the worker.
     pub staged: u64,

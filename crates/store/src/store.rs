@@ -36,8 +36,10 @@ pub struct StoreConfig {
     /// Frames a raw page waits before [`PageStore::compress_aged`] compresses it
     /// (pages replaced sooner become deltas and are never compressed).
     pub compress_after: u64,
-    /// The most pages one [`PageStore::compress_aged`] call compresses, so a per-frame
-    /// call has a bounded cost; [`PageStore::compress_all_aged`] has no limit.
+    /// The fewest pages one [`PageStore::compress_aged`] call may compress; the budget
+    /// rises with the rate raw pages are stored at ([`PageStore::compress_budget`]), so
+    /// a per-frame call costs in proportion to what the frame wrote;
+    /// [`PageStore::compress_all_aged`] has no limit.
     pub compress_budget: usize,
 }
 
@@ -238,6 +240,10 @@ pub struct PageStore {
     delta_after: u64,
     compress_after: u64,
     compress_budget: usize,
+    /// Raw pages stored in the current frame, and a running average per frame
+    /// (×16, fixed point): the compression budget follows it.
+    stored_this_frame: u64,
+    store_rate_x16: u64,
     objects: KeyMap<Entry>,
     /// Replaced pages awaiting re-encoding as a delta: (old, new, frame of the
     /// replacement), oldest first.
@@ -264,6 +270,8 @@ impl PageStore {
             delta_after: config.delta_after,
             compress_after: config.compress_after,
             compress_budget: config.compress_budget,
+            stored_this_frame: 0,
+            store_rate_x16: 0,
             objects: KeyMap::default(),
             replaced: VecDeque::new(),
             young: VecDeque::new(),
@@ -337,6 +345,9 @@ impl PageStore {
     /// abandoned branch, leaves its predecessor whole).
     pub fn advance_frame(&mut self) {
         self.frame += 1;
+        // An exponential average over ~4 frames of the raw pages stored per frame.
+        self.store_rate_x16 = (self.store_rate_x16 * 3 + self.stored_this_frame * 16) / 4;
+        self.stored_this_frame = 0;
         // A queue that outgrows its bound (a store that never advances frames, then
         // does) drops its oldest entries: those pages stay whole, which is correct.
         const QUEUE_CAP: usize = 1 << 20;
@@ -391,6 +402,7 @@ impl PageStore {
             self.insert_entry(hash, object, 1);
             self.stats.new_objects += 1;
             self.young.push_back((hash, self.frame));
+            self.stored_this_frame += 1;
             Put::Full(page.len())
         };
         if self.delta_after == 0 {
@@ -465,11 +477,22 @@ impl PageStore {
         }
     }
 
-    /// Compress up to `compress_budget` raw pages stored at least `compress_after` frames
+    /// The most pages one [`PageStore::compress_aged`] call examines: the configured
+    /// budget, or 5/4 of the raw pages stored per frame lately when more arrive, so
+    /// that compression keeps up with a guest that writes most of its pages (whose
+    /// pages rarely become small deltas) instead of leaving them raw.
+    pub fn compress_budget(&self) -> usize {
+        let rate = self.store_rate_x16.div_ceil(16);
+        let following = rate.saturating_add(rate / 4);
+        self.compress_budget
+            .max(usize::try_from(following).unwrap_or(usize::MAX))
+    }
+
+    /// Compress up to [`PageStore::compress_budget`] raw pages stored at least `compress_after` frames
     /// ago that are still whole and raw, oldest first. Returns how many pages were
     /// examined. Pages left over wait for the next call.
     pub fn compress_aged(&mut self) -> usize {
-        self.compress_some(self.compress_budget)
+        self.compress_some(self.compress_budget())
     }
 
     /// Compress every raw page that has aged (for explicit, idle-time collection).
@@ -1019,6 +1042,34 @@ mod tests {
         let hq = s.hash(&q);
         s.put(hq, &q, h).unwrap();
         assert!(matches!(s.get(h), Some(ObjectRef::Delta { .. })));
+        assert!(s.verify().is_empty());
+    }
+
+    #[test]
+    fn the_compression_budget_follows_the_write_rate() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(1)
+                .compress_after(2),
+        );
+        assert_eq!(s.compress_budget(), 16, "the configured floor");
+        // 100 new pages a frame, each page distinct and never replaced.
+        let mut n = 0u32;
+        for _ in 0..12 {
+            for _ in 0..100 {
+                n += 1;
+                let mut p = page(7);
+                p[..4].copy_from_slice(&n.to_le_bytes());
+                s.put(s.hash(&p), &p, PageHash::ZERO).unwrap();
+            }
+            s.advance_frame();
+            s.compress_aged();
+        }
+        assert!(s.compress_budget() >= 100, "budget {}", s.compress_budget());
+        // Compression kept up: only the last compress_after frames' pages are raw.
+        assert!(s.stats().raw_pages <= 300, "{:?}", s.stats());
+        // With a fixed budget of 16 it could not have.
+        assert!(s.stats().compressed >= 12 * 100 - 300);
         assert!(s.verify().is_empty());
     }
 
