@@ -247,3 +247,72 @@ fn files_without_host_states_or_names_have_no_extra_segment() {
     assert_eq!(a.global_names().expect("names"), Vec::<Option<String>>::new());
     assert_eq!(a.host_state(RecordId(3)).expect("none"), None);
 }
+
+/// Re-seal the segment at `off` after its payload was edited.
+fn reseal(b: &mut [u8], off: usize) {
+    let len = u64::from_le_bytes(b[off + 8..off + 16].try_into().expect("8 bytes")) as usize;
+    let start = off + format::SEG_HEADER_LEN;
+    let sum = format::checksum(&b[start..start + len], SEED);
+    b[off + 16..off + 24].copy_from_slice(&sum.to_le_bytes());
+    let sum = format::checksum(&b[off..off + 24], SEED);
+    b[off + 24..off + 32].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// The offset of `needle` inside the payload of the segment at `off`.
+fn find_in(b: &[u8], off: usize, needle: &[u8]) -> usize {
+    let len = u64::from_le_bytes(b[off + 8..off + 16].try_into().expect("8 bytes")) as usize;
+    let start = off + format::SEG_HEADER_LEN;
+    start
+        + b[start..start + len]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the bytes are in the payload")
+}
+
+#[test]
+fn re_sealed_edits_of_extra_segments_fail_verify() {
+    let dir = tmpdir();
+    let path = dir.path().join("x.rwd");
+    let h = write(&path);
+    let good = std::fs::read(&path).expect("read");
+    let head = h.head().expect("head");
+    let hash = head.host_state_hash().expect("the head has a host state");
+
+    // The head's host state names a blob the file does not hold.
+    let mut b = good.clone();
+    let extra = last_extra(&b) as usize;
+    let at = find_in(&b, extra, hash.as_bytes());
+    b[at] ^= 1;
+    reseal(&mut b, extra);
+    let a = Archive::from_bytes(&b).expect("opens");
+    let err = a.verify().expect_err("a missing blob");
+    assert!(matches!(err, ArchiveError::Inconsistent { .. }), "{err}");
+    assert!(a.host_state(head.id()).is_err());
+    rest_reads(&a, &h);
+
+    // The names (set by the first record's commit) are not UTF-8.
+    let mut b = good.clone();
+    let mut off = (b.len() - TRAILER_LEN) as u64;
+    let first_named = loop {
+        let t = Trailer::decode(&b, off, SEED).expect("trailer");
+        if t.prev == format::NONE {
+            panic!("no commit set names");
+        }
+        let prev = Trailer::decode(&b, t.prev, SEED).expect("trailer");
+        if prev.extra == 0 {
+            break t.extra as usize;
+        }
+        off = t.prev;
+    };
+    let at = find_in(&b, first_named, b"drift");
+    b[at] = 0xff;
+    reseal(&mut b, first_named);
+    let a = Archive::from_bytes(&b).expect("opens");
+    let err = a.global_names().expect_err("not UTF-8");
+    assert!(
+        matches!(err, ArchiveError::Inconsistent { reason, .. } if reason.contains("UTF-8")),
+        "{err}"
+    );
+    assert!(a.verify().is_err());
+    rest_reads(&a, &h);
+}
