@@ -131,9 +131,11 @@ pub fn collect_file(input: &Path, policy: &Policy, output: &Path) -> Result<Coll
         .len();
     let before = FileCounts::of(&archive, len)?;
     let mut history = archive.to_history()?;
+    let names = archive.global_names()?;
     drop(archive);
     let removed = Collector::new(policy.clone()).collect(&mut history)?.removed;
     let mut writer = ArchiveWriter::create(output, &history, Durability::Manual)?;
+    writer.set_global_names(names);
     writer.append(&history)?;
     writer.sync()?;
     let bytes = writer.len();

@@ -41,6 +41,9 @@ pub enum SegKind {
     Runs = 2,
     /// The index root of one commit ([`RootSeg`]).
     Root = 3,
+    /// Host states and global names set by one commit ([`ExtraSeg`]), named by the
+    /// commit's trailer. Written only by commits that have either.
+    Extra = 4,
 }
 
 impl SegKind {
@@ -50,6 +53,7 @@ impl SegKind {
             1 => Some(SegKind::Data),
             2 => Some(SegKind::Runs),
             3 => Some(SegKind::Root),
+            4 => Some(SegKind::Extra),
             _ => None,
         }
     }
@@ -307,6 +311,9 @@ pub struct Trailer {
     pub prev: u64,
     /// Offset of the first segment of this commit.
     pub start: u64,
+    /// Offset of this commit's extra segment ([`SegKind::Extra`]), or 0 for none (every
+    /// file written before the segment existed holds 0 here).
+    pub extra: u64,
 }
 
 impl Trailer {
@@ -319,6 +326,7 @@ impl Trailer {
         put(&mut b, 24, &self.head.to_le_bytes());
         put(&mut b, 32, &self.prev.to_le_bytes());
         put(&mut b, 40, &self.start.to_le_bytes());
+        put(&mut b, 48, &self.extra.to_le_bytes());
         let sum = checksum(b.get(..56).unwrap_or(&[]), seed);
         put(&mut b, 56, &sum.to_le_bytes());
         b
@@ -363,6 +371,7 @@ impl Trailer {
             head: le_u64(b, 24),
             prev: le_u64(b, 32),
             start: le_u64(b, 40),
+            extra: le_u64(b, 48),
         })
     }
 }
@@ -546,6 +555,44 @@ pub struct DataSeg {
     pub inputs: Vec<InputMeta>,
     /// Their bytes.
     pub input_bytes: Vec<u8>,
+}
+
+/// One host state set by an [`ExtraSeg`]: the blob `hash` (in the input blob table)
+/// is the host state of record `record`; `has` 0 clears it.
+#[derive(Archive, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostRef {
+    /// Record number.
+    pub record: u64,
+    /// Blob hash (zeros when `has` is 0).
+    pub hash: [u8; 16],
+    /// 1: the record has this host state; 0: it has none.
+    pub has: u8,
+}
+
+/// One global's name in an [`ExtraSeg`]: `name_bytes[start..start+len]` (UTF-8) names
+/// the recorded global at position `index`.
+#[derive(Archive, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameRef {
+    /// Position among the recorded globals.
+    pub index: u32,
+    /// Start in `name_bytes`.
+    pub start: u64,
+    /// Length.
+    pub len: u32,
+}
+
+/// The payload of an extra segment: what one commit set besides records and objects.
+/// A later commit's entries win over an earlier one's.
+#[derive(Archive, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtraSeg {
+    /// Host states set by this commit (new records', or a record's changed one).
+    pub host: Vec<HostRef>,
+    /// 1 when this commit sets the global names (the whole list: `names`).
+    pub names_set: u8,
+    /// Named globals (globals without a name are left out), by increasing index.
+    pub names: Vec<NameRef>,
+    /// Their bytes.
+    pub name_bytes: Vec<u8>,
 }
 
 /// Object index entry: where an object lives.

@@ -155,6 +155,7 @@ pub fn compact(path: impl AsRef<Path>, policy: &Policy) -> Result<CompactReport,
         .map_err(ArchiveError::io("stat", &target))?
         .len();
     let mut history: History = archive.to_history()?;
+    let names = archive.global_names()?;
     drop(archive);
     let report = Collector::new(policy.clone()).collect(&mut history)?;
     let perms = writer::existing_permissions(&target)?;
@@ -164,6 +165,7 @@ pub fn compact(path: impl AsRef<Path>, policy: &Policy) -> Result<CompactReport,
             file.set_permissions(p).map_err(ArchiveError::io("chmod", &tmp))?;
         }
         let mut w = ArchiveWriter::start(file, &tmp, &history, Durability::Manual)?;
+        w.set_global_names(names);
         w.append(&history)?;
         w.sync()?;
         std::fs::rename(&tmp, &target).map_err(ArchiveError::io("rename", &target))?;

@@ -64,8 +64,10 @@ pub struct AppendReport {
     pub records: u64,
     /// Page objects written.
     pub objects: u64,
-    /// Input blobs written.
+    /// Blobs written (inputs and host states).
     pub inputs: u64,
+    /// Host states set by this commit (new records', or a record's changed one).
+    pub host_states: u64,
     /// Of the records, those written with a full page vector (checkpoints).
     pub checkpoints: u64,
     /// Bytes appended to the file.
@@ -92,6 +94,8 @@ pub struct ArchiveWriter {
     last_trailer: u64,
     written: Written,
     scratch: Scratch,
+    /// Global names to write with the next commit (they differ from the file's).
+    names: Option<Vec<Option<String>>>,
     /// The writer lock; `None` only for the private temporary file of a compaction.
     lock: Option<ArchiveLock>,
 }
@@ -226,6 +230,7 @@ impl ArchiveWriter {
             last_trailer: NONE,
             written: Written::empty(),
             scratch: Scratch::new(),
+            names: None,
             lock: None,
         };
         w.append_inner(history, true)?;
@@ -272,6 +277,7 @@ impl ArchiveWriter {
             last_trailer,
             written,
             scratch: Scratch::new(),
+            names: None,
             lock: Some(lock),
         })
     }
@@ -289,6 +295,24 @@ impl ArchiveWriter {
     /// Records in the file.
     pub fn records(&self) -> usize {
         self.written.records.len()
+    }
+
+    /// Name the recorded globals, by position (`None` for one without a name): the
+    /// inspector prints them instead of `global N`. Written with the next commit when
+    /// they differ from the names the file holds (an [`ArchiveWriter::append`] then
+    /// commits even with no new record); a reader sees the newest names
+    /// ([`Archive::global_names`]).
+    pub fn set_global_names(&mut self, names: Vec<Option<String>>) {
+        let mut names = names;
+        while names.last().is_some_and(Option::is_none) {
+            names.pop();
+        }
+        self.names = (names != self.written.names).then_some(names);
+    }
+
+    /// The global names the file holds (or the writer will write with the next commit).
+    pub fn global_names(&self) -> &[Option<String>] {
+        self.names.as_deref().unwrap_or(&self.written.names)
     }
 
     /// Hands written bytes to the OS. Appends write straight to the file, so this only
@@ -325,18 +349,46 @@ impl ArchiveWriter {
         self.check(history)?;
         let head = history.head().map_or(NONE, |r| r.id().0);
         let fresh = self.written.select(history);
-        if fresh.is_empty() && head == self.written.head && !force {
+        // The head's host state may have been set (or changed) after it was written.
+        let head_host = history.head().and_then(|r| {
+            let now = r.host_state_hash().map(|h| h.0);
+            (self.written.records.contains_key(&r.id().0) && now != self.written.host.get(&r.id().0).copied())
+                .then_some((r, now))
+        });
+        if fresh.is_empty()
+            && head == self.written.head
+            && head_host.is_none()
+            && self.names.is_none()
+            && !force
+        {
             return Ok(AppendReport::default());
         }
         let mut encoder = Encoder::new(history, &self.header, &self.written, &mut self.scratch, self.end);
         for r in fresh {
             encoder.record(r)?;
         }
+        if let Some((r, now)) = head_host {
+            encoder.host_state(r, now)?;
+        }
         let mut staged = encoder.staged;
+        if let Some(names) = &self.names {
+            staged.extra.names_set = 1;
+            for (i, n) in names.iter().enumerate() {
+                if let Some(n) = n {
+                    staged.extra.names.push(NameRef {
+                        index: i as u32,
+                        start: staged.extra.name_bytes.len() as u64,
+                        len: n.len() as u32,
+                    });
+                    staged.extra.name_bytes.extend_from_slice(n.as_bytes());
+                }
+            }
+        }
         let mut rep = AppendReport {
             records: staged.rec_entries.len() as u64,
             objects: staged.obj_entries.len() as u64,
             inputs: staged.input_entries.len() as u64,
+            host_states: staged.extra.host.len() as u64,
             checkpoints: staged.checkpoints,
             ..AppendReport::default()
         };
@@ -350,11 +402,14 @@ impl ArchiveWriter {
             object_count: (self.written.objects.len() + staged.objects.len()) as u64,
             ..RootSeg::default()
         };
-        let commit = self.serialize(&staged.data, &mut tables, root)?;
+        let commit = self.serialize(&staged.data, &staged.extra, &mut tables, root)?;
         rep.bytes = commit.trailer_off + TRAILER_LEN as u64 - self.end;
         rep.synced = self.commit(commit)?;
         rep.committed = true;
         self.written.remember(staged, tables, head);
+        if let Some(names) = self.names.take() {
+            self.written.names = names;
+        }
         Ok(rep)
     }
 
@@ -381,6 +436,7 @@ impl ArchiveWriter {
     fn serialize(
         &self,
         data: &DataSeg,
+        extra: &ExtraSeg,
         tables: &mut Tables,
         mut root: RootSeg,
     ) -> Result<Serialized, ArchiveError> {
@@ -391,6 +447,14 @@ impl ArchiveWriter {
             let payload = ser(data)?;
             push_seg(&mut buf, data_off, SegKind::Data, &payload, seed);
         }
+        // Host states and names, only when this commit sets any: a file without them
+        // is byte for byte what a writer without extra segments wrote.
+        let extra_off = if extra.host.is_empty() && extra.names_set == 0 {
+            0
+        } else {
+            let payload = ser(extra)?;
+            push_seg(&mut buf, data_off, SegKind::Extra, &payload, seed)
+        };
         // One runs segment per table, so a query touching the (small) timeline or record
         // runs never checksums a large merged object run.
         let mut runs = RunsSeg::default();
@@ -420,6 +484,7 @@ impl ArchiveWriter {
             head: root.head,
             prev: self.last_trailer,
             start: data_off,
+            extra: extra_off,
         }
         .encode(seed);
         Ok(Serialized {
@@ -615,6 +680,10 @@ struct Written {
     objects: ObjectIndex,
     records: HashMap<u64, RecState>,
     inputs: HashSet<InputHash>,
+    /// The host state of every written record that has one, by record number.
+    host: HashMap<u64, [u8; 16]>,
+    /// The global names the file holds.
+    names: Vec<Option<String>>,
     /// Records numbered below this are written (or were gone from the history).
     next_unwritten: u64,
     tables: Tables,
@@ -628,6 +697,8 @@ impl Written {
             objects: ObjectIndex::default(),
             records: HashMap::new(),
             inputs: HashSet::new(),
+            host: HashMap::new(),
+            names: Vec::new(),
             next_unwritten: 0,
             tables: Tables::default(),
             head: NONE,
@@ -651,6 +722,12 @@ impl Written {
         for e in w.tables.inputs.iter().flat_map(|r| r.used()) {
             w.inputs.insert(InputHash(e.hash));
         }
+        w.host = archive
+            .host_states()?
+            .into_iter()
+            .map(|(r, h)| (r, h.0))
+            .collect();
+        w.names = archive.global_names()?;
         w.head = archive.last_trailer().map_or(NONE, |(_, t)| t.head);
         w.next_unwritten = archive
             .next_record_id()?
@@ -749,6 +826,12 @@ impl Written {
         }
         self.records.extend(staged.records);
         self.inputs.extend(staged.inputs);
+        for h in &staged.extra.host {
+            match h.has {
+                0 => self.host.remove(&h.record),
+                _ => self.host.insert(h.record, h.hash),
+            };
+        }
         self.tables = tables;
         self.head = head;
     }
@@ -781,6 +864,8 @@ struct Staged {
     inputs: HashSet<InputHash>,
     input_entries: Vec<InputEntry>,
     checkpoints: u64,
+    /// Host states and names this commit sets.
+    extra: ExtraSeg,
 }
 
 /// The encode step: stages the records of one commit, and the objects and inputs they
@@ -837,6 +922,7 @@ impl<'w> Encoder<'w> {
                 inputs: HashSet::new(),
                 input_entries: Vec::new(),
                 checkpoints: 0,
+                extra: ExtraSeg::default(),
             },
         }
     }
@@ -889,6 +975,9 @@ impl<'w> Encoder<'w> {
         if let Some(h) = r.input_hash() {
             self.input(r, h)?;
         }
+        if let Some(h) = r.host_state_hash() {
+            self.host_state(r, Some(h.0))?;
+        }
         let parent_id = parent.map_or(NONE, |p| p.0);
         // Counts against the parent as this file holds it: after a collection that
         // parent may be further back than the one the record was captured against,
@@ -939,13 +1028,39 @@ impl<'w> Encoder<'w> {
 
     /// Stage the input blob `h` of `r` unless the file or this commit has it.
     fn input(&mut self, r: &Record, h: InputHash) -> Result<(), ArchiveError> {
-        let staged = &mut self.staged;
-        if self.written.inputs.contains(&h) || staged.inputs.contains(&h) {
-            return Ok(());
-        }
         let bytes = self.history.input(r.id()).ok_or(ArchiveError::NotAppendable {
             reason: "a record names an input blob the history does not hold",
         })?;
+        self.blob(h, bytes);
+        Ok(())
+    }
+
+    /// Stage `r`'s host state (`hash`, `None` for none): its blob, in the input blob
+    /// table, unless the file or this commit has it, and the record → blob entry.
+    fn host_state(&mut self, r: &Record, hash: Option<[u8; 16]>) -> Result<(), ArchiveError> {
+        if let Some(h) = hash {
+            let bytes = self
+                .history
+                .host_state(r.id())
+                .ok_or(ArchiveError::NotAppendable {
+                    reason: "a record names a host state the history does not hold",
+                })?;
+            self.blob(InputHash(h), bytes);
+        }
+        self.staged.extra.host.push(HostRef {
+            record: r.id().0,
+            hash: hash.unwrap_or([0; 16]),
+            has: hash.is_some() as u8,
+        });
+        Ok(())
+    }
+
+    /// Stage blob `h` (`bytes`) unless the file or this commit has it.
+    fn blob(&mut self, h: InputHash, bytes: &[u8]) {
+        let staged = &mut self.staged;
+        if self.written.inputs.contains(&h) || staged.inputs.contains(&h) {
+            return;
+        }
         let start = staged.data.input_bytes.len() as u64;
         staged.data.input_bytes.extend_from_slice(bytes);
         staged.input_entries.push(InputEntry {
@@ -959,7 +1074,6 @@ impl<'w> Encoder<'w> {
             len: bytes.len() as u64,
         });
         staged.inputs.insert(h);
-        Ok(())
     }
 
     /// Stage a record's meta and its index entry (`since`: change-list entries since

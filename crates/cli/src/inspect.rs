@@ -343,7 +343,7 @@ pub fn show(archive: &Archive, target: Target) -> Result<ShowReport> {
     Ok(ShowReport {
         record: record(archive, &r)?,
         page_size: ps as u32,
-        globals: Global::all(r.id, &archive.globals(r.id)?),
+        globals: Global::all(r.id, &archive.globals(r.id)?, &archive.global_names()?),
         changed,
     })
 }
@@ -443,18 +443,21 @@ fn differing_pages(xa: &Archive, ra: &RecordInfo, xb: &Archive, rb: &RecordInfo)
 
 /// The globals that differ between two records.
 fn global_changes(
-    a: &RecordInfo,
-    ga: &[GlobalValue],
-    b: &RecordInfo,
-    gb: &[GlobalValue],
+    (a, ga, na): (&RecordInfo, &[GlobalValue], &[Option<String>]),
+    (b, gb, nb): (&RecordInfo, &[GlobalValue], &[Option<String>]),
 ) -> Vec<GlobalChange> {
     (0..ga.len().max(gb.len()))
         .filter(|&i| ga.get(i) != gb.get(i))
-        .map(|i| GlobalChange {
-            kind: "global_change",
-            index: i,
-            a: ga.get(i).map(|g| Global::of(a.id, i, *g)),
-            b: gb.get(i).map(|g| Global::of(b.id, i, *g)),
+        .map(|i| {
+            let a = ga.get(i).map(|g| Global::of(a.id, i, *g).named(na));
+            let b = gb.get(i).map(|g| Global::of(b.id, i, *g).named(nb));
+            GlobalChange {
+                kind: "global_change",
+                index: i,
+                name: a.as_ref().or(b.as_ref()).and_then(|g| g.name.clone()),
+                a,
+                b,
+            }
         })
         .collect()
 }
@@ -491,7 +494,8 @@ pub fn diff_between(xa: &Archive, a: Target, xb: &Archive, b: Target, stat: bool
             });
         }
     }
-    let globals = global_changes(&ra, &xa.globals(ra.id)?, &rb, &xb.globals(rb.id)?);
+    let (na, nb) = (xa.global_names()?, xb.global_names()?);
+    let globals = global_changes((&ra, &xa.globals(ra.id)?, &na), (&rb, &xb.globals(rb.id)?, &nb));
     Ok(DiffReport {
         summary: DiffSummary {
             kind: "diff",
@@ -654,7 +658,7 @@ pub fn export(
         record: r.id.0,
         memory_len: r.memory_len,
         state_hash: r.state_hash.to_hex(),
-        globals: Global::all(r.id, &globals),
+        globals: Global::all(r.id, &globals, &archive.global_names()?),
     })
 }
 

@@ -92,16 +92,31 @@ pub struct Global {
     pub value: String,
     /// The raw bits in hex (`0x…`).
     pub bits: String,
+    /// Its name, when the archive stores one (the guest's export name, or `$name` from
+    /// the module's name section); left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Global {
-    /// The globals of record `record`.
-    pub fn all(record: RecordId, globals: &[GlobalValue]) -> Vec<Global> {
+    /// The globals of record `record`, named by `names` (by index).
+    pub fn all(record: RecordId, globals: &[GlobalValue], names: &[Option<String>]) -> Vec<Global> {
         globals
             .iter()
             .enumerate()
-            .map(|(index, g)| Global::of(record, index, *g))
+            .map(|(index, g)| Global::of(record, index, *g).named(names))
             .collect()
+    }
+
+    /// This global with its name from `names` (by index), if there is one.
+    pub fn named(mut self, names: &[Option<String>]) -> Global {
+        self.name = names.get(self.index).cloned().flatten();
+        self
+    }
+
+    /// How text output calls it: its name, else `global N`.
+    pub fn label(&self) -> String {
+        label(self.index, self.name.as_deref())
     }
 
     /// Global `index` of `record`, of value `g`.
@@ -120,6 +135,7 @@ impl Global {
             ty: g.ty().name(),
             value,
             bits,
+            name: None,
         }
     }
 }
@@ -185,6 +201,9 @@ pub struct GlobalChange {
     pub kind: &'static str,
     /// Index of the global.
     pub index: usize,
+    /// Its name, when the archive stores one; left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// In the first record.
     pub a: Option<Global>,
     /// In the second record.
@@ -230,4 +249,13 @@ pub struct Change {
     pub before: Option<String>,
     /// The bytes at this record, hex.
     pub after: String,
+}
+
+/// How text output calls global `index`: its name (`$drift`, or an export name), else
+/// `global N`.
+pub fn label(index: usize, name: Option<&str>) -> String {
+    match name {
+        Some(n) => n.to_owned(),
+        None => format!("global {index}"),
+    }
 }

@@ -718,6 +718,59 @@ mod tests {
             .expect("all imports resolve");
     }
 
+    /// A session of [`GUEST`] on `host`, with `options`.
+    fn session_on(host: &Host, options: SessionOptions) -> Session {
+        let value = Arc::new(AtomicI64::new(5));
+        let imports_host = host.clone();
+        let session = Session::with_imports(GUEST, options, move |store| {
+            let module = Module::new(store, GUEST).expect("module");
+            let extra = input_imports(store, &value);
+            imports_host
+                .imports_with(store, &module, &extra)
+                .expect("imports")
+        })
+        .expect("session");
+        host.set_memory(session.guest().memory().clone());
+        session
+    }
+
+    #[test]
+    fn a_session_resumed_from_an_archive_continues_with_the_hosts_clock() {
+        let dir = std::env::temp_dir().join(format!("rewind-guests-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("clock.rwd");
+        let _ = std::fs::remove_file(&path);
+        let options = || SessionOptions::new(4096).expect("page size").seed(3);
+        let host = Host::new(HostConfig::default());
+        let mut first = session_on(&host, options().archive(&path, rewind::Durability::EveryAppend));
+        first.set_host_state(host.clone(), true);
+        let mut hashes = Vec::new();
+        for _ in 0..8 {
+            host.begin_frame();
+            hashes.push(first.step(&[]).expect("step").state_hash);
+        }
+        drop(first);
+        // A new process: a fresh host (its clock at the start) resumes frame 4.
+        let host = Host::new(HostConfig::default());
+        let mut resumed = session_on(
+            &host,
+            options().resume_from(&path, 4, rewind::Durability::EveryAppend),
+        );
+        resumed.set_host_state(host.clone(), true);
+        let clock_at_4 = HostConfig::default().clock_start_ns + 4 * HostConfig::default().frame_ns;
+        assert_eq!(
+            host.state().clock_ns,
+            clock_at_4,
+            "the clock came back from the archive"
+        );
+        for expected in &hashes[4..] {
+            host.begin_frame();
+            assert_eq!(resumed.step(&[]).expect("continue").state_hash, *expected);
+        }
+        drop(resumed);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_new_guest_runs_on_the_host_and_its_clock_rolls_back() {
         let host = Host::new(HostConfig::default());

@@ -127,6 +127,17 @@ pub enum Inconsistency {
     /// The index of abandoned records does not match the timeline.
     #[error("the abandoned set does not match the timeline")]
     Abandoned,
+    /// A blob (input or host state) whose reference count differs from the records
+    /// naming it, or that a record names but the history does not hold (`found` 0).
+    #[error("blob {hash}: {found} references, records name it {owned} times")]
+    BlobRefs {
+        /// The blob.
+        hash: InputHash,
+        /// Its reference count (0 when it is missing).
+        found: u32,
+        /// Records naming it, as input or host state.
+        owned: u32,
+    },
 }
 
 fn range_note(oldest: Option<u64>, newest: Option<u64>) -> String {
@@ -199,6 +210,8 @@ pub struct Record {
     /// snapshots of root records these are the store references the history owns.
     changes: Vec<(u32, PageHash)>,
     input: Option<InputHash>,
+    /// The host state recorded with this iteration (a blob in the same table as inputs).
+    host: Option<InputHash>,
     pages_changed: u32,
     bytes_stored: u64,
 }
@@ -232,6 +245,11 @@ impl Record {
     /// The hash of the input recorded with this iteration.
     pub fn input_hash(&self) -> Option<InputHash> {
         self.input
+    }
+    /// The hash of the host state recorded with this iteration
+    /// ([`History::set_host_state`]).
+    pub fn host_state_hash(&self) -> Option<InputHash> {
+        self.host
     }
     /// Pages that changed at capture.
     pub fn pages_changed(&self) -> u32 {
@@ -315,7 +333,7 @@ pub struct RemoveReport {
     pub bytes: u64,
     /// Deltas compacted because their parent was freed.
     pub compacted: u64,
-    /// Input blobs freed.
+    /// Blobs freed: inputs and host states (they share one content-addressed table).
     pub inputs: u64,
 }
 
@@ -489,6 +507,60 @@ impl History {
         self.inputs.get(&h).map(|b| &*b.bytes)
     }
 
+    /// The host state recorded with a record ([`History::set_host_state`]).
+    pub fn host_state(&self, id: RecordId) -> Option<&[u8]> {
+        let h = self.records.get(&id)?.host?;
+        self.inputs.get(&h).map(|b| &*b.bytes)
+    }
+
+    /// Record `bytes` as the host state of record `id` (a guest's host-side state: a
+    /// clock, a random generator, file positions), right after its capture. Stored
+    /// content-addressed in the table of input blobs, so equal states (consecutive
+    /// iterations that did not change it) share one copy; freed with the last record
+    /// naming it. Replaces a host state the record had.
+    pub fn set_host_state(&mut self, id: RecordId, bytes: &[u8]) -> Result<InputHash, HistoryError> {
+        if !self.records.contains_key(&id) {
+            return Err(HistoryError::NoSuchRecord(id));
+        }
+        let h = self.retain_blob(bytes);
+        let old = self.records.get_mut(&id).and_then(|r| r.host.replace(h));
+        if let Some(old) = old {
+            self.release_blob(old);
+        }
+        Ok(h)
+    }
+
+    /// Take a reference to the blob of `bytes`, storing it if new; its hash.
+    fn retain_blob(&mut self, bytes: &[u8]) -> InputHash {
+        let h = self.store.hasher().input(bytes);
+        let input_bytes = &mut self.input_bytes;
+        self.inputs
+            .entry(h)
+            .or_insert_with(|| {
+                *input_bytes += bytes.len() as u64;
+                Blob {
+                    bytes: bytes.into(),
+                    refs: 0,
+                }
+            })
+            .refs += 1;
+        h
+    }
+
+    /// Drop a reference to a blob; true when that freed it.
+    fn release_blob(&mut self, h: InputHash) -> bool {
+        let Some(b) = self.inputs.get_mut(&h) else {
+            return false;
+        };
+        b.refs = b.refs.saturating_sub(1);
+        if b.refs > 0 {
+            return false;
+        }
+        self.input_bytes -= b.bytes.len() as u64;
+        self.inputs.remove(&h);
+        true
+    }
+
     /// Capture the guest state of `iteration` after the head.
     ///
     /// `hint` names pages that may have changed since the head was captured or restored
@@ -550,21 +622,7 @@ impl History {
             c.sort_unstable_by_key(|e| e.0);
             c
         };
-        let input = input.map(|bytes| {
-            let h = self.store.hasher().input(bytes);
-            let input_bytes = &mut self.input_bytes;
-            self.inputs
-                .entry(h)
-                .or_insert_with(|| {
-                    *input_bytes += bytes.len() as u64;
-                    Blob {
-                        bytes: bytes.into(),
-                        refs: 0,
-                    }
-                })
-                .refs += 1;
-            h
-        });
+        let input = input.map(|bytes| self.retain_blob(bytes));
         let report = CaptureReport {
             record: id,
             state_hash: captured.snapshot.state_hash(),
@@ -581,6 +639,7 @@ impl History {
             snapshot: captured.snapshot,
             changes,
             input,
+            host: None,
             pages_changed: captured.changes.len() as u32,
             bytes_stored: report.bytes_stored,
         };
@@ -812,14 +871,9 @@ impl History {
                 }
             }
         }
-        if let Some(h) = rec.input {
-            if let Some(b) = self.inputs.get_mut(&h) {
-                b.refs -= 1;
-                if b.refs == 0 {
-                    self.input_bytes -= b.bytes.len() as u64;
-                    self.inputs.remove(&h);
-                    removed.inputs += 1;
-                }
+        for h in rec.input.into_iter().chain(rec.host) {
+            if self.release_blob(h) {
+                removed.inputs += 1;
             }
         }
         let after = self.store.stats();
@@ -902,6 +956,29 @@ impl History {
                 meta_recounted: meta,
                 inputs: self.input_bytes,
                 inputs_recounted: inputs,
+            });
+        }
+        let mut named: HashMap<InputHash, u32> = HashMap::new();
+        for r in self.records.values() {
+            for h in r.input.into_iter().chain(r.host) {
+                *named.entry(h).or_default() += 1;
+            }
+        }
+        for (h, b) in &self.inputs {
+            let owned = named.get(h).copied().unwrap_or(0);
+            if b.refs != owned {
+                return Err(Inconsistency::BlobRefs {
+                    hash: *h,
+                    found: b.refs,
+                    owned,
+                });
+            }
+        }
+        if let Some((h, n)) = named.iter().find(|(h, _)| !self.inputs.contains_key(h)) {
+            return Err(Inconsistency::BlobRefs {
+                hash: *h,
+                found: 0,
+                owned: *n,
             });
         }
         let abandoned: BTreeSet<RecordId> = self
@@ -994,6 +1071,61 @@ mod tests {
                 meta_recounted: h.meta_bytes,
                 inputs: 7,
                 inputs_recounted: 4,
+            })
+        );
+    }
+
+    #[test]
+    fn host_states_are_shared_blobs_freed_with_their_records() {
+        let mut h = history(6);
+        let ids: Vec<RecordId> = h.timeline().map(|r| r.id()).collect();
+        // Frames 0..3 keep the same host state, 4 and 5 another; input blobs are one
+        // byte each, so the table holds 6 inputs + 2 host states.
+        for (i, id) in ids.iter().enumerate() {
+            let state: &[u8] = if i < 4 { b"clock=1" } else { b"clock=2" };
+            h.set_host_state(*id, state).expect("record exists");
+        }
+        assert_eq!(h.host_state(ids[2]), Some(&b"clock=1"[..]));
+        assert_eq!(
+            h.record(ids[1]).and_then(Record::host_state_hash),
+            h.record(ids[3]).and_then(Record::host_state_hash)
+        );
+        assert_eq!(h.inputs.len(), 8);
+        assert_eq!(h.check(), Ok(()));
+        // Replacing one frees nothing still named elsewhere; removing the last record
+        // naming a state frees it.
+        h.set_host_state(ids[4], b"clock=1").expect("record exists");
+        assert_eq!(h.inputs.len(), 8);
+        let removed = h.remove(ids[4]).expect("not the head");
+        assert_eq!(removed.inputs, 1, "its input blob; clock=1 is still named");
+        assert_eq!(h.check(), Ok(()));
+        let before = h.inputs.len();
+        h.remove(ids[0]).expect("not the head");
+        h.remove(ids[1]).expect("not the head");
+        h.remove(ids[2]).expect("not the head");
+        let removed = h.remove(ids[3]).expect("not the head");
+        assert_eq!(removed.inputs, 2, "frame 3's input and the last clock=1");
+        assert_eq!(h.inputs.len(), before - 5);
+        assert_eq!(h.host_state(ids[5]), Some(&b"clock=2"[..]));
+        assert_eq!(h.check(), Ok(()));
+        assert!(matches!(
+            h.set_host_state(ids[0], b"x"),
+            Err(HistoryError::NoSuchRecord(_))
+        ));
+    }
+
+    #[test]
+    fn check_names_a_host_state_blob_with_a_wrong_count() {
+        let mut h = history(3);
+        let head = h.head().map(Record::id).expect("head");
+        let hash = h.set_host_state(head, b"rng").expect("head exists");
+        h.inputs.get_mut(&hash).expect("stored").refs += 1;
+        assert_eq!(
+            h.check(),
+            Err(Inconsistency::BlobRefs {
+                hash,
+                found: 2,
+                owned: 1
             })
         );
     }

@@ -70,6 +70,7 @@ impl History {
                 snapshot,
                 changes,
                 input,
+                host: None,
                 pages_changed,
                 bytes_stored,
             },
@@ -78,7 +79,23 @@ impl History {
         Ok(())
     }
 
-    /// Add an input blob read from an archive (before the records that name it).
+    /// Name `hash` (a blob added with [`History::push_loaded_input`]) as the host state
+    /// of the loaded record `id`.
+    pub fn push_loaded_host_state(&mut self, id: RecordId, hash: InputHash) -> Result<(), HistoryError> {
+        let rec = self.records.get_mut(&id).ok_or(HistoryError::NoSuchRecord(id))?;
+        if let Some(old) = rec.host.replace(hash) {
+            if let Some(b) = self.inputs.get_mut(&old) {
+                b.refs = b.refs.saturating_sub(1);
+            }
+        }
+        if let Some(b) = self.inputs.get_mut(&hash) {
+            b.refs += 1;
+        }
+        Ok(())
+    }
+
+    /// Add a blob read from an archive, an input or a host state (before the records
+    /// that name it).
     pub fn push_loaded_input(&mut self, hash: InputHash, bytes: Box<[u8]>) {
         self.inputs.entry(hash).or_insert(Blob { bytes, refs: 0 });
     }

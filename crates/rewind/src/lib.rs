@@ -296,6 +296,9 @@ pub struct Options {
     /// Record captures on a worker thread ([`Recorder::submit`]); `None` (the default)
     /// records them on the caller's thread.
     pub pipeline: Option<PipelineOptions>,
+    /// Names of the recorded globals, by position, stored in the archive for the
+    /// inspector ([`Options::global_names`]).
+    pub global_names: Vec<Option<String>>,
 }
 
 impl Options {
@@ -317,6 +320,7 @@ impl Options {
             policy: Policy::default(),
             archive: None,
             pipeline: None,
+            global_names: Vec::new(),
         })
     }
     /// Use this hash seed (peers that compare state hashes must share it).
@@ -456,6 +460,14 @@ impl Options {
         self.pipeline = Some(options);
         self
     }
+    /// Name the recorded globals, by position (`None` for one without a name; e.g. a
+    /// wasm guest's export names or `$name` from its name section): with
+    /// [`Options::archive`] the archive stores them and the inspector prints them
+    /// instead of `global N`. See [`Recorder::set_global_names`].
+    pub fn global_names(mut self, names: Vec<Option<String>>) -> Self {
+        self.global_names = names;
+        self
+    }
     /// As [`Options::archive`], replacing an archive already at `path`.
     ///
     /// ```
@@ -513,6 +525,9 @@ pub struct State {
     pub globals: Vec<GlobalValue>,
     /// Its state hash.
     pub state_hash: StateHash,
+    /// The host state recorded with it ([`Recorder::capture_with_host_state`]), for the
+    /// host to put back before the guest continues.
+    pub host_state: Option<Vec<u8>>,
 }
 
 /// A history with its garbage collector: the everyday API.
@@ -614,11 +629,14 @@ impl Recorder {
     /// worker thread.
     pub fn new(options: Options) -> Result<Self, Error> {
         let history = History::new(options.history)?;
-        let archive = match &options.archive {
+        let mut archive = match &options.archive {
             None => None,
             Some(a) if a.replace => Some(ArchiveWriter::replace(&a.path, &history, a.durability)?),
             Some(a) => Some(ArchiveWriter::create(&a.path, &history, a.durability)?),
         };
+        if let Some(w) = &mut archive {
+            w.set_global_names(options.global_names);
+        }
         Self::from_core(
             Core {
                 history,
@@ -851,12 +869,15 @@ impl Recorder {
     ///     let mut rec = Recorder::new(options)?;
     ///     for frame in 0..30u64 {
     ///         memory[(frame as usize * 1000) % (8 * 4096)] = frame as u8;
-    ///         rec.capture(frame, &memory, &[GlobalValue::I64(frame as i64)], None, None)?;
+    ///         let clock = (frame * 16).to_le_bytes(); // the host's own state
+    ///         let globals = [GlobalValue::I64(frame as i64)];
+    ///         rec.capture_with_host_state(frame, &memory, &globals, None, None, Some(&clock))?;
     ///     }
     /// } // the process could end here: every record is in the file
     /// let mut rec = Recorder::open(&path, Durability::EveryAppend, Policy::default().keep_last(600))?;
     /// let state = rec.resume_at(25)?; // a fresh guest starts from frame 25
     /// assert_eq!(state.globals, vec![GlobalValue::I64(25)]);
+    /// assert_eq!(state.host_state, Some(400u64.to_le_bytes().to_vec())); // and its host too
     /// let mut memory = state.memory;
     /// memory[0] = 0xff; // frame 26 goes differently this time
     /// rec.capture(26, &memory, &[GlobalValue::I64(26)], None, None)?;
@@ -925,11 +946,54 @@ impl Recorder {
             memory,
             globals: record.snapshot().globals().to_vec(),
             state_hash: record.state_hash(),
+            host_state: history.host_state(record.id()).map(<[u8]>::to_vec),
         };
         history.set_head(iteration)?;
         // The caller's memory is now the returned state: hints start from it.
         self.resync.set(false);
         Ok(state)
+    }
+
+    /// Record `bytes` as the host state of `iteration` on the current timeline
+    /// (replacing one it had), e.g. of the head when a host starts keeping state.
+    /// After the captures in flight. The archive gets it with the next append of a
+    /// commit whose head is that record ([`Recorder::sync`] or the next capture).
+    pub fn set_host_state(&mut self, iteration: u64, bytes: &[u8]) -> Result<(), Error> {
+        // A worker failure stays for the next checked call.
+        let history = &mut self.home_mut().history;
+        let id = history.at(iteration)?.id();
+        history.set_host_state(id, bytes)?;
+        Ok(())
+    }
+
+    /// The host state recorded with `iteration` on the current timeline, `None` when
+    /// it has none.
+    pub fn host_state(&self, iteration: u64) -> Result<Option<&[u8]>, Error> {
+        let history = &self.core()?.history;
+        Ok(history.host_state(history.at(iteration)?.id()))
+    }
+
+    /// Name the recorded globals (see [`Options::global_names`]); written to the
+    /// archive with the next commit when they differ from its names. A no-op without
+    /// an archive.
+    ///
+    /// ```
+    /// use rewind::{Archive, Durability, GlobalValue, Options, Recorder};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("named.rwd");
+    /// let mut rec = Recorder::new(Options::new(4096)?.archive(&path, Durability::Manual))?;
+    /// rec.set_global_names(vec![Some("$drift".into()), None]);
+    /// rec.capture(0, &[0u8; 4096], &[GlobalValue::I32(1), GlobalValue::I32(2)], None, None)?;
+    /// drop(rec);
+    /// assert_eq!(Archive::open(&path)?.global_names()?, vec![Some("$drift".to_string())]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_global_names(&mut self, names: Vec<Option<String>>) {
+        if let Some(w) = &mut self.home_mut().archive {
+            w.set_global_names(names);
+        }
     }
 
     /// The archive writer, when the recorder persists (after the captures in flight).
@@ -1071,11 +1135,42 @@ impl Recorder {
         hint: Option<&[u32]>,
         input: Option<&[u8]>,
     ) -> Result<CaptureReport, Error> {
+        self.capture_with_host_state(iteration, memory, globals, hint, input, None)
+    }
+
+    /// [`Recorder::capture`], recording `host_state` with the new record: the host's
+    /// own state (a clock, a random generator, file positions) as the host encodes it,
+    /// stored content-addressed beside the inputs (equal consecutive states share one
+    /// copy), collected with its record, persisted in the archive and returned by
+    /// [`Recorder::resume_at`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// use rewind::{Options, Recorder};
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(1))?;
+    /// let memory = vec![0u8; 4096];
+    /// for frame in 0..4u64 {
+    ///     let clock = (frame / 2).to_le_bytes(); // the host's clock ticks every 2 frames
+    ///     rec.capture_with_host_state(frame, &memory, &[], None, None, Some(&clock))?;
+    /// }
+    /// assert_eq!(rec.host_state(3)?, Some(&1u64.to_le_bytes()[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn capture_with_host_state(
+        &mut self,
+        iteration: u64,
+        memory: &[u8],
+        globals: &[GlobalValue],
+        hint: Option<&[u32]>,
+        input: Option<&[u8]>,
+        host_state: Option<&[u8]>,
+    ) -> Result<CaptureReport, Error> {
         if self.pipe.is_some() {
-            self.submit(iteration, memory, globals, hint, input)?;
+            self.submit_with_host_state(iteration, memory, globals, hint, input, host_state)?;
             return self.core()?.last_report.ok_or(Error::WorkerGone);
         }
-        self.capture_here(iteration, memory, globals, hint, input)
+        self.capture_here(iteration, memory, globals, hint, input, host_state)
     }
 
     /// [`Recorder::capture`] on the caller's thread.
@@ -1086,9 +1181,13 @@ impl Recorder {
         globals: &[GlobalValue],
         hint: Option<&[u32]>,
         input: Option<&[u8]>,
+        host_state: Option<&[u8]>,
     ) -> Result<CaptureReport, Error> {
         let core = self.core_mut()?;
         let report = core.history.capture(iteration, memory, globals, hint, input)?;
+        if let Some(host) = host_state {
+            core.history.set_host_state(report.record, host)?;
+        }
         core.after_capture(report)
     }
 
@@ -1124,6 +1223,20 @@ impl Recorder {
         hint: Option<&[u32]>,
         input: Option<&[u8]>,
     ) -> Result<Ticket, Error> {
+        self.submit_with_host_state(iteration, memory, globals, hint, input, None)
+    }
+
+    /// [`Recorder::submit`] with a host state, as [`Recorder::capture_with_host_state`]:
+    /// the bytes travel to the worker with the staged pages.
+    pub fn submit_with_host_state(
+        &mut self,
+        iteration: u64,
+        memory: &[u8],
+        globals: &[GlobalValue],
+        hint: Option<&[u32]>,
+        input: Option<&[u8]>,
+        host_state: Option<&[u8]>,
+    ) -> Result<Ticket, Error> {
         let failed = self
             .pipe
             .as_ref()
@@ -1134,7 +1247,7 @@ impl Recorder {
                 // Recorded here: the hint (if any) may be relative to a capture the
                 // worker discarded.
                 let hint = if self.resync.get() { None } else { hint };
-                let report = self.capture_here(iteration, memory, globals, hint, input)?;
+                let report = self.capture_here(iteration, memory, globals, hint, input, host_state)?;
                 self.resync.set(false);
                 self.count(|s| s.synchronous += 1);
                 return Ok(Ticket {
@@ -1143,7 +1256,7 @@ impl Recorder {
                 });
             }
             (None, _) => {
-                let report = self.capture_here(iteration, memory, globals, hint, input)?;
+                let report = self.capture_here(iteration, memory, globals, hint, input, host_state)?;
                 return Ok(Ticket {
                     iteration,
                     record: report.record,
@@ -1194,6 +1307,7 @@ impl Recorder {
             bytes,
             globals: globals.to_vec(),
             input: input.map(<[u8]>::to_vec),
+            host_state: host_state.map(<[u8]>::to_vec),
             shared: pipe.shared.clone(),
         };
         let pages = frame.indices.len() as u64;

@@ -176,6 +176,9 @@ impl Core {
         let report =
             self.history
                 .capture_staged(frame.iteration, staged, &frame.globals, frame.input.as_deref())?;
+        if let Some(host) = &frame.host_state {
+            self.history.set_host_state(report.record, host)?;
+        }
         self.after_capture(report)
     }
 }
@@ -189,6 +192,8 @@ pub(crate) struct Frame {
     pub(crate) bytes: Vec<u8>,
     pub(crate) globals: Vec<GlobalValue>,
     pub(crate) input: Option<Vec<u8>>,
+    /// The host state recorded with the capture ([`crate::Recorder::submit_with_host_state`]).
+    pub(crate) host_state: Option<Vec<u8>>,
     pub(crate) shared: Arc<Shared>,
 }
 

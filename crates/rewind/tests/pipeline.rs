@@ -2,7 +2,7 @@
 //! sequences (captures with exact, loose and no hints, growth, rollbacks and
 //! re-simulation, reads, blame, diffs, GC, policy changes, archive syncs, drop with
 //! captures in flight) run on both, and every answer, every retained record, the store
-//! (`History::check`) and the archive bytes must be the same.
+//! (`History::check`) and the archive bytes (host states included) must be the same.
 
 use proptest::prelude::*;
 use rewind::{Durability, GlobalValue, LiveMemory, Options, PipelineOptions, Policy, Recorder, Snapshot};
@@ -72,13 +72,14 @@ fn fingerprint(rec: &Recorder) -> Vec<String> {
         .records()
         .map(|r| {
             format!(
-                "{} it={} parent={:?} hash={:?} changes={:?} input={:?} on={}",
+                "{} it={} parent={:?} hash={:?} changes={:?} input={:?} host={:?} on={}",
                 r.id(),
                 r.iteration(),
                 r.parent(),
                 r.state_hash(),
                 r.changes(),
                 h.input(r.id()),
+                h.host_state(r.id()),
                 h.on_timeline(r.id())
             )
         })
@@ -160,9 +161,16 @@ fn run(ops: &[Op], budget_pages: usize, drop_in_flight: bool) -> Result<(), Test
                     let hint = (!matches!(hint, Hint::None)).then_some(h.as_slice());
                     let g = globals(&side.memory, next);
                     let input = input.then(|| next.to_le_bytes());
-                    let r = side
-                        .rec
-                        .submit(next, &side.memory, &g, hint, input.as_ref().map(|i| &i[..]));
+                    // A host state that changes every third iteration (shared blobs).
+                    let host = (next / 3).to_le_bytes();
+                    let r = side.rec.submit_with_host_state(
+                        next,
+                        &side.memory,
+                        &g,
+                        hint,
+                        input.as_ref().map(|i| &i[..]),
+                        Some(&host),
+                    );
                     side.dirty.clear();
                     answer(r)
                 }

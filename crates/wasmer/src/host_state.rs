@@ -10,13 +10,17 @@
 //! hashes.
 //!
 //! The state travels as bytes: the host decides its encoding (it can leave out what
-//! never changes, such as file contents, and keep only positions), and equal
-//! consecutive states share one allocation.
+//! never changes, such as file contents, and keep only positions). The bytes live in
+//! the session's history, beside each record's input (content-addressed, so equal
+//! consecutive states share one copy), and so reach the archive with
+//! [`SessionOptions::archive`](crate::SessionOptions::archive): a session resumed
+//! from it ([`SessionOptions::resume_from`](crate::SessionOptions::resume_from))
+//! puts the stored state back into the host given to
+//! [`Session::set_host_state`](crate::Session::set_host_state).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::HashSet;
 
-use rewind::{Hasher, InputHash, StateHash};
+use rewind::{Hasher, History, InputHash, StateHash};
 
 /// Host state that goes back with the guest.
 ///
@@ -57,103 +61,69 @@ impl HostStateError {
     }
 }
 
-/// The saved host states of the timeline, by iteration.
+/// The session's host: saved with every capture into the history (beside the
+/// record's input), put back from it on every rollback.
 pub(crate) struct HostStates {
     host: Box<dyn HostState>,
     /// The history's hasher (its seed): host-state hashes are comparable across peers.
     hasher: Hasher,
     /// Whether state hashes cover the host state.
     hashed: bool,
-    saved: BTreeMap<u64, Saved>,
-    /// With frames in flight, collect once this many states are held (the
-    /// history is only looked at then, so a pipelined capture does not wait).
-    collect_at: usize,
-}
-
-#[derive(Clone)]
-struct Saved {
-    bytes: Arc<[u8]>,
-    hash: InputHash,
 }
 
 impl HostStates {
     pub(crate) fn new(host: Box<dyn HostState>, hasher: Hasher, hashed: bool) -> Self {
-        Self {
-            host,
-            hasher,
-            hashed,
-            saved: BTreeMap::new(),
-            collect_at: 0,
-        }
+        Self { host, hasher, hashed }
     }
 
-    /// Records the host's state as that of `iteration` (the new head): later
-    /// iterations, left by a rollback, are dropped.
-    pub(crate) fn save(&mut self, iteration: u64) {
-        let bytes = self.host.save();
-        drop(self.saved.split_off(&iteration));
-        let saved = match self.saved.last_key_value() {
-            Some((_, prev)) if *prev.bytes == *bytes => prev.clone(),
-            _ => Saved {
-                hash: self.hasher.input(&bytes),
-                bytes: bytes.into(),
-            },
-        };
-        self.saved.insert(iteration, saved);
+    /// The host's state now, encoded: recorded with the capture of the iteration
+    /// that just ran.
+    pub(crate) fn save(&mut self) -> Vec<u8> {
+        self.host.save()
     }
 
-    /// Puts back the state of `iteration` (the head after a rollback) and drops
-    /// the later ones.
-    pub(crate) fn load(&mut self, iteration: u64) -> Result<(), HostStateError> {
-        drop(self.saved.split_off(&(iteration + 1)));
-        let saved = self.saved.get(&iteration).ok_or_else(|| {
-            HostStateError::new(format!("no host state was recorded for iteration {iteration}"))
-        })?;
-        self.host.load(&saved.bytes)
+    /// Puts back the state recorded with `iteration` of `history`'s timeline.
+    pub(crate) fn load(&mut self, history: &History, iteration: u64) -> Result<(), HostStateError> {
+        let bytes = history
+            .at(iteration)
+            .ok()
+            .and_then(|r| history.host_state(r.id()))
+            .ok_or_else(|| {
+                HostStateError::new(format!("no host state was recorded for iteration {iteration}"))
+            })?;
+        self.host.load(bytes)
     }
 
-    /// Drops the states of iterations before `oldest` (collected by the policy).
-    pub(crate) fn collect(&mut self, oldest: u64) {
-        if self.saved.first_key_value().is_some_and(|(&k, _)| k < oldest) {
-            self.saved = self.saved.split_off(&oldest);
-        }
-        self.collect_at = 2 * self.saved.len() + 64;
+    /// Puts back `bytes`, a state [`HostState::save`] returned.
+    pub(crate) fn load_bytes(&mut self, bytes: &[u8]) -> Result<(), HostStateError> {
+        self.host.load(bytes)
     }
 
-    /// Whether enough states piled up, with frames in flight, to look at the history.
-    pub(crate) fn wants_collect(&self) -> bool {
-        self.saved.len() >= self.collect_at
+    /// Iterations of `history`'s timeline holding a host state, and the distinct
+    /// states among them (each stored once).
+    pub(crate) fn counts(history: &History) -> (usize, usize) {
+        let hashes: Vec<InputHash> = history.timeline().filter_map(|r| r.host_state_hash()).collect();
+        let distinct: HashSet<InputHash> = hashes.iter().copied().collect();
+        (hashes.len(), distinct.len())
     }
 
-    /// The saved bytes of `iteration`.
-    pub(crate) fn bytes(&self, iteration: u64) -> Option<&[u8]> {
-        self.saved.get(&iteration).map(|s| &*s.bytes)
+    /// Whether reported state hashes cover the host state.
+    pub(crate) fn hashed(&self) -> bool {
+        self.hashed
     }
 
-    /// Iterations with a saved state, and distinct allocations holding them.
-    pub(crate) fn counts(&self) -> (usize, usize) {
-        let mut distinct = 0;
-        let mut prev: Option<&Arc<[u8]>> = None;
-        for s in self.saved.values() {
-            if !prev.is_some_and(|p| Arc::ptr_eq(p, &s.bytes)) {
-                distinct += 1;
-            }
-            prev = Some(&s.bytes);
-        }
-        (self.saved.len(), distinct)
-    }
-
-    /// The state hash of `iteration` as the session reports it: the guest's own
-    /// when the host state is not hashed, else both combined.
-    pub(crate) fn state_hash(&self, iteration: u64, guest: StateHash) -> StateHash {
+    /// The state hash of `iteration` of `history` as the session reports it: the
+    /// guest's own when the host state is not hashed, else both combined.
+    pub(crate) fn state_hash(&self, history: &History, iteration: u64, guest: StateHash) -> StateHash {
         if !self.hashed {
             return guest;
         }
+        let host = history.at(iteration).ok().and_then(|r| r.host_state_hash());
         let mut buf = Vec::with_capacity(48);
         buf.extend_from_slice(b"rewind-host-v1\0\0");
         buf.extend_from_slice(guest.as_bytes());
-        match self.saved.get(&iteration) {
-            Some(s) => buf.extend_from_slice(s.hash.as_bytes()),
+        match host {
+            Some(h) => buf.extend_from_slice(h.as_bytes()),
             None => buf.extend_from_slice(&[0; 16]),
         }
         self.hasher.state(&buf)

@@ -809,6 +809,9 @@ pub struct Session {
     hooks: Vec<Hook>,
     instance_hooks: Vec<InstanceHook>,
     host_states: Option<HostStates>,
+    /// Resumed from an archive, and no host state set since: the first
+    /// [`Session::set_host_state`] puts back the stored one.
+    resumed_host: bool,
     stats: SessionStats,
 }
 
@@ -873,7 +876,7 @@ impl Session {
         setup: impl FnOnce(&mut Store, &Guest) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
     ) -> Result<(Self, T), SessionError> {
         let mut imports: ImportsFn = Box::new(imports);
-        let recorder = match &options.resume {
+        let mut recorder = match &options.resume {
             Some(r) => Recorder::open(&r.path, r.durability, options.recorder.policy.clone())?,
             None => Recorder::new(options.recorder.clone())?,
         };
@@ -897,6 +900,17 @@ impl Session {
             options.step_export.as_deref(),
             options.fuel,
         )?;
+        // The archive names the globals as reports do (export name, else `$name`).
+        recorder.set_global_names(
+            live.guest
+                .globals()
+                .iter()
+                .map(|g| match (&g.export, &g.name) {
+                    (None, None) => None,
+                    _ => Some(g.label()),
+                })
+                .collect(),
+        );
         if mode == CaptureMode::KernelDirty {
             match live.guest.dirty_tracker(&live.store) {
                 Ok(t) => live.tracker = Some(t),
@@ -928,6 +942,7 @@ impl Session {
             hooks: Vec::new(),
             instance_hooks: Vec::new(),
             host_states: None,
+            resumed_host: options.resume.is_some(),
             stats: SessionStats::default(),
         };
         session
@@ -970,7 +985,7 @@ impl Session {
             return Ok((session, value));
         }
         // Iteration 0: everything is hashed (there is no previous snapshot).
-        session.capture(0, None, true)?;
+        session.capture(0, None, true, None)?;
         Ok((session, value))
     }
 
@@ -1014,7 +1029,17 @@ impl Session {
     /// the policy collects. With `in_state_hash`, every state hash the session
     /// reports ([`state_hash`](Self::state_hash), [`StepReport::state_hash`],
     /// [`RollbackReport::state_hash`], [`check`](Self::check)) covers the host
-    /// state as well as the guest's. Replaces an earlier host state.
+    /// state as well as the guest's. Replaces an earlier host state (the states
+    /// it recorded stay with their iterations).
+    ///
+    /// The states are kept in the history, beside each record's input, and so
+    /// reach the archive. On a session resumed from an archive
+    /// ([`SessionOptions::resume_from`]) the first call puts the state stored
+    /// with the resumed iteration back into `host` ([`HostState::load`]) instead
+    /// of recording `host`'s: the guest and its host continue together. If the
+    /// host refuses it, the session needs a rollback as after a failed one
+    /// ([`SessionError::NeedsRollback`] from the next step; `rollback_to(head)`
+    /// reports the host's error).
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc};
@@ -1047,7 +1072,22 @@ impl Session {
     pub fn set_host_state(&mut self, host: impl HostState + 'static, in_state_hash: bool) {
         let hasher = *self.recorder.history().store().hasher();
         let mut states = HostStates::new(Box::new(host), hasher, in_state_hash);
-        states.save(self.head_iteration());
+        let head = self.head_iteration();
+        let stored = std::mem::take(&mut self.resumed_host)
+            .then(|| self.host_state(head))
+            .flatten();
+        match stored {
+            Some(bytes) => {
+                if states.load_bytes(bytes).is_err() {
+                    self.poisoned = true;
+                }
+            }
+            None => {
+                let bytes = states.save();
+                // The head is on the timeline: this cannot fail.
+                let _ = self.recorder.set_host_state(head, &bytes);
+            }
+        }
         self.host_states = Some(states);
     }
 
@@ -1055,41 +1095,21 @@ impl Session {
     /// [`HostState`] encoded it; `None` without a host state or for an iteration
     /// it does not hold.
     pub fn host_state(&self, iteration: u64) -> Option<&[u8]> {
-        self.host_states.as_ref()?.bytes(iteration)
+        let history = self.recorder.history();
+        history.host_state(history.at(iteration).ok()?.id())
     }
 
     /// Iterations holding a host state, and the distinct states among them (equal
     /// consecutive states share one copy).
     pub fn host_state_counts(&self) -> (usize, usize) {
-        self.host_states.as_ref().map_or((0, 0), HostStates::counts)
+        HostStates::counts(self.recorder.history())
     }
 
     /// The hash the session reports for `iteration`, given the guest's own.
     fn reported_hash(&self, iteration: u64, guest: StateHash) -> StateHash {
         match &self.host_states {
-            Some(h) => h.state_hash(iteration, guest),
-            None => guest,
-        }
-    }
-
-    /// Saves the host state of the new head `iteration` and drops what the policy
-    /// collected; returns the hash to report (`guest` itself while the capture is
-    /// `pending` in the pipeline: its hash is not known yet, and the history is
-    /// looked at only when many states piled up, so the step does not wait).
-    fn save_host_state(&mut self, iteration: u64, guest: StateHash, pending: bool) -> StateHash {
-        let Some(states) = self.host_states.as_mut() else {
-            return guest;
-        };
-        states.save(iteration);
-        if !pending || states.wants_collect() {
-            if let Some(oldest) = self.recorder.history().timeline().next() {
-                states.collect(oldest.iteration());
-            }
-        }
-        if pending {
-            guest
-        } else {
-            states.state_hash(iteration, guest)
+            Some(h) if h.hashed() => h.state_hash(self.recorder.history(), iteration, guest),
+            _ => guest,
         }
     }
 
@@ -1097,7 +1117,7 @@ impl Session {
     fn load_host_state(&mut self, iteration: u64) -> Result<(), SessionError> {
         match self.host_states.as_mut() {
             Some(states) => states
-                .load(iteration)
+                .load(self.recorder.history(), iteration)
                 .map_err(|source| SessionError::HostState { iteration, source }),
             None => Ok(()),
         }
@@ -1241,10 +1261,17 @@ impl Session {
                 },
             ));
         }
-        match self.capture(iteration, Some(input), false) {
+        // The host's state after the frame travels with its capture (to the worker
+        // when pipelined) and is recorded beside it.
+        let host = self.host_states.as_mut().map(HostStates::save);
+        match self.capture(iteration, Some(input), false, host.as_deref()) {
             Ok(mut report) => {
                 report.run_time = run_time;
-                report.state_hash = self.save_host_state(iteration, report.state_hash, report.pending);
+                // A capture pending in the pipeline reports the guest's own hash
+                // placeholder: its hash is not known yet, so the step does not wait.
+                if !report.pending {
+                    report.state_hash = self.reported_hash(iteration, report.state_hash);
+                }
                 self.stats.steps += 1;
                 self.stats.pages_hashed += report.pages_hashed as u64;
                 self.stats.pages_changed += report.pages_changed as u64;
@@ -1508,6 +1535,7 @@ impl Session {
         iteration: u64,
         input: Option<&[u8]>,
         full: bool,
+        host: Option<&[u8]>,
     ) -> Result<StepReport, SessionError> {
         let t0 = Instant::now();
         let hinted = !full && self.mode == CaptureMode::KernelDirty && self.sync_dirty();
@@ -1527,7 +1555,7 @@ impl Session {
         let report = self.live.guest.with_memory(&mut self.live.store, |memory| {
             if staged {
                 recorder
-                    .submit(iteration, memory, globals, hint, input)
+                    .submit_with_host_state(iteration, memory, globals, hint, input, host)
                     .map(|ticket| CaptureReport {
                         record: ticket.record,
                         state_hash: StateHash::default(),
@@ -1537,7 +1565,7 @@ impl Session {
                         bytes_stored: 0,
                     })
             } else {
-                recorder.capture(iteration, memory, globals, hint, input)
+                recorder.capture_with_host_state(iteration, memory, globals, hint, input, host)
             }
         })??;
         let pages_hashed = if staged {

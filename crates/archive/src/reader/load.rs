@@ -50,7 +50,7 @@ impl Records {
 
 impl Archive {
     /// Load everything into a [`History`]: every record (timeline and abandoned), every
-    /// object, every input; the head is the last commit's. Rebuilds each record's
+    /// object, every input and host state; the head is the last commit's. Rebuilds each record's
     /// snapshot and checks its state hash.
     pub fn to_history(&self) -> Result<History, ArchiveError> {
         self.load(false)
@@ -82,6 +82,18 @@ impl Archive {
                 l.pages_changed,
                 l.bytes_stored,
             )?;
+        }
+        for (id, hash) in self.host_states()? {
+            if history.record(RecordId(id)).is_none() {
+                return Err(ArchiveError::NoSuchRecord(RecordId(id)));
+            }
+            if self.input_entry(PageHash(hash.0))?.is_none() {
+                return Err(ArchiveError::Inconsistent {
+                    offset: self.committed_end(),
+                    reason: "a host state names a blob the archive does not hold",
+                });
+            }
+            history.push_loaded_host_state(RecordId(id), hash)?;
         }
         let head = self.head();
         if let Some(h) = head {

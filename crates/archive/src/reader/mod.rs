@@ -26,6 +26,7 @@ use rkyv::util::AlignedVec;
 use crate::format::*;
 use crate::ArchiveError;
 
+mod extra;
 mod inspect;
 mod load;
 mod open;
@@ -170,6 +171,8 @@ pub struct Archive {
     torn: Option<TornTail>,
     checked: Mutex<HashSet<u64>>,
     hasher: rewind_store::Hasher,
+    /// Host states and global names, read from the commit chain on first use.
+    extras: std::sync::OnceLock<extra::Extras>,
 }
 
 impl std::fmt::Debug for Archive {

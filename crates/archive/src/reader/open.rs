@@ -114,6 +114,7 @@ impl Archive {
             commit: None,
             torn: None,
             checked: Mutex::new(HashSet::new()),
+            extras: std::sync::OnceLock::new(),
             hasher: rewind_store::Hasher::new(header.seed, page_size),
         };
         a.find_commit(mode)?;
@@ -189,6 +190,7 @@ impl Archive {
             .map_or((0, NONE), |c| (c.trailer.seq.saturating_add(1), c.trailer_off));
         let mut pos = from;
         let mut expected = None;
+        let mut extra = 0;
         while pos.saturating_add(SEG_HEADER_LEN as u64) <= len {
             let Ok(h) = SegHeader::decode(self.bytes(), pos, len, seed) else {
                 break;
@@ -211,11 +213,15 @@ impl Archive {
                             head: root.head.to_native(),
                             prev,
                             start: from,
+                            extra,
                         };
                         expected = Some((next, t));
                     }
                 }
                 break;
+            }
+            if h.kind == SegKind::Extra {
+                extra = pos;
             }
             pos = next;
         }

@@ -243,6 +243,7 @@ impl Archive {
         let end = self.committed_end();
         let mut off = HEADER_LEN as u64;
         let mut prev_trailer = NONE;
+        let mut extra_seen = 0u64;
         while off < end {
             let at = usize_of(off, off)?;
             if Trailer::has_magic(self.bytes(), at) {
@@ -259,6 +260,13 @@ impl Archive {
                         reason: "trailer does not name the previous trailer",
                     });
                 }
+                if t.extra != extra_seen {
+                    return Err(ArchiveError::BadSegment {
+                        offset: off,
+                        reason: "trailer does not name its commit's extra segment",
+                    });
+                }
+                extra_seen = 0;
                 prev_trailer = off;
                 rep.commits += 1;
                 off += TRAILER_LEN as u64;
@@ -270,6 +278,16 @@ impl Archive {
                 SegKind::Data => drop(rkyv::access::<ArchivedDataSeg, rancor::Error>(p).map_err(vmsg(off))?),
                 SegKind::Runs => drop(rkyv::access::<ArchivedRunsSeg, rancor::Error>(p).map_err(vmsg(off))?),
                 SegKind::Root => drop(rkyv::access::<ArchivedRootSeg, rancor::Error>(p).map_err(vmsg(off))?),
+                SegKind::Extra => {
+                    rkyv::access::<ArchivedExtraSeg, rancor::Error>(p).map_err(vmsg(off))?;
+                    if extra_seen != 0 {
+                        return Err(ArchiveError::BadSegment {
+                            offset: off,
+                            reason: "a commit holds two extra segments",
+                        });
+                    }
+                    extra_seen = off;
+                }
             }
             rep.segments += 1;
             let payload_end = off + SEG_HEADER_LEN as u64 + h.len;
@@ -303,6 +321,7 @@ impl Archive {
             }
         }
         self.check_index()?;
+        self.check_extras()?;
         let history = self.load(true)?;
         rep.records = history.len() as u64;
         if let Err(_msg) = history.check() {

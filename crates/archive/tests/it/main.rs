@@ -7,6 +7,7 @@ mod attack;
 mod common;
 mod corrupt;
 mod crash;
+mod extra;
 mod fuzz;
 mod golden;
 mod locking;

@@ -134,6 +134,7 @@ fn forged_trailer(b: &mut [u8], p: usize, root: u64, seq: u64) {
         head: 0,
         prev: format::NONE,
         start: HEADER_LEN as u64,
+        extra: 0,
     };
     b[p..p + TRAILER_LEN].copy_from_slice(&t.encode(SEED));
 }

@@ -119,7 +119,8 @@ fn summary(out: &mut dyn Write, d: &DiffReport) -> Result<()> {
             v.as_ref()
                 .map_or("-".to_string(), |g| format!("{} {}", g.ty, g.value))
         };
-        writeln!(out, "global {}: {} → {}", g.index, side(&g.a), side(&g.b))?;
+        let label = crate::schema::label(g.index, g.name.as_deref());
+        writeln!(out, "{label}: {} → {}", side(&g.a), side(&g.b))?;
     }
     Ok(())
 }

@@ -65,7 +65,10 @@ fn text(out: &mut dyn Write, s: &ShowReport) -> Result<()> {
         writeln!(out, "globals        none")?;
     }
     for g in &s.globals {
-        writeln!(out, "global {:<7} {} = {} ({})", g.index, g.ty, g.value, g.bits)?;
+        match &g.name {
+            None => writeln!(out, "global {:<7} {} = {} ({})", g.index, g.ty, g.value, g.bits)?,
+            Some(name) => writeln!(out, "{:<14} {} = {} ({})", name, g.ty, g.value, g.bits)?,
+        }
     }
     let shown: Vec<String> = s
         .changed

@@ -1656,3 +1656,54 @@ fn log_marks_branches_and_a_branch_only_iteration_names_its_records() {
         "iteration 10 was never recorded",
     );
 }
+
+/// An archive whose writer named two of its three globals (as a wasm session does:
+/// an export name, a `$name` from the name section, and an unnamed one).
+fn named_globals(dir: &Path) -> PathBuf {
+    use rewind_archive::{ArchiveWriter, Durability};
+    use rewind_history::{History, HistoryConfig};
+    use rewind_snapshot::GlobalValue;
+    let path = dir.join("named.rwd");
+    let mut h = History::new(HistoryConfig::new(1024).expect("page size").seed(3)).expect("history");
+    let mut w = ArchiveWriter::create(&path, &h, Durability::Manual).expect("create");
+    w.set_global_names(vec![Some("score".into()), None, Some("$drift".into())]);
+    let mem = vec![0u8; 4096];
+    for i in 0..4u64 {
+        let globals = [
+            GlobalValue::I32(i as i32),
+            GlobalValue::I64(7),
+            GlobalValue::I32(100 + i as i32),
+        ];
+        h.capture(i, &mem, &globals, None, None).expect("capture");
+        w.append(&h).expect("append");
+    }
+    w.sync().expect("sync");
+    path
+}
+
+#[test]
+fn show_and_diff_print_the_names_of_globals() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = named_globals(dir.path());
+    let text = stdout(rewind().arg("show").arg(&a).arg("2"));
+    assert!(text.contains("$drift         i32 = 102"), "{text}");
+    assert!(text.contains("score          i32 = 2"), "{text}");
+    assert!(text.contains("global 1       i64 = 7"), "{text}");
+    assert!(!text.contains("global 2 "), "{text}");
+    let json = lines(rewind().arg("show").arg(&a).args(["2", "--json"]));
+    let globals = of_kind(&json, "global");
+    assert_eq!(globals[2]["name"], "$drift");
+    assert!(
+        globals[1].get("name").is_none(),
+        "an unnamed global has no name field"
+    );
+    let text = stdout(rewind().arg("diff").arg(&a).args(["1", "3"]));
+    assert!(text.contains("$drift: i32 101 → i32 103"), "{text}");
+    assert!(text.contains("score: i32 1 → i32 3"), "{text}");
+    let json = lines(rewind().arg("diff").arg(&a).args(["1", "3", "--json"]));
+    let changes = of_kind(&json, "global_change");
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[1]["name"], "$drift");
+    assert_eq!(changes[1]["b"]["name"], "$drift");
+    sound(&a);
+}

@@ -164,3 +164,33 @@ fn pins_and_policy_changes_at_run_time() {
     let kept: Vec<u64> = s.recorder().history().timeline().map(|r| r.iteration()).collect();
     assert_eq!(kept, [12, 13]);
 }
+
+/// The archive names the session's globals as its reports do: the export name, else
+/// `$name` from the module's name section; an anonymous global stays unnamed.
+#[test]
+fn the_archive_names_the_globals_of_the_guest() {
+    let wat = r#"(module
+      (memory (export "memory") 1)
+      (global $drift (mut i32) (i32.const 0))
+      (global (mut i64) (i64.const 0))
+      (global $score (export "score") (mut i32) (i32.const 0))
+      (func (export "step") (param i64)
+        (global.set $drift (i32.add (global.get $drift) (i32.const 3)))))"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("named.rwd");
+    let mut s = Session::new(
+        wat,
+        options(CapturePreference::FullScan).archive(&path, Durability::EveryAppend),
+    )
+    .expect("guest");
+    s.step(&[1]).expect("step");
+    let labels: Vec<String> = s.guest().globals().iter().map(|g| g.label()).collect();
+    assert_eq!(labels, ["$drift", "global 1", "score"]);
+    drop(s);
+    let archive = Archive::open(&path).expect("open");
+    assert_eq!(
+        archive.global_names().expect("names"),
+        vec![Some("$drift".to_string()), None, Some("score".to_string())]
+    );
+    archive.verify().expect("sound");
+}
