@@ -13,7 +13,7 @@
 //! use rewind_store::{PageSize, PageStore, StoreConfig, PageHash};
 //!
 //! # fn main() -> Result<(), rewind_store::StoreError> {
-//! let mut store = PageStore::new(StoreConfig::new(PageSize::new(4096)?).seed(42));
+//! let mut store = PageStore::new(StoreConfig::new(PageSize::new(4096)?).seed(42).delta_after(1));
 //! let mut page = vec![0u8; 4096];
 //! page[10] = 7;
 //! let v1 = store.hash(&page);
@@ -21,7 +21,8 @@
 //! let old = page.clone();
 //! page[11] = 8;
 //! let v2 = store.hash(&page);
-//! store.put(v2, &page, v1)?;                      // v1 becomes a delta against v2
+//! store.put(v2, &page, v1)?;                      // v1 replaced by v2 ...
+//! store.advance_frame();                          // ... becomes a delta against it a frame later
 //! assert_eq!(store.stats().delta_pages, 1);
 //! store.release(v2)?;                             // v1 is compacted before v2 goes
 //! let mut out = vec![0u8; 4096];

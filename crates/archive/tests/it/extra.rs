@@ -153,7 +153,7 @@ fn rest_reads(a: &Archive, h: &History) {
         assert_eq!(a.state_hash(r.iteration()).expect("state hash"), r.state_hash());
         assert_eq!(a.globals(r.id()).expect("globals"), r.snapshot().globals());
         let mut got = vec![0u8; r.snapshot().memory_len() as usize];
-        a.read(r.id(), 0, &mut got).expect("read");
+        a.read_record(r.id(), 0, &mut got).expect("read");
         assert_eq!(got, memory_of(h, r.id()));
     }
 }
