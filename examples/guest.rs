@@ -23,10 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use rewind::PipelineOptions;
 use rewind::{Archive, Durability};
 use rewind::{GlobalValue, Policy, StateHash};
-use rewind_bench::SplitMix64;
 use rewind_wasmer::{CapturePreference, Session, SessionOptions};
 
 const GUEST: &str = include_str!("guest.wat");
@@ -40,17 +41,17 @@ const GROWTH_FRAME: u64 = 600;
 /// The remote player's true inputs (index = frame; 0 unused) and the frame at
 /// which each one arrives.
 fn script() -> (Vec<u8>, Vec<u64>) {
-    let mut rng = SplitMix64(SEED);
+    let mut rng = SplitMix64::seed_from_u64(SEED);
     let mut inputs = vec![0u8; FRAMES as usize + 1];
     let mut arrives = vec![0u64; FRAMES as usize + 1];
     let mut held = 0u8;
     for f in 1..=FRAMES {
-        if rng.below(5) == 0 {
+        if rng.next_u64() % 5 == 0 {
             held = (rng.next_u64() & 0x1F) as u8; // buttons: 4 directions + fire
         }
         inputs[f as usize] = held;
-        let late = rng.below(4) == 0;
-        let delay = if late { 1 + rng.below(MAX_DELAY) } else { 0 };
+        let late = rng.next_u64() % 4 == 0;
+        let delay = if late { 1 + rng.next_u64() % MAX_DELAY } else { 0 };
         arrives[f as usize] = (f + delay).min(FRAMES);
     }
     // One input changes just before the growth and arrives after it, so a
