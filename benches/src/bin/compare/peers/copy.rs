@@ -2,12 +2,11 @@
 //! xxh3-128 state hash per frame) and lz4 of the whole memory.
 
 use std::hint::black_box;
-use std::time::Instant;
 
-use super::{drive, split_first, Peer, PeerRun};
+use super::{drive, rollbacks, split_first, Peer, PeerRun};
 use crate::args::Config;
 use crate::workload::Spec;
-use crate::{ms, Res, ROLLBACK, WINDOW_600};
+use crate::{Res, WINDOW_600};
 
 /// Full-copy ring (optionally with an xxh3-128 state hash per frame).
 pub fn ring(spec: &Spec, cfg: &Config, hash: bool) -> Res<PeerRun> {
@@ -23,25 +22,25 @@ pub fn ring(spec: &Spec, cfg: &Config, hash: bool) -> Res<PeerRun> {
         }
         Ok(())
     })?;
-    let mut head = times.len() as u64 - 1;
+    let head = times.len() as u64 - 1;
     let (first, capture) = split_first(times);
-    let mut restore = Vec::new();
-    let mut dirty = Vec::new();
-    for _ in 0..cfg.reps {
-        for _ in 0..ROLLBACK {
-            src.next_frame(&mut dirty);
-            head += 1;
-            ring[head as usize % slots].copy_from_slice(src.memory());
-        }
-        let target = head - ROLLBACK;
-        let t = Instant::now();
-        src.memory_mut().copy_from_slice(&ring[target as usize % slots]);
-        if hash {
-            black_box(xxhash_rust::xxh3::xxh3_128(src.memory()));
-        }
-        restore.push(ms(t.elapsed()));
-        head = target;
-    }
+    let restore = rollbacks(
+        src.as_mut(),
+        &mut ring,
+        head,
+        cfg.reps,
+        |ring, f, mem, _| {
+            ring[f as usize % slots].copy_from_slice(mem);
+            Ok(())
+        },
+        |ring, f, mem| {
+            mem.copy_from_slice(&ring[f as usize % slots]);
+            if hash {
+                black_box(xxhash_rust::xxh3::xxh3_128(mem));
+            }
+            Ok(())
+        },
+    )?;
     Ok(PeerRun {
         capture,
         first_frame_ms: first,
@@ -66,27 +65,27 @@ pub fn lz4(spec: &Spec, cfg: &Config) -> Res<PeerRun> {
         sizes.push(slot.1 as f64);
         Ok(())
     })?;
-    let mut head = times.len() as u64 - 1;
+    let head = times.len() as u64 - 1;
     let (first, capture) = split_first(times);
-    let mut restore = Vec::new();
-    let mut dirty = Vec::new();
-    for _ in 0..cfg.reps {
-        for _ in 0..ROLLBACK {
-            src.next_frame(&mut dirty);
-            head += 1;
-            let slot = &mut ring[head as usize % slots];
-            slot.1 = lz4_flex::block::compress_into(src.memory(), &mut slot.0)?;
-        }
-        let target = head - ROLLBACK;
-        let slot = &ring[target as usize % slots];
-        let t = Instant::now();
-        let n = lz4_flex::block::decompress_into(&slot.0[..slot.1], src.memory_mut())?;
-        restore.push(ms(t.elapsed()));
-        if n != m {
-            return Err(format!("an lz4 frame decompressed to {n} bytes, not the memory's {m}").into());
-        }
-        head = target;
-    }
+    let restore = rollbacks(
+        src.as_mut(),
+        &mut ring,
+        head,
+        cfg.reps,
+        |ring, f, mem, _| {
+            let slot = &mut ring[f as usize % slots];
+            slot.1 = lz4_flex::block::compress_into(mem, &mut slot.0)?;
+            Ok(())
+        },
+        |ring, f, mem| {
+            let slot = &ring[f as usize % slots];
+            let n = lz4_flex::block::decompress_into(&slot.0[..slot.1], mem)?;
+            if n != m {
+                return Err(format!("an lz4 frame decompressed to {n} bytes, not the memory's {m}").into());
+            }
+            Ok(())
+        },
+    )?;
     let mean = sizes.iter().sum::<f64>() / sizes.len() as f64;
     Ok(PeerRun {
         capture,

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use rewind::{Collector, LiveMemory};
 
-use super::{history, policy, split_first, Peer, PeerRun};
+use super::{history, policy, rollbacks, split_first, Peer, PeerRun};
 use crate::args::Config;
 use crate::workload::Spec;
-use crate::{ms, Res, ROLLBACK, WINDOW_600};
+use crate::{ms, Res, WINDOW_600};
 
 /// The rewind-only figures of an in-memory run.
 #[derive(Default)]
@@ -91,22 +91,21 @@ pub fn run(spec: &Spec, cfg: &Config, hinted: bool) -> Res<(PeerRun, Rewind)> {
     r.resident = h.resident_bytes();
     r.rss_delta = rss0.zip(rss_bytes()).map(|(a, b)| b.saturating_sub(a));
     let (first, capture) = split_first(total);
-    // Rollback: seven more frames, then roll back over them, `reps` times.
-    let mut restore = Vec::new();
-    let mut head = frames as u64 - 1;
-    for _ in 0..cfg.reps {
-        for _ in 0..ROLLBACK {
-            src.next_frame(&mut dirty);
-            head += 1;
-            h.capture(head, src.memory(), &[], hinted.then_some(&dirty[..]), None)?;
-            gc.collect_some(&mut h)?;
-        }
-        let target = head - ROLLBACK;
-        let t = Instant::now();
-        black_box(h.rollback_to(target, src.memory_mut(), LiveMemory::AtHead)?);
-        restore.push(ms(t.elapsed()));
-        head = target;
-    }
+    let restore = rollbacks(
+        src.as_mut(),
+        &mut (h, gc),
+        frames as u64 - 1,
+        cfg.reps,
+        |(h, gc), f, mem, dirty| {
+            h.capture(f, mem, &[], hinted.then_some(dirty), None)?;
+            gc.collect_some(h)?;
+            Ok(())
+        },
+        |(h, _), f, mem| {
+            black_box(h.rollback_to(f, mem, LiveMemory::AtHead)?);
+            Ok(())
+        },
+    )?;
     let window_bytes = (r.window_frames >= WINDOW_600).then_some(r.resident as f64);
     Ok((
         PeerRun {

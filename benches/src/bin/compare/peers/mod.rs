@@ -15,7 +15,7 @@ use rewind::Policy;
 use rewind_bench::FrameSource;
 
 use crate::workload::Spec;
-use crate::{ms, Res};
+use crate::{ms, Res, ROLLBACK};
 
 pub use archive::SerdeRun;
 pub use git::GitRun;
@@ -117,6 +117,35 @@ pub fn drive(
         let t = Instant::now();
         capture(f as u64, src.memory(), (f > 0).then_some(&dirty[..]))?;
         out.push(ms(t.elapsed()));
+    }
+    Ok(out)
+}
+
+/// The restore figure: `reps` times, run [`ROLLBACK`] more frames, each kept with `keep`
+/// (given the frame, its memory and its written pages), then time `restore` of the
+/// frame [`ROLLBACK`] back into the memory. `head` is the last frame kept so far;
+/// `state` is what both closures work on. Returns ms per restore.
+pub fn rollbacks<S>(
+    src: &mut dyn FrameSource,
+    state: &mut S,
+    mut head: u64,
+    reps: usize,
+    mut keep: impl FnMut(&mut S, u64, &[u8], &[u32]) -> Res<()>,
+    mut restore: impl FnMut(&mut S, u64, &mut [u8]) -> Res<()>,
+) -> Res<Vec<f64>> {
+    let mut out = Vec::with_capacity(reps);
+    let mut dirty = Vec::new();
+    for _ in 0..reps {
+        for _ in 0..ROLLBACK {
+            src.next_frame(&mut dirty);
+            head += 1;
+            keep(state, head, src.memory(), &dirty)?;
+        }
+        let target = head - ROLLBACK;
+        let t = Instant::now();
+        restore(state, target, src.memory_mut())?;
+        out.push(ms(t.elapsed()));
+        head = target;
     }
     Ok(out)
 }
