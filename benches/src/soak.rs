@@ -2,9 +2,9 @@
 //! every few frames a late input rolls back and re-simulates, to show that abandoned
 //! branches do not accumulate. `cargo run --release -p rewind-bench --bin soak`.
 
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use rewind::{GlobalValue, LiveMemory, Options, Policy, Recorder};
-
-use crate::SplitMix64;
 
 /// The soak's shape.
 #[derive(Clone, Copy, Debug)]
@@ -58,11 +58,11 @@ const PAGE: usize = 4096;
 /// One frame of the soak's guest: `written` pages chosen by the frame number, each
 /// changed at 64 bytes derived from the frame's input. Returns the pages written.
 fn simulate(memory: &mut [u8], frame: u64, input: u64, config: &SoakConfig) -> Vec<u32> {
-    let mut rng = SplitMix64(frame.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ input);
+    let mut rng = SplitMix64::seed_from_u64(frame.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ input);
     let mut dirty = Vec::with_capacity(config.written);
     for _ in 0..config.written {
-        let page = rng.below(config.pages as u64) as usize;
-        let at = page * PAGE + rng.below((PAGE - 64) as u64) as usize;
+        let page = (rng.next_u64() % config.pages.max(1) as u64) as usize;
+        let at = page * PAGE + (rng.next_u64() % (PAGE - 64) as u64) as usize;
         for b in memory.iter_mut().skip(at).take(64) {
             *b = rng.next_u64() as u8;
         }
@@ -86,7 +86,7 @@ pub fn run(
 ) -> Result<SoakSample, rewind::Error> {
     let policy = Policy::default().keep_last(config.window);
     let mut rec = Recorder::new(Options::new(PAGE as u64)?.seed(0x50A4).policy(policy))?;
-    let mut seed = SplitMix64(7);
+    let mut seed = SplitMix64::seed_from_u64(7);
     let mut memory: Vec<u8> = (0..config.pages * PAGE).map(|_| seed.next_u64() as u8).collect();
     let mut rollbacks = 0;
     let mut frame = 0u64;

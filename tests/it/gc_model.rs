@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use rewind::{Abandoned, GlobalValue, LiveMemory, Options, Policy, RecordId, Recorder, StateHash};
 
 const PAGE: usize = 1024;
@@ -311,23 +313,14 @@ fn long_run_window_keeps_resident_flat() {
     .expect("recorder");
     let pages = 256; // 1 MiB
                      // Random contents from the start, so compressibility does not drift over the run.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut mem: Vec<u8> = (0..pages * 4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let mut rng = SplitMix64::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+    let mut mem: Vec<u8> = (0..pages * 4096).map(|_| rng.next_u64() as u8).collect();
     let mut at_1k = 0;
     let mut max_after = 0;
     for it in 0..100_000u64 {
         let mut dirty = [0u32; 3];
         for d in &mut dirty {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let at = (x as usize) % (mem.len() - 8);
             mem[at..at + 8].copy_from_slice(&x.to_le_bytes());
             *d = (at / 4096) as u32;

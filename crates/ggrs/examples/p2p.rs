@@ -35,8 +35,9 @@ use ggrs::{
     DesyncDetection, GgrsError, GgrsEvent, PlayerType, PredictRepeatLast, SessionBuilder, SessionState,
     UdpNonBlockingSocket,
 };
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use rewind::Policy;
-use rewind_bench::SplitMix64;
 use rewind_ggrs::{Handled, RewindBackend, SavedFrame};
 use rewind_wasmer::{Session, SessionOptions};
 
@@ -135,7 +136,7 @@ impl PeerArgs {
 /// GGRS's "repeat the last input" prediction is right most of the time and
 /// wrong at every change.
 pub fn buttons(frame: i32, player: usize) -> u8 {
-    let mut r = SplitMix64(frame as u64 / 9 * 2 + player as u64);
+    let mut r = SplitMix64::seed_from_u64(frame as u64 / 9 * 2 + player as u64);
     (r.next_u64() & 0x1F) as u8
 }
 
@@ -313,7 +314,7 @@ fn relay(
     params: Params,
     stop: Arc<AtomicBool>,
 ) -> RelayStats {
-    let mut rng = SplitMix64(params.seed);
+    let mut rng = SplitMix64::seed_from_u64(params.seed);
     let mut queue = BinaryHeap::new();
     let mut stats = RelayStats::default();
     let mut seq = 0u64;
@@ -322,11 +323,11 @@ fn relay(
         for (socket, to_b) in [(&ra, true), (&rb, false)] {
             while let Ok((n, _from)) = socket.recv_from(&mut buf) {
                 stats.received += 1;
-                if (rng.below(1_000_000) as f64) < params.loss * 1e6 {
+                if ((rng.next_u64() % 1_000_000) as f64) < params.loss * 1e6 {
                     stats.dropped += 1;
                     continue;
                 }
-                let delay = params.latency_ms + rng.below(params.jitter_ms.max(1));
+                let delay = params.latency_ms + rng.next_u64() % params.jitter_ms.max(1);
                 seq += 1;
                 queue.push(Pending {
                     due: Reverse(Instant::now() + Duration::from_millis(delay)),

@@ -10,7 +10,8 @@
 
 use std::path::PathBuf;
 
-use rewind_bench::SplitMix64;
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use rewind_guests::{Error, GuestDir, GuestKind, GuestRun};
 use rewind_wasmer::{Availability, CaptureMode, CapturePreference, DirtyTracker};
 
@@ -73,12 +74,12 @@ fn verify(kind: GuestKind, frames: u64, memory_stride: u64, seed: u64) -> Figure
             "{kind}: kernel dirty pages are available"
         );
     }
-    let mut rng = SplitMix64(seed ^ 0xA5A5_5A5A);
+    let mut rng = SplitMix64::seed_from_u64(seed ^ 0xA5A5_5A5A);
     let mut restored = Vec::new();
     while a.head() < frames {
         let head = a.head();
-        if head >= 10 && rng.below(25) == 0 {
-            let k = head - 1 - rng.below(head.min(16));
+        if head >= 10 && rng.next_u64() % 25 == 0 {
+            let k = head - 1 - rng.next_u64() % head.min(16);
             let hash = a
                 .rollback_to(k)
                 .unwrap_or_else(|e| panic!("{kind}: rollback to {k}: {e}"));

@@ -1,6 +1,14 @@
 use rewind_archive::Archive;
 use rewind_history::History;
 
+/// SplitMix64's output for state `x`: a hash of `x`, and a generator when iterated
+/// (`x = splitmix(x)`); the expected memories of the crash and locking tests are
+/// functions of it.
+pub fn splitmix(x: u64) -> u64 {
+    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+    rand_xoshiro::SplitMix64::seed_from_u64(x).next_u64()
+}
+
 pub fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temp dir")
 }

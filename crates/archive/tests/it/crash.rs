@@ -12,15 +12,10 @@ use rewind_archive::{Archive, ArchiveWriter, Durability};
 use rewind_history::{History, HistoryConfig};
 use rewind_snapshot::GlobalValue;
 
+use crate::common::splitmix;
+
 const ENV: &str = "REWIND_ARCHIVE_CRASH_CHILD";
 const MEM: usize = 16 * 1024;
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
 
 /// The deterministic step of iteration `i`: overwrite three runs.
 fn mutate(mem: &mut [u8], i: u64) {

@@ -22,13 +22,6 @@ const MEM: usize = 16 * 1024;
 const PAGE: u64 = 1024;
 const SEED: u64 = 4242;
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// The memory of iteration `i` is `model(i)`: each iteration overwrites a few runs.
 fn step(mem: &mut [u8], i: u64) {
     for k in 0..3 {

@@ -1,4 +1,5 @@
 use proptest::prelude::*;
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rewind_archive::{Archive, ArchiveWriter, Durability};
 use rewind_gc::{Collector, Policy};
 use rewind_history::{History, HistoryConfig};
@@ -242,13 +243,8 @@ fn index_merges_spread_over_commits_leave_a_valid_file_at_every_commit() {
     let mut gc = Collector::new(Policy::default().keep_last(4));
     let pages = 512usize;
     let mut mem = vec![0u8; pages * PAGE];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = rand_xoshiro::SplitMix64::seed_from_u64(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     for frame in 0..84u64 {
         // 120 pages of fresh bytes: 120 new objects, a 960-entry level-1 run every 8
         // appends, and a level-2 merge of 7,680 entries after 64.

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use predicates::prelude::*;
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::SplitMix64;
 
 const PAGE: usize = 1024;
 const MEM: usize = 16 * PAGE;
@@ -17,13 +19,8 @@ fn rewind() -> Command {
 /// Deterministic frames with known writes: a few small writes per frame at scattered
 /// addresses, some pages reverting to earlier contents, one page that never changes.
 fn frames() -> Vec<Vec<u8>> {
-    let mut x = 0x9e3779b97f4a7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = SplitMix64::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next_u64();
     let mut mem = vec![0u8; MEM];
     let mut out = Vec::new();
     for f in 0..FRAMES {

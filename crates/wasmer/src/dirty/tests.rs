@@ -1,4 +1,3 @@
-use rewind_bench::SplitMix64;
 use std::collections::BTreeSet;
 
 use super::*;
@@ -47,6 +46,8 @@ mod linux_tests {
     use std::time::Instant;
 
     use proptest::prelude::*;
+    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+    use rand_xoshiro::SplitMix64;
 
     use super::super::linux::{uapi, AnonMapping};
     use super::*;
@@ -129,9 +130,9 @@ mod linux_tests {
         tracker.take_written(len, OS_PAGE, &mut out).expect("scan");
         assert!(out.is_empty(), "nothing written yet, got {} pages", out.len());
 
-        let mut rng = SplitMix64(42);
+        let mut rng = SplitMix64::seed_from_u64(42);
         for round in 0..3 {
-            let offsets: Vec<usize> = (0..160).map(|_| rng.below(len as u64) as usize).collect();
+            let offsets: Vec<usize> = (0..160).map(|_| (rng.next_u64() % len as u64) as usize).collect();
             for &off in &offsets {
                 map.as_mut_slice()[off] = round as u8 + 1;
             }
@@ -427,7 +428,7 @@ mod linux_tests {
         eprintln!("probe: {:?} ({probe})", t.elapsed());
 
         let mut out = Vec::new();
-        let mut rng = SplitMix64(7);
+        let mut rng = SplitMix64::seed_from_u64(7);
         for dirty in [0usize, 160, 1000, 16384] {
             let mut best = std::time::Duration::MAX;
             let mut write_cost = std::time::Duration::ZERO;
@@ -436,7 +437,7 @@ mod linux_tests {
                     (0..16384).collect()
                 } else {
                     (0..dirty)
-                        .map(|_| rng.below((len / OS_PAGE) as u64) as usize)
+                        .map(|_| (rng.next_u64() % (len / OS_PAGE) as u64) as usize)
                         .collect()
                 };
                 let t = Instant::now();

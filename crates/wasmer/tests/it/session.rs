@@ -8,7 +8,8 @@ use rewind_wasmer::{CaptureMode, CapturePreference, Session, SessionError, Sessi
 use wasmer::TypedFunction;
 
 use crate::guests::{self, grow, scribble, trap, work};
-use rewind_bench::SplitMix64;
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::SplitMix64;
 
 const SEED: u64 = 0x5EED;
 
@@ -205,7 +206,7 @@ fn trap_mid_step_keeps_history_and_restores_the_last_good_state() {
 #[test]
 fn thousands_of_random_rollbacks_match_a_straight_run() {
     const N: usize = 300;
-    let mut rng = SplitMix64(42);
+    let mut rng = SplitMix64::seed_from_u64(42);
     let inputs: Vec<[u8; 8]> = (1..=N as u64)
         .map(|i| {
             if i % 40 == 0 {
@@ -221,9 +222,9 @@ fn thousands_of_random_rollbacks_match_a_straight_run() {
     let mut rollbacks = 0;
     for _ in 0..3000 {
         let head = s.head_iteration();
-        let r = rng.below(10);
+        let r = rng.next_u64() % 10;
         if r < 2 && head > 0 {
-            let back = rng.below(12).min(head);
+            let back = (rng.next_u64() % 12).min(head);
             let target = head - back;
             let report = s.rollback_to(target).expect("rollback");
             rollbacks += 1;
@@ -818,7 +819,7 @@ fn a_start_function_that_loops_runs_out_of_fuel() {
 /// rollback report, and the retained history, are the same.
 #[test]
 fn pipelined_session_equals_synchronous() {
-    let mut rng = SplitMix64(7);
+    let mut rng = SplitMix64::seed_from_u64(7);
     let mut sync = counter(CapturePreference::Auto);
     let mut pipe = Session::new(
         guests::COUNTER,
@@ -830,9 +831,9 @@ fn pipelined_session_equals_synchronous() {
     for _ in 0..600 {
         let head = sync.head_iteration();
         assert_eq!(pipe.head_iteration(), head);
-        let r = rng.below(12);
+        let r = rng.next_u64() % 12;
         if (r < 2 && head > 0) || head >= 120 {
-            let target = head - rng.below(12).min(head);
+            let target = head - (rng.next_u64() % 12).min(head);
             let a = sync.rollback_to(target).expect("rollback");
             let b = pipe.rollback_to(target).expect("rollback");
             assert_eq!((a.state_hash, a.memory_len), (b.state_hash, b.memory_len));
@@ -847,7 +848,7 @@ fn pipelined_session_equals_synchronous() {
             match (a, b) {
                 (Ok(a), Ok(b)) => {
                     assert_eq!(a.iteration, b.iteration);
-                    if rng.below(3) == 0 {
+                    if rng.next_u64() % 3 == 0 {
                         assert_eq!(pipe.state_hash(b.iteration).expect("hash"), a.state_hash);
                     }
                 }

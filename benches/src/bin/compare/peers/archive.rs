@@ -1,0 +1,262 @@
+//! rewind's archive: capture (hinted) + append per frame + GC step, then open and read
+//! one old frame; and the open of the finished file against a postcard (serde) decode
+//! of the same index.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rewind::Collector;
+use rewind_archive::{Archive, ArchiveWriter, Durability};
+
+use super::{drive, history, policy, split_first, GitRun, Peer, PeerRun};
+use crate::args::Config;
+use crate::workload::Spec;
+use crate::{ms, Res};
+
+/// Open the archive and read all of frame `iteration`'s memory with `Archive::read`.
+fn read_frame(path: &Path, iteration: u64, buf: &mut [u8]) -> Res<()> {
+    let a = Archive::open(path)?;
+    let id = a.at(iteration)?.id;
+    a.read_record(id, 0, buf)?;
+    black_box(&buf);
+    Ok(())
+}
+
+/// The same through the page vector: `Archive::pages` once, then `read_page` per page
+/// (one change-list walk for the frame instead of one per page).
+fn read_frame_pages(path: &Path, iteration: u64, buf: &mut [u8]) -> Res<()> {
+    let a = Archive::open(path)?;
+    let id = a.at(iteration)?.id;
+    let pages = a.pages(id)?;
+    let ps = a.page_size().bytes();
+    for (page, h) in buf.chunks_mut(ps).zip(pages) {
+        a.read_page(h, page)?;
+    }
+    black_box(&buf);
+    Ok(())
+}
+
+/// `reps` timed runs of `read` (ms each).
+fn timed(reps: usize, mut read: impl FnMut() -> Res<()>) -> Res<Vec<f64>> {
+    let mut out = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        read()?;
+        out.push(ms(t.elapsed()));
+    }
+    Ok(out)
+}
+
+/// rewind's archive: capture (hinted) + append per frame + GC step; then open and read
+/// frame [`Spec::old_frame`]. The size and ingest time after [`Spec::git_window`]
+/// frames go to the returned [`GitRun`] (git's run over the same frames fills the
+/// rest). Also runs the postcard-vs-rkyv open comparison on the finished file.
+pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, SerdeRun)> {
+    let (git_frames, old) = (spec.git_window(), spec.old_frame());
+    let mut src = spec.source()?;
+    let page = src.page_size();
+    let m = src.memory().len();
+    let path = dir.join("frames.rwd");
+    let mut h = history(page)?;
+    let mut w = ArchiveWriter::create(&path, &h, Durability::Manual)?;
+    let mut gc = Collector::new(policy(cfg.window));
+    let mut git = GitRun::default();
+    let mut ingest = Duration::ZERO;
+    let mut len0 = 0u64;
+    let trace = std::env::var_os("COMPARE_TRACE").is_some();
+    let mut f_done = 0usize;
+    let times = drive(src.as_mut(), spec.frames, |f, mem, hint| {
+        let t = Instant::now();
+        h.capture(f, mem, &[], hint, None)?;
+        let ta = Instant::now();
+        w.append(&h)?;
+        let append = ta.elapsed();
+        gc.collect_some(&mut h)?;
+        if trace {
+            eprintln!(
+                "trace archive frame {f} total_ms {:.4} append_ms {:.4}",
+                ms(t.elapsed()),
+                ms(append)
+            );
+        }
+        f_done += 1;
+        if f_done == 1 {
+            len0 = w.len();
+        }
+        if f_done == git_frames {
+            w.sync()?;
+            ingest += t.elapsed();
+            git.archive_ingest_s = ingest.as_secs_f64();
+            git.archive_bytes = w.len();
+        } else {
+            ingest += t.elapsed();
+        }
+        Ok(())
+    })?;
+    let t = Instant::now();
+    w.sync()?;
+    ingest += t.elapsed();
+    let frames = times.len();
+    let len = w.len();
+    drop(w);
+    let (first, capture) = split_first(times);
+    let mut buf = vec![1u8; m];
+    let open_read = timed(cfg.reps, || read_frame(&path, old, &mut buf))?;
+    git.archive_read = open_read.clone();
+    let mut check = vec![1u8; m];
+    let open_read_pages = timed(cfg.reps, || read_frame_pages(&path, old, &mut check))?;
+    if check != buf {
+        return Err("Archive::read and pages + read_page disagree".into());
+    }
+    let serde = serde_vs_rkyv(&path, old, cfg.reps.max(5) * 3)?;
+    Ok((
+        PeerRun {
+            capture,
+            first_frame_ms: first,
+            disk_per_frame: Some((len - len0) as f64 / (frames as f64 - 1.0).max(1.0)),
+            disk_first: Some(len0 as f64),
+            open_read,
+            open_read_pages,
+            ingest_s: Some(ingest.as_secs_f64()),
+            ..PeerRun::new(Peer::Archive)
+        },
+        git,
+        serde,
+    ))
+}
+
+/// The open of an archive (rkyv, zero-copy) against a postcard decode of its index.
+#[derive(Default)]
+pub struct SerdeRun {
+    pub records: usize,
+    pub objects: usize,
+    pub blob_bytes: usize,
+    pub archive_bytes: u64,
+    /// `Archive::open` + `state_hash`, ms per repetition.
+    pub rkyv: Vec<f64>,
+    /// Read + postcard decode of the same index + the same lookup, ms per repetition.
+    pub postcard: Vec<f64>,
+}
+
+/// The archive's index as a serde structure: every record (`RecEntry`), every page
+/// object (`ObjEntry`) and the timeline, with the same fields as the rkyv runs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SerdeIndex {
+    /// hash, segment, position, depth, kind
+    objects: Vec<([u8; 16], u64, u32, u8, u8)>,
+    records: Vec<SerdeRecord>,
+    /// (iteration, record id), sorted by iteration
+    timeline: Vec<(u64, u64)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SerdeRecord {
+    id: u64,
+    iteration: u64,
+    parent: u64,
+    memory_len: u64,
+    seg: u64,
+    state_hash: [u8; 16],
+    input: [u8; 16],
+    has_input: u8,
+    pos: u32,
+    hops: u32,
+    since: u64,
+}
+
+/// The serde index of the archive at `path`.
+fn serde_index(a: &Archive) -> Res<SerdeIndex> {
+    let recs = a.records()?;
+    let info = a.info()?;
+    let loaded = a.to_history()?;
+    let mut objects: Vec<([u8; 16], u64, u32, u8, u8)> = loaded
+        .store()
+        .iter()
+        .enumerate()
+        .map(|(i, (h, o, _))| {
+            let kind = match o {
+                rewind::layers::store::ObjectRef::Delta { .. } => 2,
+                _ => 1,
+            };
+            (h.0, 4096 + i as u64 / 64, i as u32, 0, kind)
+        })
+        .collect();
+    // Objects the file holds that the loaded history no longer references (the file
+    // never drops anything): same shape, so the index has the file's object count.
+    let mut k = 0u64;
+    while (objects.len() as u64) < info.objects {
+        let h = xxhash_rust::xxh3::xxh3_128(&k.to_le_bytes()).to_le_bytes();
+        objects.push((h, 4096 + k / 64, k as u32, 1, 2));
+        k += 1;
+    }
+    objects.sort_unstable_by_key(|o| o.0);
+    Ok(SerdeIndex {
+        objects,
+        records: recs
+            .iter()
+            .map(|r| SerdeRecord {
+                id: r.id.0,
+                iteration: r.iteration,
+                parent: r.parent.map_or(u64::MAX, |p| p.0),
+                memory_len: r.memory_len,
+                seg: 64,
+                state_hash: r.state_hash.0,
+                input: [0; 16],
+                has_input: 0,
+                pos: r.id.0 as u32,
+                hops: 0,
+                since: 0,
+            })
+            .collect(),
+        timeline: recs
+            .iter()
+            .filter(|r| r.on_timeline)
+            .map(|r| (r.iteration, r.id.0))
+            .collect(),
+    })
+}
+
+fn serde_vs_rkyv(path: &Path, iteration: u64, reps: usize) -> Res<SerdeRun> {
+    let a = Archive::open(path)?;
+    let idx = serde_index(&a)?;
+    let blob = postcard::to_allocvec(&idx)?;
+    let blob_path = path.with_extension("postcard");
+    std::fs::write(&blob_path, &blob)?;
+    let expect = a.state_hash(iteration)?;
+    drop(a);
+    let mut run = SerdeRun {
+        records: idx.records.len(),
+        objects: idx.objects.len(),
+        blob_bytes: blob.len(),
+        archive_bytes: std::fs::metadata(path)?.len(),
+        ..SerdeRun::default()
+    };
+    for _ in 0..reps {
+        let t = Instant::now();
+        let a = Archive::open(path)?;
+        let h = a.state_hash(black_box(iteration))?;
+        run.rkyv.push(ms(t.elapsed()));
+        if h != expect {
+            return Err("the archive's state hash changed between two opens".into());
+        }
+        let t = Instant::now();
+        let bytes = std::fs::read(&blob_path)?;
+        let i: SerdeIndex = postcard::from_bytes(&bytes)?;
+        let pos = i
+            .timeline
+            .binary_search_by_key(&iteration, |e| e.0)
+            .map_err(|_| "iteration")?;
+        let id = i.timeline[pos].1;
+        let r = i
+            .records
+            .binary_search_by_key(&id, |r| r.id)
+            .map_err(|_| "record")?;
+        let sh = i.records[r].state_hash;
+        run.postcard.push(ms(t.elapsed()));
+        if sh != expect.0 {
+            return Err("the postcard index gives another state hash than the archive".into());
+        }
+    }
+    Ok(run)
+}

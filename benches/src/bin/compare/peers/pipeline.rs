@@ -1,0 +1,223 @@
+//! The capture pipeline (`Options::pipeline`) on the hinted workload: per capture, the
+//! caller's time (the copy into staging), the worker's time, and CPU over the run; and
+//! the GGRS pattern (roll back 7, capture 7 re-simulated frames) per frame.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rewind::LiveMemory;
+
+use super::policy;
+use crate::args::Config;
+use crate::workload::Spec;
+use crate::{ms, Res, ROLLBACK};
+
+/// The pipeline worker thread's name.
+const WORKER: &str = "rewind-capture";
+
+/// The capture pipeline's figures on one workload.
+#[derive(Default)]
+pub struct Pipelined {
+    /// Caller-thread ms per capture (`Recorder::submit`).
+    pub caller: Vec<f64>,
+    /// The synchronous recorder's ms per capture (same `Recorder`, no pipeline).
+    pub sync: Vec<f64>,
+    /// Worker busy ms per frame (wall time while recording).
+    pub worker_busy: f64,
+    /// Worker thread CPU ms per frame.
+    pub worker_cpu: Option<f64>,
+    /// Caller-thread CPU ms per capture (mean over the run), pipelined and synchronous.
+    pub caller_cpu: Option<f64>,
+    pub sync_cpu: Option<f64>,
+    /// Captures that blocked on the staging budget, and the final drain, ms.
+    pub blocked: u64,
+    pub drain_ms: f64,
+    pub frames: usize,
+    /// "GGRS pattern": per frame, roll back 7 and capture 7 re-simulated frames; the
+    /// caller's rewind time per frame (ms), synchronous and pipelined.
+    pub ggrs_sync: Vec<f64>,
+    pub ggrs_pipe: Vec<f64>,
+    /// Of the pipelined GGRS frame, the rollback's wait for the worker (ms per frame).
+    pub ggrs_wait: f64,
+    /// Caller-thread CPU per GGRS frame (ms), synchronous and pipelined, and the
+    /// worker's CPU per pipelined GGRS frame.
+    pub ggrs_sync_cpu: Vec<f64>,
+    pub ggrs_pipe_cpu: Vec<f64>,
+    pub ggrs_worker_cpu: Option<f64>,
+}
+
+/// CPU time of the calling thread, in ns, from `/proc/thread-self/schedstat` (the
+/// scheduler's exact run time: unlike wall time it does not count the time other
+/// processes on this shared machine took the core).
+fn thread_cpu() -> Option<Duration> {
+    schedstat(Path::new("/proc/thread-self/schedstat"))
+}
+
+fn schedstat(path: &Path) -> Option<Duration> {
+    let s = std::fs::read_to_string(path).ok()?;
+    Some(Duration::from_nanos(s.split_whitespace().next()?.parse().ok()?))
+}
+
+/// CPU time of this process's thread named `name` (the pipeline's worker).
+fn named_thread_cpu(name: &str) -> Option<Duration> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            (comm.trim() == name).then(|| schedstat(&t.path().join("schedstat")))?
+        })
+}
+
+/// CPU ms spent from `a` to `b`.
+fn cpu_ms(a: Duration, b: Duration) -> f64 {
+    ms(b.saturating_sub(a))
+}
+
+fn recorder(page: usize, cfg: &Config, pipelined: bool) -> Res<rewind::Recorder> {
+    let mut o = rewind::Options::new(page as u64)?
+        .seed(1)
+        .policy(policy(cfg.window));
+    if pipelined {
+        o = o.pipeline(rewind::PipelineOptions::new());
+    }
+    Ok(rewind::Recorder::new(o)?)
+}
+
+/// Frames through a `Recorder`, synchronous or pipelined: per-capture caller ms and the
+/// process / worker CPU over the run.
+fn recorder_run(spec: &Spec, cfg: &Config, pipelined: bool, out: &mut Pipelined) -> Res<Vec<f64>> {
+    let mut src = spec.source()?;
+    let mut rec = recorder(src.page_size(), cfg, pipelined)?;
+    let mut dirty = Vec::new();
+    let mut caller = Vec::new();
+    // Frame 0 (the whole memory, no hint: recorded on the caller's thread in both
+    // modes) is left out, as everywhere in this harness.
+    rec.submit(0, src.memory(), &[], None, None)?;
+    let cpu0 = thread_cpu();
+    // Frames come at 60 fps: the caller sleeps the rest of each frame, as a game's
+    // guest and renderer would run, so the worker has the time a real frame leaves it.
+    let period = Duration::from_micros(16_667);
+    let mut next = Instant::now() + period;
+    for f in 1..spec.frames {
+        if !src.next_frame(&mut dirty) {
+            break;
+        }
+        let t = Instant::now();
+        rec.submit(f as u64, src.memory(), &[], Some(&dirty), None)?;
+        caller.push(ms(t.elapsed()));
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(next - now);
+            next += period;
+        } else {
+            next = now + period;
+        }
+    }
+    let t = Instant::now();
+    rec.settle()?;
+    let drain = t.elapsed();
+    let (cpu1, worker_cpu) = (thread_cpu(), named_thread_cpu(WORKER));
+    let n = caller.len().max(1) as f64;
+    // The scheduler updates a running thread's run time only at ticks and switches, so
+    // CPU is taken over the whole run (accurate in sum), less what the synthetic guest's
+    // own writes cost in a run without captures.
+    let guest = guest_cpu(spec, caller.len())?;
+    let cpu = cpu0.zip(cpu1).map(|(a, b)| (cpu_ms(a, b) - guest).max(0.0) / n);
+    if pipelined {
+        let st = rec.pipeline_stats();
+        out.worker_busy = ms(st.worker_time) / st.worker_frames.max(1) as f64;
+        out.worker_cpu = worker_cpu.map(|w| ms(w) / n);
+        out.caller_cpu = cpu;
+        out.blocked = st.blocked;
+        out.drain_ms = ms(drain);
+        out.frames = caller.len();
+    } else {
+        out.sync_cpu = cpu;
+    }
+    Ok(caller)
+}
+
+/// CPU ms of `frames` frames of the synthetic guest alone (no capture).
+fn guest_cpu(spec: &Spec, frames: usize) -> Res<f64> {
+    let mut src = spec.source()?;
+    let mut dirty = Vec::new();
+    let c0 = thread_cpu();
+    for _ in 0..frames {
+        if !src.next_frame(&mut dirty) {
+            break;
+        }
+    }
+    Ok(c0.zip(thread_cpu()).map_or(0.0, |(a, b)| cpu_ms(a, b)))
+}
+
+/// The GGRS pattern: after a warm-up of 8 frames, every frame rolls back 7 frames and
+/// captures 7 re-simulated ones. Returns the caller's rewind time per frame (ms: the
+/// rollback plus the 7 captures, without the synthetic guest's own writes) and the
+/// total time the rollbacks waited for the worker.
+fn ggrs_run(spec: &Spec, cfg: &Config, pipelined: bool, frames: usize, out: &mut Pipelined) -> Res<Vec<f64>> {
+    let mut src = spec.source()?;
+    let mut rec = recorder(src.page_size(), cfg, pipelined)?;
+    let mut dirty = Vec::new();
+    let mut head = 0u64;
+    rec.submit(0, src.memory(), &[], None, None)?;
+    for _ in 0..ROLLBACK + 1 {
+        src.next_frame(&mut dirty);
+        head += 1;
+        rec.submit(head, src.memory(), &[], Some(&dirty), None)?;
+    }
+    let mut times = Vec::with_capacity(frames);
+    let mut cpu = Vec::with_capacity(frames);
+    let wait0 = rec.pipeline_stats().wait_time;
+    let worker0 = named_thread_cpu(WORKER);
+    for _ in 0..frames {
+        let c0 = thread_cpu();
+        let t = Instant::now();
+        rec.rollback_to(head - ROLLBACK, src.memory_mut(), LiveMemory::AtHead)?;
+        let mut spent = t.elapsed();
+        for k in 0..ROLLBACK {
+            src.next_frame(&mut dirty);
+            let t = Instant::now();
+            rec.submit(head - ROLLBACK + 1 + k, src.memory(), &[], Some(&dirty), None)?;
+            spent += t.elapsed();
+        }
+        times.push(ms(spent));
+        // The caller's CPU over the frame; the guest's writes come off below.
+        if let Some(c) = c0.zip(thread_cpu()).map(|(a, b)| cpu_ms(a, b)) {
+            cpu.push(c);
+        }
+    }
+    let n = frames.max(1) as f64;
+    let guest = guest_cpu(spec, ROLLBACK as usize * frames)? / n;
+    for c in &mut cpu {
+        *c = (*c - guest).max(0.0);
+    }
+    let wait = ms(rec.pipeline_stats().wait_time.saturating_sub(wait0)) / n;
+    rec.settle()?;
+    if pipelined {
+        out.ggrs_wait = wait;
+        out.ggrs_pipe_cpu = cpu;
+        out.ggrs_worker_cpu = worker0
+            .zip(named_thread_cpu(WORKER))
+            .map(|(a, b)| cpu_ms(a, b) / n);
+    } else {
+        out.ggrs_sync_cpu = cpu;
+    }
+    Ok(times)
+}
+
+/// The pipeline's figures: synchronous and pipelined recorders over the workload, then
+/// the GGRS pattern with each.
+pub fn run(spec: &Spec, cfg: &Config) -> Res<Pipelined> {
+    let mut out = Pipelined::default();
+    out.sync = recorder_run(spec, cfg, false, &mut out)?;
+    out.caller = recorder_run(spec, cfg, true, &mut out)?;
+    let ggrs_frames = if spec.frames >= 150 {
+        60
+    } else {
+        spec.frames.max(10)
+    };
+    out.ggrs_sync = ggrs_run(spec, cfg, false, ggrs_frames, &mut out)?;
+    out.ggrs_pipe = ggrs_run(spec, cfg, true, ggrs_frames, &mut out)?;
+    Ok(out)
+}
