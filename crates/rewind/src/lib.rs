@@ -464,6 +464,16 @@ impl Options {
     /// wasm guest's export names or `$name` from its name section): with
     /// [`Options::archive`] the archive stores them and the inspector prints them
     /// instead of `global N`. See [`Recorder::set_global_names`].
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let options = Options::new(4096)?.global_names(vec![Some("$score".into()), None]);
+    /// assert_eq!(options.global_names.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn global_names(mut self, names: Vec<Option<String>>) -> Self {
         self.global_names = names;
         self
@@ -627,6 +637,17 @@ impl Recorder {
     /// An empty recorder; with [`Options::archive`], a new archive too (refused if the
     /// path exists, unless [`Options::replace_archive`]); with [`Options::pipeline`], its
     /// worker thread.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.seed(3))?;
+    /// rec.capture(0, &[0u8; 4096], &[], None, None)?;
+    /// assert_eq!(rec.history().len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(options: Options) -> Result<Self, Error> {
         let history = History::new(options.history)?;
         let mut archive = match &options.archive {
@@ -958,6 +979,18 @@ impl Recorder {
     /// (replacing one it had), e.g. of the head when a host starts keeping state.
     /// After the captures in flight. The archive gets it with the next append of a
     /// commit whose head is that record ([`Recorder::sync`] or the next capture).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?)?;
+    /// rec.capture(0, &[0u8; 4096], &[], None, None)?;
+    /// rec.set_host_state(0, b"rng=42")?; // a host that starts keeping state now
+    /// assert_eq!(rec.host_state(0)?, Some(&b"rng=42"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_host_state(&mut self, iteration: u64, bytes: &[u8]) -> Result<(), Error> {
         // A worker failure stays for the next checked call.
         let history = &mut self.home_mut().history;
@@ -968,6 +1001,19 @@ impl Recorder {
 
     /// The host state recorded with `iteration` on the current timeline, `None` when
     /// it has none.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?)?;
+    /// rec.capture_with_host_state(0, &[0u8; 4096], &[], None, None, Some(b"clock=0"))?;
+    /// rec.capture(1, &[1u8; 4096], &[], None, None)?;
+    /// assert_eq!(rec.host_state(0)?, Some(&b"clock=0"[..]));
+    /// assert_eq!(rec.host_state(1)?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn host_state(&self, iteration: u64) -> Result<Option<&[u8]>, Error> {
         let history = &self.core()?.history;
         Ok(history.host_state(history.at(iteration)?.id()))
@@ -1228,6 +1274,18 @@ impl Recorder {
 
     /// [`Recorder::submit`] with a host state, as [`Recorder::capture_with_host_state`]:
     /// the bytes travel to the worker with the staged pages.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new()))?;
+    /// rec.submit(0, &[0u8; 4096], &[], None, None)?;
+    /// rec.submit_with_host_state(1, &[1u8; 4096], &[], Some(&[0]), None, Some(b"clock=1"))?;
+    /// assert_eq!(rec.host_state(1)?, Some(&b"clock=1"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn submit_with_host_state(
         &mut self,
         iteration: u64,

@@ -52,10 +52,36 @@ pub trait HostState {
 /// A host could not put back a saved state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let e = HostStateError::new("a clock is 8 bytes");
+/// assert_eq!(e.to_string(), "a clock is 8 bytes");
+/// # Ok(())
+/// # }
+/// ```
 pub struct HostStateError(pub String);
 
 impl HostStateError {
     /// An error with a message.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let e: HostStateError = HostStateError::new(format!("unknown file {}", 3));
+    /// # let _ = e;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }

@@ -64,6 +64,23 @@ use crate::host_state::{HostState, HostStates};
 
 /// How changed pages are found at each capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// match s.mode() {
+///     CaptureMode::KernelDirty => assert!(s.fallback_reason().is_none()),
+///     CaptureMode::FullScan => println!("hashing every page: {:?}", s.fallback_reason()),
+/// }
+/// # s.step(&[1])?;
+/// # Ok(())
+/// # }
+/// ```
 pub enum CaptureMode {
     /// The kernel reports the pages written since the last capture
     /// (userfaultfd write-protect + `PAGEMAP_SCAN`): only those are hashed.
@@ -84,6 +101,19 @@ impl std::fmt::Display for CaptureMode {
 /// Which capture mode a session should use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let s = Session::new(wat, SessionOptions::new(4096)?.capture(CapturePreference::FullScan))?;
+/// assert_eq!(s.mode(), CaptureMode::FullScan);
+/// # Ok(())
+/// # }
+/// ```
 pub enum CapturePreference {
     /// Kernel dirty pages when [`DirtyTracker::probe`] says they work, else a
     /// full scan.
@@ -97,6 +127,19 @@ pub enum CapturePreference {
 
 /// The step ABI found in the guest (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// assert_eq!(s.step_abi(), StepAbi::Word); // step(i64): inputs of up to 8 bytes
+/// # Ok(())
+/// # }
+/// ```
 pub enum StepAbi {
     /// `step(i64)`: inputs of at most 8 bytes.
     Word,
@@ -114,6 +157,23 @@ pub enum StepAbi {
 
 /// How a [`Session`] is set up.
 #[derive(Clone, Debug)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let options = SessionOptions::new(4096)?
+///     .seed(7)
+///     .policy(rewind::Policy::default().keep_last(600))
+///     .max_memory(16 << 20);
+/// let mut s = Session::new(wat, options)?;
+/// s.step(&[1])?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct SessionOptions {
     recorder: Options,
     /// `None`: host-driven.
@@ -137,6 +197,19 @@ impl SessionOptions {
     /// 1 KiB to 64 KiB; 4 KiB matches the kernel's dirty granularity), a random
     /// hash seed, a policy that keeps everything, step export `"step"`, and
     /// [`CapturePreference::Auto`].
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// assert!(SessionOptions::new(4096).is_ok());
+    /// assert!(SessionOptions::new(3000).is_err(), "not a power of two");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(page_size: u64) -> Result<Self, SessionError> {
         Ok(Self {
             recorder: Options::new(page_size)?,
@@ -152,6 +225,21 @@ impl SessionOptions {
     /// pages the kernel reported written are copied (see `docs/wasmer.md`,
     /// "Capture pipeline"). Needs kernel dirty tracking to help: a full-scan
     /// capture is recorded on the caller's thread either way.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.pipeline(PipelineOptions::new()))?;
+    /// let report = s.step(&[1])?; // returns once the written pages are copied
+    /// let hash = s.state_hash(report.iteration)?; // waits for the worker
+    /// # let _ = hash;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pipeline(mut self, options: PipelineOptions) -> Self {
         self.recorder = self.recorder.pipeline(options);
         self
@@ -159,12 +247,42 @@ impl SessionOptions {
 
     /// The hash seed. Peers that compare state hashes must use the same seed
     /// (and page size); without one, each session draws a random seed.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut a = Session::new(wat, SessionOptions::new(4096)?.seed(9))?;
+    /// let mut b = Session::new(wat, SessionOptions::new(4096)?.seed(9))?;
+    /// assert_eq!(a.step(&[3])?.state_hash, b.step(&[3])?.state_hash);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.recorder = self.recorder.seed(seed);
         self
     }
 
     /// The retention policy, applied incrementally after every step.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.policy(rewind::Policy::default().keep_last(8)))?;
+    /// for frame in 0..20u8 {
+    ///     s.step(&[frame])?;
+    /// }
+    /// assert!(s.state_hash(20).is_ok() && s.state_hash(5).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn policy(mut self, policy: Policy) -> Self {
         self.recorder = self.recorder.policy(policy);
         self
@@ -173,12 +291,47 @@ impl SessionOptions {
     /// Persist every captured iteration to a new archive at `path` (appended before
     /// each GC step, see [`rewind::Options::archive`]). A path that exists is refused;
     /// see [`SessionOptions::replace_archive`].
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let path = std::env::temp_dir().join(format!("rewind-session-archive-{}.rwd", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.archive(&path, rewind::Durability::EveryAppend))?;
+    /// s.step(&[1])?;
+    /// assert_eq!(rewind::Archive::open(&path)?.state_hash(1)?, s.state_hash(1)?);
+    /// # drop(s);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn archive(mut self, path: impl Into<std::path::PathBuf>, durability: Durability) -> Self {
         self.recorder = self.recorder.archive(path, durability);
         self
     }
 
     /// As [`SessionOptions::archive`], replacing an archive already at `path`.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let path = std::env::temp_dir().join(format!("rewind-session-replace-{}.rwd", std::process::id()));
+    /// for _ in 0..2 {
+    ///     let options = SessionOptions::new(4096)?.replace_archive(&path, rewind::Durability::EveryAppend);
+    ///     Session::new(wat, options)?.step(&[1])?;
+    /// }
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn replace_archive(mut self, path: impl Into<std::path::PathBuf>, durability: Durability) -> Self {
         self.recorder = self.recorder.replace_archive(path, durability);
         self
@@ -194,6 +347,31 @@ impl SessionOptions {
     /// [`rewind::Error::NotRetained`] for an iteration the archive (under the
     /// policy) does not retain, and with a guest error when the archive's globals do
     /// not fit the module.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let path = std::env::temp_dir().join(format!("rewind-session-resume-{}.rwd", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let mut first = Session::new(wat, SessionOptions::new(4096)?.seed(1).archive(&path, rewind::Durability::EveryAppend))?;
+    /// for frame in 1..=10u8 {
+    ///     first.step(&[frame])?;
+    /// }
+    /// let hash_11 = { first.rollback_to(6)?; first.step(&[50])?.state_hash };
+    /// drop(first);
+    /// // Another process continues from iteration 6 of the stored history.
+    /// let mut again = Session::new(wat, SessionOptions::new(4096)?.seed(1).resume_from(&path, 6, rewind::Durability::EveryAppend))?;
+    /// assert_eq!(again.head_iteration(), 6);
+    /// assert_eq!(again.step(&[50])?.state_hash, hash_11);
+    /// # drop(again);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn resume_from(
         mut self,
         path: impl Into<std::path::PathBuf>,
@@ -209,6 +387,21 @@ impl SessionOptions {
     }
 
     /// The name of the exported step function.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let wat = r#"(module (memory (export "memory") 1)
+    ///   (func (export "tick") (param i64) (i64.store (i32.const 0) (local.get 0))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.step_export("tick"))?;
+    /// s.step(&[9])?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn step_export(mut self, name: impl Into<String>) -> Self {
         self.step_export = Some(name.into());
         self
@@ -216,12 +409,43 @@ impl SessionOptions {
 
     /// No step export: every frame is run by the host through
     /// [`Session::step_with`] (see the module docs).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let wat = r#"(module (memory (export "memory") 1) (func (export "frame") (i32.store (i32.const 0) (i32.const 1))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.host_driven())?;
+    /// s.step_with(&[], |store, guest, _input| {
+    ///     guest.instance().exports.get_function("frame").map_err(|e| wasmer::RuntimeError::new(e.to_string()))?.call(store, &[])?;
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(s.step_abi(), StepAbi::HostDriven);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn host_driven(mut self) -> Self {
         self.step_export = None;
         self
     }
 
     /// The capture mode preference.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let s = Session::new(wat, SessionOptions::new(4096)?.capture(CapturePreference::Auto))?;
+    /// # let _ = s;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn capture(mut self, capture: CapturePreference) -> Self {
         self.capture = capture;
         self
@@ -229,6 +453,23 @@ impl SessionOptions {
 
     /// Refuse a step after which the memory is larger than `bytes`: the step
     /// is undone and [`SessionError::MemoryLimit`] returned.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let grow = r#"(module (memory (export "memory") 1)
+    ///   (func (export "step") (param i64) (drop (memory.grow (i32.wrap_i64 (local.get 0))))))"#;
+    /// let mut s = Session::new(grow, SessionOptions::new(4096)?.max_memory(4 * 65536))?;
+    /// s.step(&[1])?; // 2 wasm pages
+    /// assert!(matches!(s.step(&[8]), Err(SessionError::MemoryLimit { .. })), "undone");
+    /// assert_eq!(s.head_iteration(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_memory(mut self, bytes: u64) -> Self {
         self.max_memory = Some(bytes);
         self
@@ -247,6 +488,22 @@ impl SessionOptions {
     /// [`Session::from_module`] compile with [`metered_engine`]. The
     /// metering's own globals are not guest state: state hashes equal those
     /// of an unmetered session.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let spin = r#"(module (memory (export "memory") 1)
+    ///   (func (export "step") (param i64) (loop $l (br_if $l (i32.const 1)))))"#;
+    /// let mut s = Session::new(spin, SessionOptions::new(4096)?.fuel_per_step(100_000))?;
+    /// assert!(matches!(s.step(&[0]), Err(SessionError::OutOfFuel { .. })), "a hostile guest is stopped");
+    /// assert_eq!(s.head_iteration(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fuel_per_step(mut self, points: u64) -> Self {
         self.fuel = Some(points);
         self
@@ -258,6 +515,21 @@ impl SessionOptions {
 /// start function, for sessions with [`SessionOptions::fuel_per_step`].
 /// Compile exactly one module with each such engine (the middleware keeps
 /// per-module state and panics when reused across modules).
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let engine = metered_engine(1_000_000);
+/// let module = GuestModule::new(&engine, &wasmer::wat2wasm(wat.as_bytes())?)?;
+/// let s = Session::from_module(engine, module, SessionOptions::new(4096)?.fuel_per_step(1_000_000), |_| wasmer::Imports::new())?;
+/// # let _ = s;
+/// # Ok(())
+/// # }
+/// ```
 pub fn metered_engine(initial_points: u64) -> Engine {
     use wasmer::sys::CompilerConfig as _;
     let mut compiler = wasmer::sys::Cranelift::default();
@@ -271,6 +543,22 @@ pub fn metered_engine(initial_points: u64) -> Engine {
 /// Errors of a [`Session`].
 #[derive(Debug, Error)]
 #[non_exhaustive]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// match s.rollback_to(99) {
+///     Err(SessionError::Rewind(e)) => assert_eq!(e.not_retained(), Some(99)),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub enum SessionError {
     /// Checking, instantiating or accessing the guest failed.
     #[error(transparent)]
@@ -394,6 +682,20 @@ pub enum SessionError {
 
 /// What one [`Session::step`] recorded.
 #[derive(Clone, Copy, Debug)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// let r: StepReport = s.step(&[5])?;
+/// assert_eq!((r.iteration, r.pages_changed), (1, 1)); // the sum's page
+/// # Ok(())
+/// # }
+/// ```
 pub struct StepReport {
     /// The iteration recorded.
     pub iteration: u64,
@@ -425,6 +727,21 @@ pub struct StepReport {
 
 /// What a rollback did.
 #[derive(Clone, Copy, Debug)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// s.step(&[5])?;
+/// let r: RollbackReport = s.rollback_to(0)?;
+/// assert_eq!((r.iteration, r.pages_written, r.reinstantiated), (0, 1, false));
+/// # Ok(())
+/// # }
+/// ```
 pub struct RollbackReport {
     /// The iteration now at the head.
     pub iteration: u64,
@@ -445,6 +762,22 @@ pub struct RollbackReport {
 
 /// Where a run's state hash first differs from the expected one.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// s.step(&[1])?;
+/// let other = s.state_hash(0)?;
+/// let d: Divergence = s.check([(1, other)])?.expect("differs");
+/// assert_eq!((d.iteration, d.expected, d.found), (1, other, s.state_hash(1)?));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Divergence {
     /// The first iteration whose state hash differs.
     pub iteration: u64,
@@ -460,6 +793,22 @@ pub struct Divergence {
 
 /// The pages in which two snapshots differ.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// s.step(&[1])?;
+/// let before = s.recorder().history().at(0)?.snapshot().clone();
+/// let p: PageDivergence = s.compare_snapshot(1, &before)?.expect("differs");
+/// assert_eq!((p.first, p.globals_differ), (Some(1), true));
+/// # Ok(())
+/// # }
+/// ```
 pub struct PageDivergence {
     /// The first differing page (Merkle descent, O(log pages)).
     pub first: Option<u32>,
@@ -473,6 +822,22 @@ pub struct PageDivergence {
 
 impl PageDivergence {
     /// Compares two snapshots (of histories with the same page size and seed).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// let h = s.recorder().history();
+    /// let p = PageDivergence::between(h.at(1)?.snapshot(), h.at(0)?.snapshot());
+    /// assert_eq!(p.pages, vec![1]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn between(found: &Snapshot, expected: &Snapshot) -> Self {
         Self {
             first: found.first_differing_page(expected),
@@ -485,6 +850,22 @@ impl PageDivergence {
 
 /// The result of [`Session::replay`].
 #[derive(Clone, Debug)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// let hashes: Vec<_> = (1..=3u8).map(|i| s.step(&[i]).map(|r| r.state_hash)).collect::<Result<_, _>>()?;
+/// let r: ReplayReport = s.replay(0, [[1u8], [2], [3]], &hashes)?;
+/// assert!(r.divergence.is_none());
+/// assert_eq!(r.resimulated.steps.len(), 3);
+/// # Ok(())
+/// # }
+/// ```
 pub struct ReplayReport {
     /// The rollback to the starting iteration, then one report per input.
     pub resimulated: ResimulateReport,
@@ -494,6 +875,21 @@ pub struct ReplayReport {
 
 /// What a re-simulation did ([`Session::resimulate`], [`Session::resimulate_with`]).
 #[derive(Clone, Debug)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// s.step(&[1])?;
+/// let r: ResimulateReport = s.resimulate(0, [[7u8]])?;
+/// assert_eq!((r.rollback.iteration, r.steps.len()), (0, 1));
+/// # Ok(())
+/// # }
+/// ```
 pub struct ResimulateReport {
     /// The rollback to the starting iteration (it may have re-instantiated the guest).
     pub rollback: RollbackReport,
@@ -503,6 +899,22 @@ pub struct ResimulateReport {
 
 /// Counters of a session.
 #[derive(Clone, Copy, Debug, Default)]
+///
+/// ```
+/// use rewind_wasmer::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+/// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+/// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+/// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+/// s.step(&[1])?;
+/// s.rollback_to(0)?;
+/// let st: SessionStats = s.stats();
+/// assert_eq!((st.steps, st.rollbacks), (1, 1));
+/// # Ok(())
+/// # }
+/// ```
 pub struct SessionStats {
     /// Successful steps.
     pub steps: u64,
@@ -829,6 +1241,19 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// A session on a module given as WebAssembly text or binary, with no
     /// imports. Captures the instantiated state as iteration 0.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let s = Session::new(wat, SessionOptions::new(4096)?)?; // WAT text or wasm bytes
+    /// assert_eq!(s.head_iteration(), 0); // iteration 0 is the state after instantiation
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(wasm: impl AsRef<[u8]>, options: SessionOptions) -> Result<Self, SessionError> {
         Self::with_imports(wasm, options, |_| Imports::new())
     }
@@ -836,6 +1261,24 @@ impl Session {
     /// A session whose module needs imports: `imports` builds them in a given
     /// store, and is called again for every re-instantiation (each in a
     /// fresh store).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let wat = r#"(module (import "env" "input" (func $input (result i64))) (memory (export "memory") 1)
+    ///   (func (export "step") (param i64) (i64.store (i32.const 0) (call $input))))"#;
+    /// let mut s = Session::with_imports(wat, SessionOptions::new(4096)?, |store| {
+    ///     let input = wasmer::Function::new_typed(store, || 42i64);
+    ///     wasmer::imports! { "env" => { "input" => input } }
+    /// })?;
+    /// s.step(&[])?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_imports(
         wasm: impl AsRef<[u8]>,
         options: SessionOptions,
@@ -850,6 +1293,21 @@ impl Session {
     }
 
     /// A session on an already checked module, compiled with `engine`.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let engine = wasmer::Store::default().engine().clone();
+    /// let module = GuestModule::new(&engine, &wasmer::wat2wasm(wat.as_bytes())?)?;
+    /// let s = Session::from_module(engine, module, SessionOptions::new(4096)?, |_| wasmer::Imports::new())?;
+    /// # let _ = s;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_module(
         engine: Engine,
         module: GuestModule,
@@ -868,6 +1326,28 @@ impl Session {
     /// memory) restores memory and globals from history instead, so whatever
     /// setup built in the guest's state is back, and guest pointers it
     /// returned stay valid.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let engine = wasmer::Store::default().engine().clone();
+    /// let module = GuestModule::new(&engine, &wasmer::wat2wasm(wat.as_bytes())?)?;
+    /// // Setup runs before iteration 0 is captured: write a level into memory.
+    /// let (s, pages) = Session::from_module_with_setup(engine, module, SessionOptions::new(4096)?, |_| wasmer::Imports::new(), |store, guest| {
+    ///     guest.memory().view(store).write(0, b"level 1")?;
+    ///     Ok(guest.memory().view(store).data_size() / 4096)
+    /// })?;
+    /// assert_eq!(pages, 16);
+    /// let mut level = [0u8; 7];
+    /// s.recorder().read(0, 0, &mut level)?;
+    /// assert_eq!(&level, b"level 1");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_module_with_setup<T>(
         engine: Engine,
         module: GuestModule,
@@ -992,32 +1472,115 @@ impl Session {
     /// Append what the archive does not hold yet (with [`SessionOptions::archive`]:
     /// the head after a rollback, records of [`rewind::Durability::Manual`] appends)
     /// and sync it to disk. A no-op without an archive.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// s.sync()?; // without an archive: nothing to do
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sync(&mut self) -> Result<(), SessionError> {
         Ok(self.recorder.sync()?)
     }
 
     /// The capture mode in use.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// println!("capturing with {}", s.mode());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn mode(&self) -> CaptureMode {
         self.mode
     }
 
     /// Why the session runs in full-scan mode, if it does.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let s = Session::new(wat, SessionOptions::new(4096)?.capture(CapturePreference::FullScan))?;
+    /// assert_eq!(s.fallback_reason(), Some("full scan requested"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback.as_deref()
     }
 
     /// The step ABI the guest uses.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// assert_eq!(s.step_abi(), StepAbi::Word);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn step_abi(&self) -> StepAbi {
         self.live.abi()
     }
 
     /// The iteration at the head (the live state's iteration, between steps).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// assert_eq!(s.head_iteration(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn head_iteration(&self) -> u64 {
         self.recorder.head_iteration().unwrap_or(0)
     }
 
     /// The state hash of `iteration` on the current timeline (covering the host
     /// state too when [`set_host_state`](Self::set_host_state) asked for it).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let stepped = s.step(&[1])?.state_hash;
+    /// assert_eq!(s.state_hash(1)?, stepped);
+    /// let parsed: rewind::StateHash = stepped.to_string().parse()?; // as a peer receives it
+    /// assert_eq!(parsed, stepped);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn state_hash(&self, iteration: u64) -> Result<StateHash, SessionError> {
         let guest = self.recorder.state_hash(iteration)?;
         Ok(self.reported_hash(iteration, guest))
@@ -1094,6 +1657,20 @@ impl Session {
     /// The host state recorded with `iteration` of the timeline, as the
     /// [`HostState`] encoded it; `None` without a host state or for an iteration
     /// it does not hold.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// assert_eq!(s.host_state(1), None, "no host state was set");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn host_state(&self, iteration: u64) -> Option<&[u8]> {
         let history = self.recorder.history();
         history.host_state(history.at(iteration).ok()?.id())
@@ -1101,6 +1678,19 @@ impl Session {
 
     /// Iterations holding a host state, and the distinct states among them (equal
     /// consecutive states share one copy).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// assert_eq!(s.host_state_counts(), (0, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn host_state_counts(&self) -> (usize, usize) {
         HostStates::counts(self.recorder.history())
     }
@@ -1124,6 +1714,20 @@ impl Session {
     }
 
     /// The history and its reads (`read`, `blame`, `diff`, stats).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// assert_eq!(s.recorder().history().len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
     }
@@ -1131,28 +1735,109 @@ impl Session {
     /// Pin the record of `iteration` so the policy keeps it (e.g. the frame a peer
     /// reported a desync for, until it has been compared). Fails with
     /// [`rewind::Error::NotRetained`] when it is no longer retained.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.policy(rewind::Policy::default().keep_last(4)))?;
+    /// let checkpoint = s.pin(0)?; // a save point the window must not drop
+    /// for frame in 1..=10u8 {
+    ///     s.step(&[frame])?;
+    /// }
+    /// assert!(s.state_hash(0).is_ok());
+    /// # let _ = checkpoint;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pin(&mut self, iteration: u64) -> Result<RecordId, SessionError> {
         Ok(self.recorder.pin(iteration)?)
     }
 
     /// Unpin a record; true when it was pinned.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let id = s.pin(0)?;
+    /// assert!(s.unpin(id));
+    /// assert!(!s.unpin(id), "already unpinned");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn unpin(&mut self, id: RecordId) -> bool {
         self.recorder.unpin(id)
     }
 
     /// Change the retention policy at run time (pins are kept), e.g. advance
     /// `keep_from` as peers confirm frames. Takes effect at the next step.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// for frame in 1..=10u8 {
+    ///     s.step(&[frame])?;
+    /// }
+    /// s.set_policy(rewind::Policy::default().keep_from(8)); // peers confirmed frame 8
+    /// s.step(&[11])?; // the GC step after it applies the policy
+    /// assert!(s.state_hash(3).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_policy(&mut self, policy: Policy) {
         self.recorder.set_policy(policy);
     }
 
     /// The live guest (its instance, memory and globals). Instances are
     /// replaced on re-instantiation: do not keep handles across rollbacks.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let memory = s.guest().memory().clone();
+    /// assert_eq!(memory.view(s.store()).data_size(), 65536);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn guest(&self) -> &Guest {
         &self.live.guest
     }
 
     /// The live store.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[5])?;
+    /// let mut sum = [0u8; 8];
+    /// s.guest().memory().view(s.store()).read(4096, &mut sum)?;
+    /// assert_eq!(i64::from_le_bytes(sum), 5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn store(&self) -> &Store {
         &self.live.store
     }
@@ -1163,6 +1848,21 @@ impl Session {
     ///
     /// In a metered session ([`SessionOptions::fuel_per_step`]) the guest's
     /// budget is refilled here, so host calls between steps each get a full one.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let step = s.guest().instance().exports.get_function("step")?.clone();
+    /// // A call outside step() changes state the next capture records.
+    /// step.call(s.store_mut(), &[wasmer::Value::I64(1)])?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn store_mut(&mut self) -> &mut Store {
         // Full-scan mode has no record of what the caller writes.
         self.at_head = false;
@@ -1173,17 +1873,62 @@ impl Session {
     }
 
     /// Current memory length in bytes.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// assert_eq!(s.memory_len(), 65536);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn memory_len(&self) -> u64 {
         self.live.guest.memory_len(&self.live.store) as u64
     }
 
     /// Counters.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// assert_eq!(s.stats().steps, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> SessionStats {
         self.stats
     }
 
     /// Registers host code to run after every rollback (including the
     /// automatic one after a failed step), with the iteration restored.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+    /// let hook = seen.clone();
+    /// s.on_rollback(move |iteration| hook.set(Some(iteration)));
+    /// s.step(&[1])?;
+    /// s.rollback_to(0)?;
+    /// assert_eq!(seen.get(), Some(0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_rollback(&mut self, f: impl FnMut(u64) + 'static) {
         self.hooks.push(Box::new(f));
     }
@@ -1193,6 +1938,26 @@ impl Session {
     /// with the new store and guest: the place to hand the host functions the
     /// new [`wasmer::Memory`]. Runs once the new instance holds the restored
     /// state, before the [`on_rollback`](Self::on_rollback) hooks.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let grow = r#"(module (memory (export "memory") 1)
+    ///   (func (export "step") (param i64) (drop (memory.grow (i32.const 1)))))"#;
+    /// let mut s = Session::new(grow, SessionOptions::new(4096)?)?;
+    /// let fresh = std::rc::Rc::new(std::cell::Cell::new(0));
+    /// let hook = fresh.clone();
+    /// s.on_reinstantiate(move |_, _| hook.set(hook.get() + 1));
+    /// s.step(&[])?;
+    /// s.rollback_to(0)?; // memory must shrink: a fresh instance
+    /// assert_eq!(fresh.get(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_reinstantiate(&mut self, f: impl FnMut(&mut Store, &Guest) + 'static) {
         self.instance_hooks.push(Box::new(f));
     }
@@ -1201,12 +1966,42 @@ impl Session {
     /// its capture hashed, besides pages added by a memory growth (those are
     /// always examined). Empty in full-scan mode, after a rollback and before
     /// the first step.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// if s.mode() == CaptureMode::KernelDirty {
+    ///     assert_eq!(s.written_pages(), [1]); // the sum lives at 4096
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn written_pages(&self) -> &[u32] {
         &self.last_written
     }
 
     /// Runs the guest's step function with `input` and records the resulting
     /// state as iteration head + 1.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let r = s.step(&3i64.to_le_bytes())?;
+    /// assert_eq!(r.iteration, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn step(&mut self, input: &[u8]) -> Result<StepReport, SessionError> {
         self.live.check_input(input)?;
         self.step_inner(input, |live| live.run(input))
@@ -1223,6 +2018,27 @@ impl Session {
     /// without a step export; [`resimulate`](Self::resimulate) and
     /// [`replay`](Self::replay) need one, [`resimulate_with`](Self::resimulate_with)
     /// does not.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// // The host runs the frame: two guest steps, recorded as one iteration.
+    /// s.step_with(&[2], |store, guest, input| {
+    ///     let step = guest.instance().exports.get_typed_function::<i64, ()>(store, "step").map_err(|e| wasmer::RuntimeError::new(e.to_string()))?;
+    ///     step.call(store, i64::from(input[0]))?;
+    ///     step.call(store, i64::from(input[0]))
+    /// })?;
+    /// let mut sum = [0u8; 8];
+    /// s.recorder().read(1, 4096, &mut sum)?;
+    /// assert_eq!(i64::from_le_bytes(sum), 4);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn step_with<F>(&mut self, input: &[u8], frame: F) -> Result<StepReport, SessionError>
     where
         F: FnOnce(&mut Store, &Guest, &[u8]) -> Result<(), wasmer::RuntimeError>,
@@ -1292,6 +2108,22 @@ impl Session {
     /// makes it the head, then runs the rollback hooks. When the target's
     /// memory is smaller than the live memory the module is re-instantiated in
     /// a fresh store (see [`RollbackReport::reinstantiated`]).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let at_0 = s.state_hash(0)?;
+    /// s.step(&[1])?;
+    /// assert_eq!(s.rollback_to(0)?.state_hash, at_0);
+    /// assert_eq!(s.head_iteration(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn rollback_to(&mut self, iteration: u64) -> Result<RollbackReport, SessionError> {
         let mut report = self.restore(iteration)?;
         if let Err(e) = self.load_host_state(iteration) {
@@ -1307,6 +2139,21 @@ impl Session {
     }
 
     /// The inputs recorded for iterations `from..=to` of the timeline.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// s.step(&[2])?;
+    /// assert_eq!(s.recorded_inputs(1, 2)?, vec![vec![1], vec![2]]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn recorded_inputs(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, SessionError> {
         let history = self.recorder.history();
         (from..=to)
@@ -1320,6 +2167,24 @@ impl Session {
     /// Rolls back to `from` and steps through `inputs` (iterations `from + 1`
     /// onwards). A step that fails stops the re-simulation with its error; the
     /// steps before it stay recorded.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// s.step(&[2])?;
+    /// // The input of frame 2 was late: it was 5, not 2.
+    /// let r = s.resimulate(1, [[5u8]])?;
+    /// assert_eq!(s.head_iteration(), 2);
+    /// assert_eq!(r.steps[0].iteration, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn resimulate<I>(&mut self, from: u64, inputs: I) -> Result<ResimulateReport, SessionError>
     where
         I: IntoIterator,
@@ -1341,6 +2206,26 @@ impl Session {
     /// [`step_with`](Self::step_with)), for sessions without a step export.
     /// `frame` runs once per input, in order, in the instance live at that step
     /// (after a re-instantiation, the new one).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let wat = r#"(module (memory (export "memory") 1) (func (export "frame") (param i32) (i32.store (i32.const 0) (local.get 0))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.host_driven())?;
+    /// let frame = |store: &mut wasmer::Store, guest: &Guest, input: &[u8]| {
+    ///     let f = guest.instance().exports.get_typed_function::<i32, ()>(store, "frame").map_err(|e| wasmer::RuntimeError::new(e.to_string()))?;
+    ///     f.call(store, i32::from(input[0]))
+    /// };
+    /// s.step_with(&[1], frame)?;
+    /// let r = s.resimulate_with(0, [[9u8]], frame)?;
+    /// assert_eq!(r.steps.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn resimulate_with<I, F>(
         &mut self,
         from: u64,
@@ -1363,6 +2248,22 @@ impl Session {
     /// Re-simulates from `from` with `inputs` and compares the state hash of
     /// each iteration `from + 1 + k` with `expected[k]` (from a peer or a
     /// straight run; `expected` may be shorter than `inputs`).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let expected: Vec<_> = (1..=3u8).map(|i| s.step(&[i]).map(|r| r.state_hash)).collect::<Result<_, _>>()?;
+    /// // Replaying other inputs from 0 diverges at iteration 2.
+    /// let r = s.replay(0, [[1u8], [7], [3]], &expected)?;
+    /// assert_eq!(r.divergence.map(|d| d.iteration), Some(2));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn replay<I>(
         &mut self,
         from: u64,
@@ -1379,6 +2280,26 @@ impl Session {
 
     /// [`replay`](Self::replay) for host-driven sessions: each input runs
     /// through `frame` as in [`resimulate_with`](Self::resimulate_with).
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let wat = r#"(module (memory (export "memory") 1) (func (export "frame") (param i32) (i32.store (i32.const 0) (local.get 0))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?.host_driven())?;
+    /// let frame = |store: &mut wasmer::Store, guest: &Guest, input: &[u8]| {
+    ///     let f = guest.instance().exports.get_typed_function::<i32, ()>(store, "frame").map_err(|e| wasmer::RuntimeError::new(e.to_string()))?;
+    ///     f.call(store, i32::from(input[0]))
+    /// };
+    /// let expected = vec![s.step_with(&[4], frame)?.state_hash];
+    /// let r = s.replay_with(0, [[4u8]], &expected, frame)?;
+    /// assert!(r.divergence.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn replay_with<I, F>(
         &mut self,
         from: u64,
@@ -1419,6 +2340,20 @@ impl Session {
     /// the expected hash at that iteration (for example the superseded branch
     /// of an earlier run); for a peer's hash, use
     /// [`compare_snapshot`](Self::compare_snapshot) with the peer's snapshot.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// let h1 = s.step(&[1])?.state_hash;
+    /// assert_eq!(s.check([(1, h1)])?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn check(
         &self,
         expected: impl IntoIterator<Item = (u64, StateHash)>,
@@ -1447,6 +2382,21 @@ impl Session {
     /// The pages in which `iteration` of the timeline differs from `reference`
     /// (a snapshot of a history with the same page size and seed, e.g. a
     /// peer's or a straight run's); `None` when the state hashes are equal.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut s = Session::new(wat, SessionOptions::new(4096)?)?;
+    /// s.step(&[1])?;
+    /// let same = s.recorder().history().at(1)?.snapshot().clone();
+    /// assert_eq!(s.compare_snapshot(1, &same)?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn compare_snapshot(
         &self,
         iteration: u64,
