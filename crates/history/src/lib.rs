@@ -891,6 +891,12 @@ impl History {
         self.store.compress_aged()
     }
 
+    /// Let the store's compression budget follow the rate pages are stored at
+    /// (`PageStore::set_compress_follows_rate`).
+    pub fn set_compress_follows_rate(&mut self, on: bool) {
+        self.store.set_compress_follows_rate(on);
+    }
+
     /// Compress every raw page that has aged, with no per-call limit.
     pub fn maintain_all(&mut self) -> usize {
         self.store.compress_all_aged()

@@ -672,7 +672,10 @@ impl Recorder {
         )
     }
 
-    fn from_core(core: Core, pipeline: Option<PipelineOptions>) -> Result<Self, Error> {
+    fn from_core(mut core: Core, pipeline: Option<PipelineOptions>) -> Result<Self, Error> {
+        // GC steps on the worker cost the caller nothing: compression keeps up with
+        // what is written instead of a fixed number of pages a step.
+        core.history.set_compress_follows_rate(pipeline.is_some());
         let pipe = pipeline.map(Pipe::start).transpose()?;
         Ok(Recorder {
             page_size: core.history.page_size(),
@@ -702,6 +705,7 @@ impl Recorder {
     /// ```
     pub fn with_pipeline(mut self, options: PipelineOptions) -> Result<Self, Error> {
         if self.pipe.is_none() {
+            self.home_mut().history.set_compress_follows_rate(true);
             self.pipe = Some(Pipe::start(options)?);
         }
         Ok(self)

@@ -240,6 +240,8 @@ pub struct PageStore {
     delta_after: u64,
     compress_after: u64,
     compress_budget: usize,
+    /// Whether the compression budget follows the store rate.
+    follow_rate: bool,
     /// Raw pages stored in the current frame, and a running average per frame
     /// (×16, fixed point): the compression budget follows it.
     stored_this_frame: u64,
@@ -270,6 +272,7 @@ impl PageStore {
             delta_after: config.delta_after,
             compress_after: config.compress_after,
             compress_budget: config.compress_budget,
+            follow_rate: false,
             stored_this_frame: 0,
             store_rate_x16: 0,
             objects: KeyMap::default(),
@@ -478,10 +481,15 @@ impl PageStore {
     }
 
     /// The most pages one [`PageStore::compress_aged`] call examines: the configured
-    /// budget, or 5/4 of the raw pages stored per frame lately when more arrive, so
-    /// that compression keeps up with a guest that writes most of its pages (whose
-    /// pages rarely become small deltas) instead of leaving them raw.
+    /// budget or, when the budget follows the rate
+    /// ([`PageStore::set_compress_follows_rate`]), 5/4 of the raw pages stored per
+    /// frame lately when more arrive, so that compression keeps up with a guest that
+    /// writes most of its pages (whose pages rarely become small deltas) instead of
+    /// leaving them raw.
     pub fn compress_budget(&self) -> usize {
+        if !self.follow_rate {
+            return self.compress_budget;
+        }
         let rate = self.store_rate_x16.div_ceil(16);
         let following = rate.saturating_add(rate / 4);
         self.compress_budget
@@ -493,6 +501,14 @@ impl PageStore {
     /// examined. Pages left over wait for the next call.
     pub fn compress_aged(&mut self) -> usize {
         self.compress_some(self.compress_budget())
+    }
+
+    /// Let the compression budget follow the rate raw pages are stored at (for a
+    /// store whose GC steps run off the frame's critical path, such as on a capture
+    /// pipeline's worker), or keep it at the configured budget (the default: a GC
+    /// step on the caller's thread costs a bounded time).
+    pub fn set_compress_follows_rate(&mut self, on: bool) {
+        self.follow_rate = on;
     }
 
     /// Compress every raw page that has aged (for explicit, idle-time collection).
@@ -1052,6 +1068,12 @@ mod tests {
                 .seed(1)
                 .compress_after(2),
         );
+        let mut fixed = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(1)
+                .compress_after(2),
+        );
+        s.set_compress_follows_rate(true);
         assert_eq!(s.compress_budget(), 16, "the configured floor");
         // 100 new pages a frame, each page distinct and never replaced.
         let mut n = 0u32;
@@ -1061,10 +1083,19 @@ mod tests {
                 let mut p = page(7);
                 p[..4].copy_from_slice(&n.to_le_bytes());
                 s.put(s.hash(&p), &p, PageHash::ZERO).unwrap();
+                fixed.put(fixed.hash(&p), &p, PageHash::ZERO).unwrap();
             }
             s.advance_frame();
             s.compress_aged();
+            fixed.advance_frame();
+            fixed.compress_aged();
         }
+        assert_eq!(
+            fixed.compress_budget(),
+            16,
+            "not following: the configured budget"
+        );
+        assert!(fixed.stats().compressed <= 12 * 16);
         assert!(s.compress_budget() >= 100, "budget {}", s.compress_budget());
         // Compression kept up: only the last compress_after frames' pages are raw.
         assert!(s.stats().raw_pages <= 300, "{:?}", s.stats());
