@@ -2,22 +2,30 @@
 //! to pull (and so open) a 1,000-frame archive, push of that history and then of 100
 //! new frames (bytes sent against the bytes the new commits added), and upload
 //! throughput against the local append. Needs the garage binary
-//! (`scripts/install-garage.sh`).
+//! (`scripts/install-garage.sh`); with `--memory`, runs against object_store's
+//! in-memory store instead (the same requests and bytes, no network).
 //!
-//! `cargo run --release -p rewind-remote --example remote_bench`
+//! `cargo run --release -p rewind-remote --example remote_bench [-- --memory]`
 
 use std::time::Instant;
 
 use rewind_archive::{Archive, ArchiveWriter, Durability};
 use rewind_history::{History, HistoryConfig};
 use rewind_remote::garage::Garage;
-use rewind_remote::{PullOptions, PushOptions, TransferReport};
+use rewind_remote::object_store::memory::InMemory;
+use rewind_remote::{PullOptions, PushOptions, Remote, TransferReport};
+use std::sync::Arc;
 
 const PAGE: usize = 4096;
 const MEM: usize = 4 << 20;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let g = Garage::start()?;
+    let memory_store = std::env::args().any(|a| a == "--memory");
+    let g = if memory_store {
+        None
+    } else {
+        Some(Garage::start()?)
+    };
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.rwd");
     let mut history = History::new(HistoryConfig::new(PAGE as u64)?.seed(1))?;
@@ -48,7 +56,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let append_1000 = record(1000, &mut history, &mut writer)?;
     let len_1000 = std::fs::metadata(&path)?.len();
-    let remote = g.remote("bench/bench.rwd")?;
+    let remote = match &g {
+        Some(g) => g.remote("bench/bench.rwd")?,
+        None => Remote::with_store(Arc::new(InMemory::new()), "s3://bench/bench.rwd")?,
+    };
+    println!(
+        "store: {}",
+        if g.is_some() {
+            "Garage 2.5.0, one node on 127.0.0.1"
+        } else {
+            "object_store InMemory"
+        }
+    );
 
     let t = Instant::now();
     let push_1000 = remote.push(&path, PushOptions::default())?;
