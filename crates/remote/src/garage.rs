@@ -35,9 +35,14 @@ pub struct Garage {
     pub bucket: String,
 }
 
-/// Where the garage binary is: `$GARAGE_BIN`, else `garage` on `PATH`.
+/// Where the garage binary is: `$GARAGE_BIN`, else `garage` on `PATH`; when neither
+/// names a file, an error that says how to install it.
 pub fn garage_bin() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("GARAGE_BIN").filter(|p| !p.is_empty()) {
+    find_garage(std::env::var_os("GARAGE_BIN"), std::env::var_os("PATH"))
+}
+
+fn find_garage(bin: Option<std::ffi::OsString>, path: Option<std::ffi::OsString>) -> Result<PathBuf, String> {
+    if let Some(p) = bin.filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(p)
@@ -48,8 +53,7 @@ pub fn garage_bin() -> Result<PathBuf, String> {
             ))
         };
     }
-    std::env::var_os("PATH")
-        .iter()
+    path.iter()
         .flat_map(std::env::split_paths)
         .map(|d| d.join("garage"))
         .find(|p| p.is_file())
@@ -205,6 +209,17 @@ impl Garage {
             "--key",
             "rewind-key",
         ])?;
+        // The S3 API answers once the layout has reached every table: wait for a listing.
+        let store = self.store(&self.bucket).map_err(|e| format!("S3 client: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        retry("the S3 API", || {
+            rt.block_on(store.list_with_delimiter(None))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })?;
         Ok(())
     }
 
@@ -273,5 +288,27 @@ impl Drop for Garage {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_garage_binary_is_an_error_naming_the_install_script() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let err = find_garage(None, Some(dir.path().as_os_str().to_owned())).expect_err("missing");
+        assert!(err.contains("scripts/install-garage.sh"), "{err}");
+        let err = find_garage(Some(dir.path().join("garage").into_os_string()), None).expect_err("missing");
+        assert!(
+            err.contains("GARAGE_BIN") && err.contains("scripts/install-garage.sh"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("garage"), b"").expect("write");
+        assert_eq!(
+            find_garage(None, Some(dir.path().as_os_str().to_owned())),
+            Ok(dir.path().join("garage"))
+        );
     }
 }
