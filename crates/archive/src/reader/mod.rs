@@ -336,6 +336,15 @@ impl Archive {
             .map_or(HEADER_LEN as u64, |c| c.trailer_off + TRAILER_LEN as u64)
     }
 
+    /// The file's bytes up to the end of the last complete commit, as mapped at open:
+    /// what a copy of the archive must hold (a torn tail excluded). These bytes never
+    /// change while the archive is open (writers only append past them).
+    pub fn committed_bytes(&self) -> &[u8] {
+        let bytes = self.backing.bytes();
+        let end = usize::try_from(self.committed_end()).unwrap_or(usize::MAX);
+        bytes.get(..end).unwrap_or(bytes)
+    }
+
     /// The bytes after the last complete commit, when a crash tore the tail.
     pub fn torn_tail(&self) -> Option<TornTail> {
         self.torn

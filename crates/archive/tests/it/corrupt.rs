@@ -80,6 +80,7 @@ fn check_prefix(bytes: &[u8], cut: usize, hashes: &[rewind_snapshot::StateHash],
         .max()
         .unwrap_or(HEADER_LEN as u64);
     assert_eq!(a.committed_end(), last_end);
+    assert_eq!(a.committed_bytes(), &bytes[..last_end as usize]);
     match a.torn_tail() {
         None => assert_eq!(last_end, cut as u64),
         Some(t) => assert_eq!((t.offset, t.offset + t.len), (last_end, cut as u64)),

@@ -106,6 +106,7 @@ fn collect(file: &Path, policy: &Policy, dest: Option<&Path>) -> Result<(Collect
 
 /// Collect and report.
 pub fn run(args: Args, ctx: &mut Ctx<'_>) -> Result<ExitCode> {
+    super::local_only(&args.file)?;
     let a = super::open(&args.file)?;
     let policy = policy(&args, &a)?;
     if let Some(o) = &args.output {

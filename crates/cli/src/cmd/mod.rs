@@ -20,6 +20,8 @@ pub mod gc;
 pub mod heatmap;
 pub mod import;
 pub mod log;
+pub mod pull;
+pub mod push;
 pub mod repair;
 pub mod show;
 pub mod stats;
@@ -102,6 +104,15 @@ pub enum Command {
     /// torn write cannot explain, such as a complete commit whose trailer was damaged)
     /// is refused unless --force.
     Repair(repair::Args),
+    /// Upload what a remote archive (`s3://BUCKET/KEY`) lacks of a local one: only the
+    /// commits appended since the last push. Configured by the `AWS_*` variables
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ALLOW_HTTP`); see docs/remote.md.
+    Push(push::Args),
+    /// Fetch what a local archive lacks of a remote one (`s3://BUCKET/KEY`): only the
+    /// missing suffix when the local file is a prefix of the remote. The result is
+    /// written beside the local file and renamed into place.
+    Pull(pull::Args),
 }
 
 impl Command {
@@ -120,6 +131,8 @@ impl Command {
             Command::Gc(a) => gc::run(a, ctx),
             Command::Stats(a) => stats::run(a, ctx),
             Command::Repair(a) => repair::run(a, ctx),
+            Command::Push(a) => push::run(a, ctx),
+            Command::Pull(a) => pull::run(a, ctx),
         }
     }
 }
@@ -157,10 +170,36 @@ pub fn num(s: &str) -> Result<u64, String> {
     crate::inspect::parse_u64(s)
 }
 
-/// Open an archive for reading, warning on stderr about a torn tail.
+/// The local file of an archive argument: the path itself, or for a remote archive
+/// (`s3://BUCKET/KEY`) its read cache file, first brought up to date by an
+/// incremental pull (only the missing suffix is fetched).
+pub fn local_file(path: &Path) -> Result<std::path::PathBuf> {
+    match path.to_str() {
+        Some(url) if rewind_remote::is_remote(url) => {
+            let (file, _) = rewind_remote::sync_cache(url).with_context(|| format!("cannot fetch {url}"))?;
+            Ok(file)
+        }
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Refuse a remote archive for a command that writes its input.
+pub fn local_only(path: &Path) -> Result<()> {
+    if path.to_str().is_some_and(rewind_remote::is_remote) {
+        anyhow::bail!(
+            "{} is a remote archive: this command changes its input, so `rewind pull` it to a local file first",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Open an archive for reading, warning on stderr about a torn tail. A remote archive
+/// (`s3://BUCKET/KEY`) is read from its cache file ([`local_file`]).
 pub fn open(path: &Path) -> Result<Archive> {
-    std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let a = Archive::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = local_file(path)?;
+    std::fs::File::open(&file).with_context(|| format!("cannot open {}", path.display()))?;
+    let a = Archive::open(&file).with_context(|| format!("cannot open {}", path.display()))?;
     if let Some(t) = a.torn_tail() {
         eprintln!(
             "rewind: warning: {} has a torn tail of {} bytes at offset {} (an interrupted commit, ignored; `rewind repair` cuts it)",
@@ -173,8 +212,13 @@ pub fn open(path: &Path) -> Result<Archive> {
 }
 
 /// The size of a file, 0 when it cannot be read (for reports only).
+/// For a remote archive, the size of its read cache file.
 pub fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    let file = match path.to_str() {
+        Some(url) if rewind_remote::is_remote(url) => rewind_remote::cache_file(url).unwrap_or_default(),
+        _ => path.to_path_buf(),
+    };
+    std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)
 }
 
 /// A progress bar on stderr (hidden unless `ctx.progress`), counting bytes or items.

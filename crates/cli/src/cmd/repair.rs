@@ -19,6 +19,7 @@ pub struct Args {
 
 /// Repair and say what was cut.
 pub fn run(args: Args, ctx: &mut Ctx<'_>) -> Result<ExitCode> {
+    super::local_only(&args.file)?;
     if !args.force {
         // A damaged or unreadable file fails here, before anything is cut.
         super::open(&args.file)?;

@@ -1,6 +1,8 @@
 //! Integration tests of the `rewind` binary: every command on a real archive, round
 //! trips against the imported frames, and bad input.
 
+mod remote;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;

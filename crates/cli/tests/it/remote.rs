@@ -1,0 +1,120 @@
+//! The CLI on a remote archive: `push`, `pull` and every read command on
+//! `s3://BUCKET/KEY`, against a one-node Garage server started by the test
+//! (`rewind_remote::garage`; install the binary with `scripts/install-garage.sh`).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use rewind_remote::garage::Garage;
+
+use super::{digest, fixture, rewind, stdout};
+
+/// `rewind` with the server's `AWS_*` settings and a private read cache.
+fn remote_rewind(g: &Garage, cache: &std::path::Path) -> Command {
+    let mut c = rewind();
+    for (k, v) in g.env() {
+        c.env(k, v);
+    }
+    c.env("REWIND_CACHE", cache);
+    c
+}
+
+#[test]
+fn read_commands_work_on_an_s3_archive_in_garage() {
+    let g = Garage::start().unwrap_or_else(|e| panic!("cannot start a Garage server for the S3 tests: {e}"));
+    let fx = fixture();
+    let cache = fx.dir.path().join("cache");
+    let url = format!("s3://{}/cli/h.rwd", g.bucket);
+    remote_rewind(&g, &cache)
+        .arg("push")
+        .arg(&fx.archive)
+        .arg(&url)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sent"));
+    // Every read command prints on the URL what it prints on the local file.
+    let same = |args: &[&str]| {
+        let local = stdout(rewind().arg(args[0]).arg(&fx.archive).args(&args[1..]));
+        let remote = stdout(remote_rewind(&g, &cache).arg(args[0]).arg(&url).args(&args[1..]));
+        assert_eq!(local, remote, "rewind {args:?}");
+    };
+    same(&["log"]);
+    same(&["log", "--all", "--json"]);
+    same(&["show", "17"]);
+    same(&["cat", "20", "--addr", "0x800", "--len", "64"]);
+    same(&["blame", "30", "--addr", "2148", "--len", "4"]);
+    same(&["diff", "3", "9"]);
+    remote_rewind(&g, &cache)
+        .arg("verify")
+        .arg(&url)
+        .assert()
+        .success();
+    let out = fx.dir.path().join("remote-export.bin");
+    remote_rewind(&g, &cache)
+        .arg("export")
+        .arg(&url)
+        .arg("12")
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(digest(&out) == fx.frames[12]);
+    // A command that writes its input refuses a remote archive.
+    remote_rewind(&g, &cache)
+        .arg("gc")
+        .arg(&url)
+        .args(["--keep-last", "3"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("rewind pull"));
+    // pull gives back the same bytes; a second pull fetches nothing.
+    let copy = fx.dir.path().join("copy.rwd");
+    remote_rewind(&g, &cache)
+        .arg("pull")
+        .arg(&url)
+        .arg(&copy)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("fetched"));
+    assert!(digest(&copy) == digest(&fx.archive));
+    let j: serde_json::Value = serde_json::from_str(
+        stdout(
+            remote_rewind(&g, &cache)
+                .arg("pull")
+                .arg(&url)
+                .arg(&copy)
+                .arg("--json"),
+        )
+        .trim(),
+    )
+    .expect("json");
+    assert_eq!(j["up_to_date"], true);
+    assert_eq!(j["requests"], 1);
+}
+
+#[test]
+fn remote_errors_are_one_clear_line() {
+    let g = Garage::start().unwrap_or_else(|e| panic!("cannot start a Garage server for the S3 tests: {e}"));
+    let fx = fixture();
+    let cache = fx.dir.path().join("cache");
+    remote_rewind(&g, &cache)
+        .arg("log")
+        .arg(format!("s3://{}/nothing-here.rwd", g.bucket))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no archive at s3://"));
+    remote_rewind(&g, &cache)
+        .env("AWS_SECRET_ACCESS_KEY", "0".repeat(64))
+        .arg("push")
+        .arg(&fx.archive)
+        .arg(format!("s3://{}/x.rwd", g.bucket))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("access denied"));
+    remote_rewind(&g, &cache)
+        .arg("push")
+        .arg(&fx.archive)
+        .arg("s3://bucket-only")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("bad remote URL"));
+}
