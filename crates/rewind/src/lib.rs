@@ -673,9 +673,8 @@ impl Recorder {
     }
 
     fn from_core(mut core: Core, pipeline: Option<PipelineOptions>) -> Result<Self, Error> {
-        // GC steps on the worker cost the caller nothing: compression keeps up with
-        // what is written instead of a fixed number of pages a step.
-        core.history.set_compress_follows_rate(pipeline.is_some());
+        core.history
+            .set_compress_follows_rate(pipeline.is_some_and(|p| p.compress_follows_rate));
         let pipe = pipeline.map(Pipe::start).transpose()?;
         Ok(Recorder {
             page_size: core.history.page_size(),
@@ -705,7 +704,9 @@ impl Recorder {
     /// ```
     pub fn with_pipeline(mut self, options: PipelineOptions) -> Result<Self, Error> {
         if self.pipe.is_none() {
-            self.home_mut().history.set_compress_follows_rate(true);
+            self.home_mut()
+                .history
+                .set_compress_follows_rate(options.compress_follows_rate);
             self.pipe = Some(Pipe::start(options)?);
         }
         Ok(self)

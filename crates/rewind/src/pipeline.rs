@@ -39,7 +39,7 @@ use crate::Error;
 /// use rewind::*;
 ///
 /// # fn main() -> Result<(), rewind::Error> {
-/// let options = Options::new(4096)?.pipeline(PipelineOptions { staging_budget: 16 << 20 });
+/// let options = Options::new(4096)?.pipeline(PipelineOptions { staging_budget: 16 << 20, ..Default::default() });
 /// assert_eq!(options.pipeline.map(|p| p.staging_budget), Some(16 << 20));
 /// # Ok(())
 /// # }
@@ -50,12 +50,19 @@ pub struct PipelineOptions {
     /// [`PipelineStats::blocked`]); a single capture larger than the budget is staged
     /// alone.
     pub staging_budget: usize,
+    /// Let the worker's GC steps compress as many aged pages as the guest writes
+    /// instead of a fixed number per step
+    /// ([`rewind_store::PageStore::set_compress_follows_rate`]): memory stays bounded
+    /// for a guest that writes most of its pages, at the cost of worker CPU (one lz4
+    /// pass per written page). Off by default.
+    pub compress_follows_rate: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
             staging_budget: 64 << 20,
+            compress_follows_rate: false,
         }
     }
 }
@@ -89,6 +96,24 @@ impl PipelineOptions {
     /// ```
     pub fn staging_budget(mut self, bytes: usize) -> Self {
         self.staging_budget = bytes;
+        self
+    }
+
+    /// Whether the worker's compression follows the write rate (see
+    /// [`PipelineOptions::compress_follows_rate`]).
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// // A guest that rewrites most of its pages every frame.
+    /// let rec = Recorder::new(Options::new(4096)?.pipeline(PipelineOptions::new().compress_follows_rate(true)))?;
+    /// # let _ = rec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn compress_follows_rate(mut self, on: bool) -> Self {
+        self.compress_follows_rate = on;
         self
     }
 }
