@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use rewind_remote::{PullOptions, Remote};
+use anyhow::{Context, Result};
+use rewind_remote::PullOptions;
 
 use super::Ctx;
 
@@ -26,13 +26,7 @@ pub struct Args {
 
 /// Pull and report requests and bytes.
 pub fn run(args: Args, ctx: &mut Ctx<'_>) -> Result<ExitCode> {
-    if !rewind_remote::is_remote(&args.remote) {
-        bail!(
-            "{:?} is not a remote archive (expected s3://BUCKET/KEY)",
-            args.remote
-        );
-    }
-    let remote = Remote::open(&args.remote)?;
+    let remote = super::push::open_remote(&args.remote)?;
     let sp = super::spinner(ctx, "pull");
     let report = remote
         .pull(&args.local, PullOptions { replace: args.force })

@@ -27,13 +27,7 @@ pub struct Args {
 
 /// Push and report requests and bytes.
 pub fn run(args: Args, ctx: &mut Ctx<'_>) -> Result<ExitCode> {
-    if !rewind_remote::is_remote(&args.remote) {
-        bail!(
-            "{:?} is not a remote archive (expected s3://BUCKET/KEY)",
-            args.remote
-        );
-    }
-    let remote = Remote::open(&args.remote)?;
+    let remote = open_remote(&args.remote)?;
     let sp = super::spinner(ctx, "push");
     let report = remote
         .push(&args.local, PushOptions { force: args.force })
@@ -41,6 +35,14 @@ pub fn run(args: Args, ctx: &mut Ctx<'_>) -> Result<ExitCode> {
     sp.finish_and_clear();
     print(ctx, &report, args.json, "sent", report.data_bytes_sent)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The remote archive at `url`, or why `url` is not one.
+pub fn open_remote(url: &str) -> Result<Remote> {
+    if !rewind_remote::is_remote(url) {
+        bail!("{url:?} is not a remote archive (expected s3://BUCKET/KEY)");
+    }
+    Ok(Remote::open(url)?)
 }
 
 /// One line (or a JSON object) for a transfer.
