@@ -256,8 +256,15 @@ pub struct PageStore {
     scratch: Scratch,
     buf_a: Vec<u8>,
     buf_b: Vec<u8>,
+    /// Page-sized buffers of freed or compressed raw pages, reused for new pages: a
+    /// rollback game frees and stores the same number of pages every frame, and
+    /// reusing their buffers spares the allocator and the kernel's page faults.
+    spare: Vec<Box<[u8]>>,
     stats: StoreStats,
 }
+
+/// The most bytes of spare page buffers a store keeps.
+const SPARE_BYTES: usize = 8 << 20;
 
 impl PageStore {
     /// An empty store.
@@ -282,6 +289,7 @@ impl PageStore {
             scratch: Scratch::new(),
             buf_a: vec![0; ps],
             buf_b: vec![0; ps],
+            spare: Vec::new(),
             stats: StoreStats::default(),
         }
     }
@@ -342,7 +350,9 @@ impl PageStore {
         Ok(())
     }
 
-    /// Count one frame: raw pages age by frames (see [`PageStore::compress_aged`]), and
+    /// Count one frame: raw pages age by frames (see [`PageStore::compress_aged`]; a
+    /// history counts a frame for each capture past the furthest iteration it has
+    /// captured, so re-simulation after a rollback ages nothing), and
     /// pages replaced [`StoreConfig::delta_after`] frames ago become deltas against
     /// their replacements (those still stored: a page freed since, such as one of an
     /// abandoned branch, leaves its predecessor whole).
@@ -398,9 +408,16 @@ impl PageStore {
             self.stats.dedup_hits += 1;
             Put::Dedup
         } else {
+            let bytes = match self.spare.pop() {
+                Some(mut b) => {
+                    b.copy_from_slice(page);
+                    b
+                }
+                None => page.into(),
+            };
             let object = Object::Full {
                 encoding: Encoding::Raw,
-                bytes: page.into(),
+                bytes,
             };
             self.insert_entry(hash, object, 1);
             self.stats.new_objects += 1;
@@ -429,6 +446,8 @@ impl PageStore {
             max_chain,
             delta_limit,
             stats,
+            spare,
+            page_size,
             ..
         } = self;
         let Some(new_entry) = objects.get(&new) else {
@@ -470,6 +489,7 @@ impl PageStore {
         let before = std::mem::replace(&mut old_entry.object, Object::Delta { parent: new, runs });
         let after_len = old_entry.object.stored_len();
         count_out(stats, &before);
+        Self::keep_spare(spare, page_size.bytes(), before);
         stats.objects += 1;
         stats.delta_pages += 1;
         stats.stored_bytes += after_len as u64;
@@ -529,10 +549,11 @@ impl PageStore {
                 break;
             }
             self.young.pop_front();
-            n += 1;
+            // A page freed since (an abandoned branch's) costs nothing: not counted.
             let Some(e) = self.objects.get_mut(&h) else {
                 continue;
             };
+            n += 1;
             let Object::Full {
                 encoding: Encoding::Raw,
                 bytes,
@@ -543,10 +564,14 @@ impl PageStore {
             let (encoding, packed) = codec::encode_full(bytes, &mut self.scratch);
             if encoding == Encoding::Lz4 {
                 let saved = (bytes.len() - packed.len()) as u64;
-                e.object = Object::Full {
-                    encoding,
-                    bytes: packed,
-                };
+                let raw = std::mem::replace(
+                    &mut e.object,
+                    Object::Full {
+                        encoding,
+                        bytes: packed,
+                    },
+                );
+                Self::keep_spare(&mut self.spare, self.page_size.bytes(), raw);
                 self.stats.raw_pages -= 1;
                 self.stats.stored_bytes -= saved;
                 self.stats.compressed += 1;
@@ -694,7 +719,22 @@ impl PageStore {
         self.stats.freed_objects += 1;
         self.stats.freed_bytes += entry.object.stored_len() as u64;
         freed.objects += 1;
+        Self::keep_spare(&mut self.spare, self.page_size.bytes(), entry.object);
         Ok(freed)
+    }
+
+    /// Keep the buffer of a raw page that is no longer stored for reuse by
+    /// [`PageStore::put`], up to [`SPARE_BYTES`].
+    fn keep_spare(spare: &mut Vec<Box<[u8]>>, page_size: usize, object: Object) {
+        if let Object::Full {
+            encoding: Encoding::Raw,
+            bytes,
+        } = object
+        {
+            if bytes.len() == page_size && (spare.len() + 1) * page_size <= SPARE_BYTES {
+                spare.push(bytes);
+            }
+        }
     }
 
     /// Rewrite the deltas `children` of `hash` so they no longer need it.

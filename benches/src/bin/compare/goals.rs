@@ -89,7 +89,8 @@ const GOALS: &[Goal] = &[
     Goal {
         group: Group::Pipeline,
         scope: Scope::Every,
-        what: "GGRS pattern (roll back 7, capture 7) per frame, caller thread, pipelined",
+        what:
+            "GGRS pattern (roll back 7, capture 7 re-simulated + 1 new) per frame, caller thread, pipelined",
         target: "≤ 5 ms",
         measure: ggrs_frame,
     },
