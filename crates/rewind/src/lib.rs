@@ -1359,9 +1359,15 @@ impl Recorder {
         let t1 = Instant::now();
         let mut bytes = pipe.shared.buffer();
         bytes.reserve(need);
-        for &i in &indices {
-            let start = i as usize * page;
-            bytes.extend_from_slice(&memory[start..start + page]);
+        // One copy per run of consecutive pages.
+        let mut run = indices.iter().copied().peekable();
+        while let Some(first) = run.next() {
+            let mut last = first;
+            while let Some(&next) = run.peek().filter(|&&n| n == last + 1) {
+                last = next;
+                run.next();
+            }
+            bytes.extend_from_slice(&memory[first as usize * page..(last as usize + 1) * page]);
         }
         let frame = Frame {
             iteration,

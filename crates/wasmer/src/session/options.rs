@@ -59,7 +59,12 @@ impl std::fmt::Display for CaptureMode {
 /// ```
 pub enum CapturePreference {
     /// Kernel dirty pages when [`DirtyTracker::probe`] says they work, else a
-    /// full scan.
+    /// full scan; with kernel pages, a full scan for as long as the guest writes most
+    /// of its pages (after 3 captures in a row with more than half written, the
+    /// tracker is suspended; every 64 full-scan captures the write rate is measured
+    /// again). [`Session::mode`](crate::Session::mode) tells the mode of the moment
+    /// and [`SessionStats::mode_switches`](crate::SessionStats::mode_switches) counts
+    /// the switches.
     #[default]
     Auto,
     /// Kernel dirty pages or an error at setup.
