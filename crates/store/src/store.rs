@@ -372,25 +372,8 @@ impl PageStore {
                 break;
             }
             self.replaced.pop_front();
-            if !self.objects.contains_key(&old) || !self.whole_into_buf_b(new) {
-                continue;
-            }
-            let bytes = std::mem::take(&mut self.buf_b);
-            self.demote(old, new, &bytes);
-            self.buf_b = bytes;
+            self.demote(old, new, None);
         }
-    }
-
-    /// Decodes the whole page `hash` into `buf_b`; false when it is not stored whole.
-    fn whole_into_buf_b(&mut self, hash: PageHash) -> bool {
-        let Some(Entry {
-            object: Object::Full { encoding, bytes },
-            ..
-        }) = self.objects.get(&hash)
-        else {
-            return false;
-        };
-        codec::decode_full(*encoding, bytes, &mut self.buf_b).is_ok()
     }
 
     /// Store `page` (whose hash is `hash`, from [`PageStore::hash`]) and take one
@@ -426,16 +409,17 @@ impl PageStore {
             Put::Full(page.len())
         };
         if self.delta_after == 0 {
-            self.demote(base, hash, page);
+            self.demote(base, hash, Some(page));
         } else if !base.is_zero() && base != hash {
             self.replaced.push_back((base, hash, self.frame));
         }
         Ok(put)
     }
 
-    /// Re-encode `old` as a delta against `new` (whose bytes are `new_bytes`) when both
-    /// are whole pages, the chain bound allows it, and the delta is small.
-    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: &[u8]) {
+    /// Re-encode `old` as a delta against `new` (whose bytes are `new_bytes`, or read
+    /// from the store when `None`: a raw page is borrowed, not copied) when both are
+    /// whole pages, the chain bound allows it, and the delta is small.
+    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: Option<&[u8]>) {
         if old.is_zero() || old == new {
             return;
         }
@@ -443,6 +427,7 @@ impl PageStore {
             objects,
             scratch,
             buf_a,
+            buf_b,
             max_chain,
             delta_limit,
             stats,
@@ -453,9 +438,23 @@ impl PageStore {
         let Some(new_entry) = objects.get(&new) else {
             return;
         };
-        if !matches!(new_entry.object, Object::Full { .. }) {
-            return;
-        }
+        let new_bytes: &[u8] = match (new_bytes, &new_entry.object) {
+            (_, Object::Delta { .. }) => return,
+            (Some(b), _) => b,
+            (
+                None,
+                Object::Full {
+                    encoding: Encoding::Raw,
+                    bytes,
+                },
+            ) => bytes,
+            (None, Object::Full { encoding, bytes }) => {
+                if codec::decode_full(*encoding, bytes, buf_b).is_err() {
+                    return;
+                }
+                buf_b
+            }
+        };
         let Some(old_entry) = objects.get(&old) else {
             return;
         };
