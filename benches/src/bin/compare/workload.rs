@@ -108,6 +108,11 @@ impl Spec {
         self.name.contains("-1%-")
     }
 
+    /// Whether the workload rewrites most of its memory every frame.
+    pub fn high_churn(&self) -> bool {
+        self.name.ends_with("-sweep")
+    }
+
     /// Frames git and the archive comparison run over.
     pub fn git_window(&self) -> usize {
         if self.git_frames > 0 {
