@@ -83,6 +83,9 @@ pub enum Command {
     /// are hashed and stored. All frames must have the same size, a whole number of
     /// pages. Frames are committed in batches (--batch); the archive is written to a
     /// temporary file and moved into place when complete.
+    ///
+    /// With --bundle, the archive holds the one state a late-joiner bundle hands over
+    /// (`export --bundle`), assembled with the pages of --have and verified first.
     Import(import::Args),
     /// Render page churn as a PNG: iterations left to right, pages top to bottom, colour
     /// by bytes changed (log scale; dark = unchanged).

@@ -1766,6 +1766,43 @@ fn export_bundle_moves_only_the_missing_pages_and_verify_bundle_checks_them() {
         "{bytes} bytes"
     );
 
+    // Applied: an archive of the one state, which exports exactly frame 39.
+    let joined = fx.dir.path().join("joined.rwd");
+    let j = json(
+        rewind()
+            .args(["import", "--json", "--bundle"])
+            .arg(&out)
+            .arg("--have")
+            .arg(&have)
+            .arg("-o")
+            .arg(&joined),
+    );
+    assert_eq!(j["kind"], "import_bundle");
+    assert_eq!(j["pages_from_bundle"], missing as u64);
+    sound(&joined);
+    let again = of_kind(
+        &lines(rewind().arg("show").arg(&joined).args(["39", "--json"])),
+        "record",
+    );
+    assert_eq!(again[0]["state_hash"], show[0]["state_hash"]);
+    let image = fx.dir.path().join("joined-39.bin");
+    rewind()
+        .arg("export")
+        .arg(&joined)
+        .args(["39", "-o"])
+        .arg(&image)
+        .assert()
+        .success();
+    assert!(digest(&image) == fx.frames[39]);
+    fails(
+        rewind()
+            .args(["import", "--bundle"])
+            .arg(&out)
+            .arg("-o")
+            .arg(fx.dir.path().join("no.rwd")),
+        "does not verify",
+    );
+
     // Without the receiver's archive the pages it holds are missing.
     fails(
         rewind().args(["verify", "--bundle"]).arg(&out),
