@@ -636,7 +636,7 @@ struct BundlePage {
 
 /// The pages a receiver lacks, for one state (and, self-contained, that state's
 /// manifest).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Bundle {
     manifest: Option<Manifest>,
     state_hash: StateHash,
@@ -833,7 +833,7 @@ impl Bundle {
 
 /// A state assembled from a bundle and verified: every page against its hash, the
 /// whole against the manifest's state hash. Only [`Manifest::assemble`] makes one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct BundleState {
     manifest: Manifest,
     memory: Vec<u8>,
@@ -901,6 +901,32 @@ impl BundleState {
             h.set_host_state(id, b)?;
         }
         Ok(h)
+    }
+}
+
+/// Counts, not bytes: a bundle or state may hold many MiB.
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("iteration", &self.manifest.as_ref().map(Manifest::iteration))
+            .field("state_hash", &self.state_hash)
+            .field("page_size", &self.page_size)
+            .field("pages", &self.pages.len())
+            .field("page_bytes", &self.page_bytes())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for BundleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleState")
+            .field("iteration", &self.manifest.iteration)
+            .field("state_hash", &self.manifest.state_hash)
+            .field("memory_len", &self.memory.len())
+            .field("globals", &self.manifest.globals)
+            .field("pages_from_bundle", &self.pages_from_bundle)
+            .field("pages_from_local", &self.pages_from_local)
+            .finish_non_exhaustive()
     }
 }
 

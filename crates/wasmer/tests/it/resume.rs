@@ -238,8 +238,14 @@ fn a_session_joined_from_a_bundle_continues_like_the_original() {
         let state = manifest.assemble(&pages, &local).expect("assemble");
         assert_eq!(state.pages_from_bundle(), wanted.len());
 
-        let mut joined =
-            Session::new(guests::COUNTER, options(capture).resume_from_bundle(state)).expect("join");
+        let joined_path = dir.path().join("joined.rwd");
+        let mut joined = Session::new(
+            guests::COUNTER,
+            options(capture)
+                .archive(&joined_path, Durability::EveryAppend)
+                .resume_from_bundle(state),
+        )
+        .expect("join");
         assert_eq!(joined.head_iteration(), 20);
         assert_eq!(
             joined.state_hash(20).expect("head"),
@@ -260,6 +266,18 @@ fn a_session_joined_from_a_bundle_continues_like_the_original() {
                 "{capture:?}"
             );
         }
+        // The joiner's own archive starts at the iteration it joined at.
+        joined.sync().expect("sync");
+        let mine = Archive::open(&joined_path).expect("open");
+        assert_eq!(
+            mine.timeline().expect("timeline").first().map(|r| r.iteration),
+            Some(20)
+        );
+        assert_eq!(
+            mine.state_hash(29).expect("head"),
+            original.state_hash(29).expect("head")
+        );
+        mine.verify().expect("sound");
         // The joiner can roll back to where it joined, not before.
         joined.rollback_to(20).expect("rollback to the join");
         assert!(
