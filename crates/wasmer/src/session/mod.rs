@@ -265,9 +265,15 @@ impl Session {
         setup: impl FnOnce(&mut Store, &Guest) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
     ) -> Result<(Self, T), SessionError> {
         let mut imports: ImportsFn = Box::new(imports);
-        let mut recorder = match &options.resume {
-            Some(r) => Recorder::open(&r.path, r.durability, options.recorder.policy.clone())?,
-            None => Recorder::new(options.recorder.clone())?,
+        let mut recorder = match (&options.resume, &options.joined) {
+            (Some(r), _) => Recorder::open(&r.path, r.durability, options.recorder.policy.clone())?,
+            (None, Some(state)) => Recorder::from_bundle(options.recorder.clone(), state)?,
+            (None, None) => Recorder::new(options.recorder.clone())?,
+        };
+        let resume_at = match (&options.resume, &options.joined) {
+            (Some(r), _) => Some(r.iteration),
+            (None, Some(state)) => Some(state.iteration()),
+            (None, None) => None,
         };
         let page_size = recorder.history().page_size().bytes();
         let (mut mode, mut fallback) = match options.capture {
@@ -334,7 +340,7 @@ impl Session {
             hooks: Vec::new(),
             instance_hooks: Vec::new(),
             host_states: None,
-            resumed_host: options.resume.is_some(),
+            resumed_host: resume_at.is_some(),
             stats: SessionStats::default(),
         };
         session
@@ -358,21 +364,21 @@ impl Session {
                 limit,
             });
         }
-        if let Some(r) = &options.resume {
-            // Memory, size and globals from the archive, into a fresh instance (nothing
+        if let Some(iteration) = resume_at {
+            // Memory, size and globals from the history, into a fresh instance (nothing
             // is known about live memory, so every page is restored); the head moves
             // there.
             let (target_len, globals) = {
                 let snapshot = session
                     .recorder
                     .history()
-                    .at(r.iteration)
+                    .at(iteration)
                     .map_err(rewind::Error::from)?
                     .snapshot();
                 (snapshot.memory_len(), snapshot.globals().to_vec())
             };
             session.live.guest.check_global_values(&globals)?;
-            session.restore_fresh(r.iteration, target_len, Instant::now())?;
+            session.restore_fresh(iteration, target_len, Instant::now())?;
             session.stats = SessionStats::default();
             return Ok((session, value));
         }
