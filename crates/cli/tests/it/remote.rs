@@ -6,7 +6,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use rewind_remote::garage::Garage;
 
-use super::{digest, fixture, rewind, stdout};
+use crate::common::{digest, fixture, rewind, stdout};
 
 /// `rewind` with the server's `AWS_*` settings and a private read cache.
 fn remote_rewind(g: &Garage, cache: &std::path::Path) -> Command {
