@@ -33,6 +33,10 @@ mod open;
 mod query;
 mod verify;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests;
+
 /// Bytes at the end of a file that no complete commit covers (a write torn by a crash).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TornTail {
