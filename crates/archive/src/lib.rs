@@ -155,28 +155,14 @@ pub fn compact(path: impl AsRef<Path>, policy: &Policy) -> Result<CompactReport,
         .map_err(ArchiveError::io("stat", &target))?
         .len();
     let collected = collect::Collected::load(archive, policy)?;
-    let perms = writer::existing_permissions(&target)?;
-    let (tmp, file) = writer::temp_beside(&target, "compact")?;
-    let result = (|| {
-        if let Some(p) = perms {
-            file.set_permissions(p).map_err(ArchiveError::io("chmod", &tmp))?;
-        }
-        let len = collected.write(ArchiveWriter::start(
+    let bytes_after = writer::replace_through_temp(&target, "compact", |file, tmp| {
+        collected.write(ArchiveWriter::start(
             file,
-            &tmp,
+            tmp,
             &collected.history,
             Durability::Manual,
-        )?)?;
-        std::fs::rename(&tmp, &target).map_err(ArchiveError::io("rename", &target))?;
-        Ok::<_, ArchiveError>(len)
-    })();
-    let bytes_after = match result {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+        )?)
+    })?;
     writer::sync_dir(&target)?;
     Ok(CompactReport {
         records_before: before.records,
