@@ -39,6 +39,9 @@ pub enum Placement {
     Clustered,
     /// Pages anywhere.
     Scattered,
+    /// One run of exactly the dirty page count from a random page on, wrapping at the
+    /// end: most of memory each frame, as a copying garbage collector writes its heap.
+    Sweep,
 }
 
 /// A synthetic guest memory and its per-frame writes.
@@ -132,6 +135,10 @@ impl Workload {
                 for _ in 0..self.dirty_pages {
                     dirty.push(self.rng.below(pages) as u32);
                 }
+            }
+            Placement::Sweep => {
+                let start = self.rng.below(pages);
+                dirty.extend((0..self.dirty_pages.min(pages)).map(|k| ((start + k) % pages) as u32));
             }
         }
         dirty.sort_unstable();

@@ -51,6 +51,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bundle;
 mod collect;
 mod error;
 pub mod format;
@@ -61,6 +62,7 @@ mod writer;
 
 use std::path::Path;
 
+pub use bundle::{Bundle, BundleError, BundleState, Manifest};
 pub use collect::{collect_file, growth_reason, CollectReport, FileCounts};
 pub use error::ArchiveError;
 pub use format::ObjectKind;

@@ -372,6 +372,9 @@ pub struct History {
     meta_bytes: u64,
     /// Bytes of input blobs held.
     input_bytes: u64,
+    /// The furthest iteration ever captured: only a capture past it counts a frame of
+    /// the page store ([`PageStore::advance_frame`]).
+    furthest: Option<u64>,
 }
 
 fn meta_bytes(changes: usize, globals: usize) -> u64 {
@@ -392,6 +395,7 @@ impl History {
             abandoned_by_iteration: BTreeSet::new(),
             meta_bytes: 0,
             input_bytes: 0,
+            furthest: None,
         })
     }
 
@@ -617,7 +621,14 @@ impl History {
         // Counted before the frame advances: the deltas it makes of older pages are
         // not this capture's bytes.
         let after = self.store.stats();
-        self.store.advance_frame();
+        // Pages age by frames of progress: a re-simulated capture after a rollback does
+        // not age them, so the pages of a rollback window stay whole and raw however
+        // often it is re-simulated (restoring them is a copy), and the abandoned
+        // branches a rollback game drops every frame cost no delta or compression.
+        if self.furthest.is_none_or(|f| iteration > f) {
+            self.store.advance_frame();
+            self.furthest = Some(iteration);
+        }
         let id = RecordId(self.next_id);
         self.next_id += 1;
         let changes: Vec<(u32, PageHash)> = {
@@ -1046,6 +1057,57 @@ mod tests {
                 .expect("capture");
         }
         h
+    }
+
+    /// A page of a repeating pattern (lz4 compresses it), distinct per `tag`.
+    fn compressible(tag: u64) -> Vec<u8> {
+        let pattern = tag.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
+        (0..1024).map(|i| pattern[(i / 16) % 8]).collect()
+    }
+
+    #[test]
+    fn re_simulated_captures_do_not_age_pages() {
+        // Pages are compressed 3 frames after they are stored, deltas are never made.
+        let config = HistoryConfig::new(1024)
+            .expect("page size")
+            .seed(5)
+            .delta_after(u64::MAX)
+            .compression(3, 1_000);
+        let mut h = History::new(config).expect("history");
+        let mut memory = vec![0u8; 4096];
+        let mut tag = 0;
+        let mut frame = |h: &mut History, memory: &mut Vec<u8>, iteration: u64| {
+            tag += 1;
+            let page = (iteration as usize % 3 + 1) * 1024;
+            memory[page..page + 1024].copy_from_slice(&compressible(tag));
+            h.capture(iteration, memory, &[], None, None).expect("capture");
+            h.maintain();
+        };
+        for it in 0..=4 {
+            frame(&mut h, &mut memory, it);
+        }
+        // Five frames counted; the pages of iterations 0, 1 and 2 are 3 behind.
+        assert_eq!(h.store().stats().compressed, 3);
+        // Forty rollbacks of two iterations, each re-simulated: the head never moves
+        // past iteration 4, so no page ages, however many captures are made.
+        for _ in 0..40 {
+            h.rollback_to(2, &mut memory, LiveMemory::AtHead)
+                .expect("rollback");
+            frame(&mut h, &mut memory, 3);
+            frame(&mut h, &mut memory, 4);
+            let abandoned: Vec<RecordId> = h.abandoned().map(|r| r.id()).collect();
+            for id in abandoned.into_iter().rev() {
+                h.remove(id).expect("drop the abandoned branch");
+            }
+        }
+        assert_eq!(h.store().stats().compressed, 3);
+        assert_eq!(h.check(), Ok(()));
+        // Three captures past iteration 4 are frames of progress: the last re-simulated
+        // pages (of iterations 3 and 4) and iteration 5's are now 3 frames behind.
+        for it in 5..=7 {
+            frame(&mut h, &mut memory, it);
+        }
+        assert_eq!(h.store().stats().compressed, 6);
     }
 
     #[test]

@@ -31,6 +31,7 @@ impl History {
             abandoned_by_iteration: Default::default(),
             meta_bytes: 0,
             input_bytes: 0,
+            furthest: None,
         }
     }
 
@@ -116,6 +117,7 @@ impl History {
             }
         }
         self.recount();
+        self.furthest = self.records.values().map(|r| r.iteration).max();
         Ok(())
     }
 }

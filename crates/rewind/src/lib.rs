@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use pipeline::{Core, Failure, Frame, Msg, Pipe, Returned};
 pub use pipeline::{PipelineOptions, PipelineStats};
 
+pub use rewind_archive::bundle::{self, Bundle, BundleError, BundleState, Manifest};
 pub use rewind_archive::{AppendReport, Archive, ArchiveError, ArchiveWriter, Durability};
 pub use rewind_gc::{Abandoned, Collector, GcError, GcReport, Policy};
 pub use rewind_history::{
@@ -159,6 +160,10 @@ pub enum Error {
     /// The pipeline's worker thread could not be started.
     #[error("starting the capture worker thread")]
     WorkerSpawn(#[source] std::io::Error),
+    /// A late-joiner bundle that cannot be built, read or assembled, or a state that
+    /// does not verify ([`bundle`]).
+    #[error(transparent)]
+    Bundle(BundleError),
 }
 
 fn range_note(oldest: Option<u64>, newest: Option<u64>) -> String {
@@ -235,6 +240,12 @@ impl From<GcError> for Error {
         match e {
             GcError::History(e) => e.into(),
         }
+    }
+}
+
+impl From<BundleError> for Error {
+    fn from(e: BundleError) -> Self {
+        Error::Bundle(e)
     }
 }
 
@@ -980,6 +991,66 @@ impl Recorder {
         Ok(state)
     }
 
+    /// A recorder whose history starts at a state handed over by a late-joiner bundle
+    /// ([`bundle`]): the state is captured as its first record, with its host state,
+    /// under the sender's page size and seed (they win over `options`', so state
+    /// hashes compare with the sender's), and the manifest's global names are given to
+    /// an archive of `options` that names none. The caller puts [`BundleState::memory`]
+    /// and [`BundleState::globals`] into its guest (and the host state into its host)
+    /// and captures `state.iteration() + 1` next.
+    ///
+    /// ```
+    /// use rewind::{Bundle, GlobalValue, Manifest, Options, Recorder};
+    /// use rewind::bundle::Nothing;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// let mut host = Recorder::new(Options::new(4096)?.seed(4))?;
+    /// let mut memory = vec![0u8; 8 * 4096];
+    /// for frame in 0..50u64 {
+    ///     memory[(frame as usize * 700) % (8 * 4096)] = frame as u8;
+    ///     host.capture(frame, &memory, &[GlobalValue::I64(frame as i64)], None, None)?;
+    /// }
+    /// // A peer joins at frame 49 with nothing: every distinct page travels once.
+    /// let manifest = Manifest::from_history(host.history(), 49)?;
+    /// let bundle = Bundle::self_contained(&manifest, &manifest.wanted(&Nothing)?, host.history().store())?;
+    /// let state = Bundle::from_bytes(&bundle.to_bytes()?)?.assemble(&Nothing)?;
+    /// let mut peer = Recorder::from_bundle(Options::new(4096)?, &state)?;
+    /// let mut peer_memory = state.memory().to_vec();
+    /// // Both run frame 50 alike and agree.
+    /// memory[0] = 50;
+    /// peer_memory[0] = 50;
+    /// let a = host.capture(50, &memory, &[GlobalValue::I64(50)], Some(&[0]), None)?;
+    /// let b = peer.capture(50, &peer_memory, &[GlobalValue::I64(50)], Some(&[0]), None)?;
+    /// assert_eq!(a.state_hash, b.state_hash);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_bundle(mut options: Options, state: &BundleState) -> Result<Self, Error> {
+        let m = state.manifest();
+        options.history.store.page_size = m.page_size();
+        options.history.store.seed = Some(m.seed());
+        if options.global_names.is_empty() {
+            options.global_names = m.global_names().to_vec();
+        }
+        let mut rec = Recorder::new(options)?;
+        let report = rec.capture_with_host_state(
+            m.iteration(),
+            state.memory(),
+            state.globals(),
+            None,
+            None,
+            state.host_state(),
+        )?;
+        if report.state_hash != state.state_hash() {
+            return Err(BundleError::StateMismatch {
+                expected: state.state_hash(),
+                found: report.state_hash,
+            }
+            .into());
+        }
+        Ok(rec)
+    }
+
     /// Record `bytes` as the host state of `iteration` on the current timeline
     /// (replacing one it had), e.g. of the head when a host starts keeping state.
     /// After the captures in flight. The archive gets it with the next append of a
@@ -1359,9 +1430,15 @@ impl Recorder {
         let t1 = Instant::now();
         let mut bytes = pipe.shared.buffer();
         bytes.reserve(need);
-        for &i in &indices {
-            let start = i as usize * page;
-            bytes.extend_from_slice(&memory[start..start + page]);
+        // One copy per run of consecutive pages.
+        let mut run = indices.iter().copied().peekable();
+        while let Some(first) = run.next() {
+            let mut last = first;
+            while let Some(&next) = run.peek().filter(|&&n| n == last + 1) {
+                last = next;
+                run.next();
+            }
+            bytes.extend_from_slice(&memory[first as usize * page..(last as usize + 1) * page]);
         }
         let frame = Frame {
             iteration,

@@ -256,8 +256,15 @@ pub struct PageStore {
     scratch: Scratch,
     buf_a: Vec<u8>,
     buf_b: Vec<u8>,
+    /// Page-sized buffers of freed or compressed raw pages, reused for new pages: a
+    /// rollback game frees and stores the same number of pages every frame, and
+    /// reusing their buffers spares the allocator and the kernel's page faults.
+    spare: Vec<Box<[u8]>>,
     stats: StoreStats,
 }
+
+/// The most bytes of spare page buffers a store keeps.
+const SPARE_BYTES: usize = 8 << 20;
 
 impl PageStore {
     /// An empty store.
@@ -282,6 +289,7 @@ impl PageStore {
             scratch: Scratch::new(),
             buf_a: vec![0; ps],
             buf_b: vec![0; ps],
+            spare: Vec::new(),
             stats: StoreStats::default(),
         }
     }
@@ -342,7 +350,9 @@ impl PageStore {
         Ok(())
     }
 
-    /// Count one frame: raw pages age by frames (see [`PageStore::compress_aged`]), and
+    /// Count one frame: raw pages age by frames (see [`PageStore::compress_aged`]; a
+    /// history counts a frame for each capture past the furthest iteration it has
+    /// captured, so re-simulation after a rollback ages nothing), and
     /// pages replaced [`StoreConfig::delta_after`] frames ago become deltas against
     /// their replacements (those still stored: a page freed since, such as one of an
     /// abandoned branch, leaves its predecessor whole).
@@ -362,25 +372,8 @@ impl PageStore {
                 break;
             }
             self.replaced.pop_front();
-            if !self.objects.contains_key(&old) || !self.whole_into_buf_b(new) {
-                continue;
-            }
-            let bytes = std::mem::take(&mut self.buf_b);
-            self.demote(old, new, &bytes);
-            self.buf_b = bytes;
+            self.demote(old, new, None);
         }
-    }
-
-    /// Decodes the whole page `hash` into `buf_b`; false when it is not stored whole.
-    fn whole_into_buf_b(&mut self, hash: PageHash) -> bool {
-        let Some(Entry {
-            object: Object::Full { encoding, bytes },
-            ..
-        }) = self.objects.get(&hash)
-        else {
-            return false;
-        };
-        codec::decode_full(*encoding, bytes, &mut self.buf_b).is_ok()
     }
 
     /// Store `page` (whose hash is `hash`, from [`PageStore::hash`]) and take one
@@ -398,9 +391,16 @@ impl PageStore {
             self.stats.dedup_hits += 1;
             Put::Dedup
         } else {
+            let bytes = match self.spare.pop() {
+                Some(mut b) => {
+                    b.copy_from_slice(page);
+                    b
+                }
+                None => page.into(),
+            };
             let object = Object::Full {
                 encoding: Encoding::Raw,
-                bytes: page.into(),
+                bytes,
             };
             self.insert_entry(hash, object, 1);
             self.stats.new_objects += 1;
@@ -409,16 +409,17 @@ impl PageStore {
             Put::Full(page.len())
         };
         if self.delta_after == 0 {
-            self.demote(base, hash, page);
+            self.demote(base, hash, Some(page));
         } else if !base.is_zero() && base != hash {
             self.replaced.push_back((base, hash, self.frame));
         }
         Ok(put)
     }
 
-    /// Re-encode `old` as a delta against `new` (whose bytes are `new_bytes`) when both
-    /// are whole pages, the chain bound allows it, and the delta is small.
-    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: &[u8]) {
+    /// Re-encode `old` as a delta against `new` (whose bytes are `new_bytes`, or read
+    /// from the store when `None`: a raw page is borrowed, not copied) when both are
+    /// whole pages, the chain bound allows it, and the delta is small.
+    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: Option<&[u8]>) {
         if old.is_zero() || old == new {
             return;
         }
@@ -426,17 +427,34 @@ impl PageStore {
             objects,
             scratch,
             buf_a,
+            buf_b,
             max_chain,
             delta_limit,
             stats,
+            spare,
+            page_size,
             ..
         } = self;
         let Some(new_entry) = objects.get(&new) else {
             return;
         };
-        if !matches!(new_entry.object, Object::Full { .. }) {
-            return;
-        }
+        let new_bytes: &[u8] = match (new_bytes, &new_entry.object) {
+            (_, Object::Delta { .. }) => return,
+            (Some(b), _) => b,
+            (
+                None,
+                Object::Full {
+                    encoding: Encoding::Raw,
+                    bytes,
+                },
+            ) => bytes,
+            (None, Object::Full { encoding, bytes }) => {
+                if codec::decode_full(*encoding, bytes, buf_b).is_err() {
+                    return;
+                }
+                buf_b
+            }
+        };
         let Some(old_entry) = objects.get(&old) else {
             return;
         };
@@ -470,6 +488,7 @@ impl PageStore {
         let before = std::mem::replace(&mut old_entry.object, Object::Delta { parent: new, runs });
         let after_len = old_entry.object.stored_len();
         count_out(stats, &before);
+        Self::keep_spare(spare, page_size.bytes(), before);
         stats.objects += 1;
         stats.delta_pages += 1;
         stats.stored_bytes += after_len as u64;
@@ -529,10 +548,11 @@ impl PageStore {
                 break;
             }
             self.young.pop_front();
-            n += 1;
+            // A page freed since (an abandoned branch's) costs nothing: not counted.
             let Some(e) = self.objects.get_mut(&h) else {
                 continue;
             };
+            n += 1;
             let Object::Full {
                 encoding: Encoding::Raw,
                 bytes,
@@ -543,10 +563,14 @@ impl PageStore {
             let (encoding, packed) = codec::encode_full(bytes, &mut self.scratch);
             if encoding == Encoding::Lz4 {
                 let saved = (bytes.len() - packed.len()) as u64;
-                e.object = Object::Full {
-                    encoding,
-                    bytes: packed,
-                };
+                let raw = std::mem::replace(
+                    &mut e.object,
+                    Object::Full {
+                        encoding,
+                        bytes: packed,
+                    },
+                );
+                Self::keep_spare(&mut self.spare, self.page_size.bytes(), raw);
                 self.stats.raw_pages -= 1;
                 self.stats.stored_bytes -= saved;
                 self.stats.compressed += 1;
@@ -694,7 +718,22 @@ impl PageStore {
         self.stats.freed_objects += 1;
         self.stats.freed_bytes += entry.object.stored_len() as u64;
         freed.objects += 1;
+        Self::keep_spare(&mut self.spare, self.page_size.bytes(), entry.object);
         Ok(freed)
+    }
+
+    /// Keep the buffer of a raw page that is no longer stored for reuse by
+    /// [`PageStore::put`], up to [`SPARE_BYTES`].
+    fn keep_spare(spare: &mut Vec<Box<[u8]>>, page_size: usize, object: Object) {
+        if let Object::Full {
+            encoding: Encoding::Raw,
+            bytes,
+        } = object
+        {
+            if bytes.len() == page_size && (spare.len() + 1) * page_size <= SPARE_BYTES {
+                spare.push(bytes);
+            }
+        }
     }
 
     /// Rewrite the deltas `children` of `hash` so they no longer need it.

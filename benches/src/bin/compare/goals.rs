@@ -20,6 +20,8 @@ enum Scope {
     OnePercent,
     /// The 170 MB workload.
     Large,
+    /// The workloads that rewrite most of their memory every frame.
+    HighChurn,
 }
 
 /// The goals of the capture pipeline come first (for every workload), then the core
@@ -89,9 +91,45 @@ const GOALS: &[Goal] = &[
     Goal {
         group: Group::Pipeline,
         scope: Scope::Every,
-        what: "GGRS pattern (roll back 7, capture 7) per frame, caller thread, pipelined",
+        what:
+            "GGRS pattern (roll back 7, capture 7 re-simulated + 1 new) per frame, caller thread, pipelined",
         target: "≤ 5 ms",
         measure: ggrs_frame,
+    },
+    Goal {
+        group: Group::Pipeline,
+        scope: Scope::Every,
+        what: "7-frame rollback / memcpy of the pages it writes",
+        target: "≤ 1.5×",
+        measure: restore_vs_memcpy,
+    },
+    Goal {
+        group: Group::Pipeline,
+        scope: Scope::HighChurn,
+        what: "capture p99 / median (hinted, incl. GC step)",
+        target: "≤ 2×",
+        measure: capture_p99,
+    },
+    Goal {
+        group: Group::Pipeline,
+        scope: Scope::HighChurn,
+        what: "memory of a 600-frame window vs full-copy ring",
+        target: "≤ 1/20",
+        measure: window_memory,
+    },
+    Goal {
+        group: Group::Pipeline,
+        scope: Scope::Every,
+        what: "archive append per frame / capture (hinted, alone)",
+        target: "≤ 1.2×",
+        measure: append_vs_capture,
+    },
+    Goal {
+        group: Group::Pipeline,
+        scope: Scope::Every,
+        what: "worst archive append / append median",
+        target: "≤ 2×",
+        measure: worst_append,
     },
     Goal {
         group: Group::Core,
@@ -179,6 +217,7 @@ fn applies(scope: Scope, r: &WorkloadResult) -> bool {
         Scope::Every => true,
         Scope::OnePercent => r.spec.one_percent(),
         Scope::Large => r.spec.name.starts_with("170MB"),
+        Scope::HighChurn => r.spec.high_churn(),
     }
 }
 
@@ -335,6 +374,63 @@ fn ggrs_frame(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
             fmt_ms(p99(&p.ggrs_sync))
         ),
         Some(cpu50 <= 5.0 && med(&p.ggrs_pipe) <= 5.0),
+    )
+}
+
+fn restore_vs_memcpy(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
+    let hint = r.peer(Peer::Hint)?;
+    if hint.restore.is_empty() || r.hinted.restored_pages.is_empty() || r.memory == 0 {
+        return None;
+    }
+    let pages = r.hinted.restored_pages.iter().sum::<u64>() as f64 / r.hinted.restored_pages.len() as f64;
+    // The floor: a memcpy of the pages the rollback wrote, at this run's memcpy speed.
+    let page = (r.memory / r.pages.max(1)) as f64;
+    let floor = med(&r.memcpy) * pages * page / r.memory as f64;
+    let ratio = med(&hint.restore) / floor;
+    measured(
+        format!(
+            "{} ms / {} ms ({:.0} pages) = {}",
+            fmt_ms(med(&hint.restore)),
+            fmt_ms(floor),
+            pages,
+            fmt_ratio(ratio)
+        ),
+        Some(ratio <= 1.5),
+    )
+}
+
+fn capture_p99(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
+    let hint = r.peer(Peer::Hint)?;
+    let (p, m) = (p99(&hint.capture), med(&hint.capture));
+    measured(
+        format!("{} ms / {} ms = {}", fmt_ms(p), fmt_ms(m), fmt_ratio(p / m)),
+        Some(p <= 2.0 * m),
+    )
+}
+
+fn append_vs_capture(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
+    let archive = r.peer(Peer::Archive)?;
+    if archive.append.is_empty() || r.hinted.capture_only.is_empty() {
+        return None;
+    }
+    ratio_of_medians(&archive.append, &r.hinted.capture_only, 1.2)
+}
+
+fn worst_append(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
+    let archive = r.peer(Peer::Archive)?;
+    if archive.append.is_empty() {
+        return None;
+    }
+    let s = Spread::of(&archive.append);
+    measured(
+        format!(
+            "{} ms / {} ms = {} (p99 {} ms)",
+            fmt_ms(s.max),
+            fmt_ms(s.median),
+            fmt_ratio(s.max / s.median),
+            fmt_ms(p99(&archive.append))
+        ),
+        Some(s.max <= 2.0 * s.median),
     )
 }
 

@@ -49,9 +49,10 @@ impl Spec {
         let place = match placement {
             Placement::Clustered => "clustered",
             Placement::Scattered => "scattered",
+            Placement::Sweep => "sweep",
         };
         // Name by the nominal fraction (16 of 16,384 pages is "0.1%").
-        let nominal = [0.1, 1.0, 10.0]
+        let nominal = [0.1, 1.0, 10.0, 90.0]
             .into_iter()
             .find(|n: &f64| (pct / n - 1.0).abs() < 0.05);
         let name = if let Some(n) = nominal {
@@ -107,6 +108,11 @@ impl Spec {
         self.name.contains("-1%-")
     }
 
+    /// Whether the workload rewrites most of its memory every frame.
+    pub fn high_churn(&self) -> bool {
+        self.name.ends_with("-sweep")
+    }
+
     /// Frames git and the archive comparison run over.
     pub fn git_window(&self) -> usize {
         if self.git_frames > 0 {
@@ -143,6 +149,9 @@ fn default_specs(quick: bool) -> Vec<Spec> {
         Spec::synthetic(m64, pct(0.10), Placement::Clustered, 150, 0),
         Spec::synthetic(m64, pct(0.10), Placement::Scattered, 150, 0),
         Spec::synthetic(m170, 1500, Placement::Clustered, 150, 0),
+        // A guest that rewrites most of its memory every frame (a JavaScript engine's
+        // moving collector): 4 MiB, 90 % of its pages.
+        Spec::synthetic(4 * MIB, 922, Placement::Sweep, 650, 0),
     ]
 }
 

@@ -4,6 +4,7 @@
 //! the checked-in golden file.
 
 mod attack;
+mod bundle;
 mod common;
 mod corrupt;
 mod crash;

@@ -71,6 +71,10 @@ pub enum Command {
     ///
     /// Every page's hash and the state hash are recomputed from what is written, so an
     /// export that succeeds is exactly the recorded state.
+    ///
+    /// With --bundle, write a late-joiner bundle instead: the iteration's page hashes,
+    /// globals, host state and state hash, and only the pages the receiver's archive
+    /// (--have) lacks, for another process to assemble and verify (`verify --bundle`).
     Export(export::Args),
     /// Build an archive from raw memory images: one file per iteration, or one file of
     /// equal-size frames with --frame-size.
@@ -79,6 +83,9 @@ pub enum Command {
     /// are hashed and stored. All frames must have the same size, a whole number of
     /// pages. Frames are committed in batches (--batch); the archive is written to a
     /// temporary file and moved into place when complete.
+    ///
+    /// With --bundle, the archive holds the one state a late-joiner bundle hands over
+    /// (`export --bundle`), assembled with the pages of --have and verified first.
     Import(import::Args),
     /// Render page churn as a PNG: iterations left to right, pages top to bottom, colour
     /// by bytes changed (log scale; dark = unchanged).
@@ -88,6 +95,10 @@ pub enum Command {
     Heatmap(heatmap::Args),
     /// Check every segment, checksum, trailer, object and state hash; report problems
     /// with their file offsets. Exit code 0 when the archive is sound, 1 when not.
+    ///
+    /// With --bundle, FILE is a bundle from `export --bundle`: it is assembled with the
+    /// pages of the receiver's archive (--have), every page checked against its hash and
+    /// the whole state against the state hash.
     Verify(verify::Args),
     /// Rewrite the archive under a retention policy, reporting what it freed.
     ///

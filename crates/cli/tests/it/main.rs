@@ -2,6 +2,7 @@
 //! trips against the imported frames, and bad input. Shared setup is in `common`; one
 //! module per group of commands.
 
+mod bundle;
 mod common;
 mod files;
 mod gc;

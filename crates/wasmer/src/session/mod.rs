@@ -49,6 +49,7 @@
 //! operators: a frame that runs out traps, is undone like any failed step, and
 //! is reported as [`SessionError::OutOfFuel`].
 
+mod adapt;
 mod error;
 mod live;
 mod options;
@@ -69,6 +70,7 @@ use wasmer::{Engine, Imports, Store};
 use crate::dirty::{Availability, DirtyTracker};
 use crate::guest::{Guest, GuestModule};
 use crate::host_state::{HostState, HostStates};
+use adapt::Adapt;
 /// A guest under rollback: owns the wasmer store and instance, the history,
 /// and the kernel dirty tracker when available.
 ///
@@ -117,6 +119,12 @@ pub struct Session {
     globals: Vec<rewind::GlobalValue>,
     /// Full-scan mode: whether live memory is known to equal the head.
     at_head: bool,
+    /// Auto mode with a working tracker: kernel pages and a full scan alternate as
+    /// the write rate asks (see `adapt`); in full-scan mode the tracker is suspended.
+    adaptive: bool,
+    adapt: Adapt,
+    /// Every page index, for a full scan staged through the pipeline.
+    all_pages: Vec<u32>,
     /// A failed step could not be undone.
     poisoned: bool,
     hooks: Vec<Hook>,
@@ -257,9 +265,15 @@ impl Session {
         setup: impl FnOnce(&mut Store, &Guest) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
     ) -> Result<(Self, T), SessionError> {
         let mut imports: ImportsFn = Box::new(imports);
-        let mut recorder = match &options.resume {
-            Some(r) => Recorder::open(&r.path, r.durability, options.recorder.policy.clone())?,
-            None => Recorder::new(options.recorder.clone())?,
+        let mut recorder = match (&options.resume, &options.joined) {
+            (Some(r), _) => Recorder::open(&r.path, r.durability, options.recorder.policy.clone())?,
+            (None, Some(state)) => Recorder::from_bundle(options.recorder.clone(), state)?,
+            (None, None) => Recorder::new(options.recorder.clone())?,
+        };
+        let resume_at = match (&options.resume, &options.joined) {
+            (Some(r), _) => Some(r.iteration),
+            (None, Some(state)) => Some(state.iteration()),
+            (None, None) => None,
         };
         let page_size = recorder.history().page_size().bytes();
         let (mut mode, mut fallback) = match options.capture {
@@ -319,11 +333,14 @@ impl Session {
             scratch: Vec::new(),
             globals: Vec::new(),
             at_head: false,
+            adaptive: options.capture == CapturePreference::Auto && mode == CaptureMode::KernelDirty,
+            adapt: Adapt::default(),
+            all_pages: Vec::new(),
             poisoned: false,
             hooks: Vec::new(),
             instance_hooks: Vec::new(),
             host_states: None,
-            resumed_host: options.resume.is_some(),
+            resumed_host: resume_at.is_some(),
             stats: SessionStats::default(),
         };
         session
@@ -347,21 +364,21 @@ impl Session {
                 limit,
             });
         }
-        if let Some(r) = &options.resume {
-            // Memory, size and globals from the archive, into a fresh instance (nothing
+        if let Some(iteration) = resume_at {
+            // Memory, size and globals from the history, into a fresh instance (nothing
             // is known about live memory, so every page is restored); the head moves
             // there.
             let (target_len, globals) = {
                 let snapshot = session
                     .recorder
                     .history()
-                    .at(r.iteration)
+                    .at(iteration)
                     .map_err(rewind::Error::from)?
                     .snapshot();
                 (snapshot.memory_len(), snapshot.globals().to_vec())
             };
             session.live.guest.check_global_values(&globals)?;
-            session.restore_fresh(r.iteration, target_len, Instant::now())?;
+            session.restore_fresh(iteration, target_len, Instant::now())?;
             session.stats = SessionStats::default();
             return Ok((session, value));
         }
@@ -1343,10 +1360,22 @@ impl Session {
     /// Stops kernel tracking and continues in full-scan mode.
     fn downgrade(&mut self, why: String) {
         self.live.tracker = None;
+        self.adaptive = false;
         self.mode = CaptureMode::FullScan;
         self.fallback = Some(why);
         self.pending.clear();
         self.at_head = false;
+    }
+
+    /// Auto's switch between kernel pages and a full scan, counted in the stats. The
+    /// tracker stays: suspended in full-scan mode (written pages stay writable), re-armed
+    /// by the capture that switches back.
+    fn switch_mode(&mut self, mode: CaptureMode, why: Option<String>) {
+        if self.mode != mode {
+            self.mode = mode;
+            self.fallback = why;
+            self.stats.mode_switches += 1;
+        }
     }
 
     /// Kernel mode: moves the pages written since the last scan into
@@ -1389,16 +1418,36 @@ impl Session {
         host: Option<&[u8]>,
     ) -> Result<StepReport, SessionError> {
         let t0 = Instant::now();
+        // Auto with the tracker suspended: every `REPROBE_EVERY` scans, re-arm it here
+        // (this capture hashes every page, so nothing written meanwhile is missed).
+        let rearm =
+            self.adaptive && self.mode == CaptureMode::FullScan && !full && self.adapt.before_scan_capture();
         let hinted = !full && self.mode == CaptureMode::KernelDirty && self.sync_dirty();
-        if full && self.live.tracker.is_some() {
+        if (full || rearm) && self.live.tracker.is_some() {
             // Reset the tracker: everything is hashed anyway.
             self.sync_dirty();
+        }
+        if rearm && self.live.tracker.is_some() {
+            self.switch_mode(CaptureMode::KernelDirty, None);
         }
         let scan_time = t0.elapsed();
         self.live
             .guest
             .read_global_values(&mut self.live.store, &mut self.globals)?;
-        let hint = hinted.then_some(self.pending.as_slice());
+        // Pipelined without kernel pages: stage every page (the caller copies, the
+        // worker hashes), once the history has a head to compare with.
+        let pages = self.memory_len().div_ceil(self.page_size as u64) as u32;
+        if !hinted && self.recorder.is_pipelined() && self.recorder.head_iteration().is_some() {
+            self.all_pages.clear();
+            self.all_pages.extend(0..pages);
+        } else {
+            self.all_pages.clear();
+        }
+        let hint = if hinted {
+            Some(self.pending.as_slice())
+        } else {
+            (!self.all_pages.is_empty()).then_some(self.all_pages.as_slice())
+        };
         let (recorder, globals) = (&mut self.recorder, &self.globals);
         // Pipelined: return once the written pages are copied; the worker records them.
         let staged = recorder.is_pipelined() && hint.is_some();
@@ -1425,6 +1474,22 @@ impl Session {
             report.pages_hashed
         };
         if hinted {
+            // Auto: a guest that keeps writing most of its pages is cheaper to scan.
+            if self.adaptive
+                && self
+                    .adapt
+                    .after_kernel_capture(self.pending.len(), pages as usize)
+            {
+                self.switch_mode(
+                    CaptureMode::FullScan,
+                    Some(format!(
+                        "more than half of the pages were written in {} captures in a row: \
+                         full scan, with the write rate measured again every {} captures",
+                        adapt::HIGH_RUN,
+                        adapt::REPROBE_EVERY
+                    )),
+                );
+            }
             std::mem::swap(&mut self.pending, &mut self.last_written);
         }
         self.pending.clear();
@@ -1532,7 +1597,7 @@ impl Session {
         self.live = fresh;
         self.pending.clear();
         self.at_head = true;
-        if self.mode == CaptureMode::KernelDirty {
+        if self.mode == CaptureMode::KernelDirty || self.adaptive {
             match self.live.guest.dirty_tracker(&self.live.store) {
                 Ok(t) => self.live.tracker = Some(t),
                 Err(e) => self.downgrade(format!(

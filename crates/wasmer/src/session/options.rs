@@ -59,7 +59,12 @@ impl std::fmt::Display for CaptureMode {
 /// ```
 pub enum CapturePreference {
     /// Kernel dirty pages when [`DirtyTracker::probe`] says they work, else a
-    /// full scan.
+    /// full scan; with kernel pages, a full scan for as long as the guest writes most
+    /// of its pages (after 3 captures in a row with more than half written, the
+    /// tracker is suspended; every 64 full-scan captures the write rate is measured
+    /// again). [`Session::mode`](crate::Session::mode) tells the mode of the moment
+    /// and [`SessionStats::mode_switches`](crate::SessionStats::mode_switches) counts
+    /// the switches.
     #[default]
     Auto,
     /// Kernel dirty pages or an error at setup.
@@ -125,6 +130,8 @@ pub struct SessionOptions {
     pub(crate) max_memory: Option<u64>,
     pub(crate) fuel: Option<u64>,
     pub(crate) resume: Option<Resume>,
+    /// Start from a state handed over by a late-joiner bundle.
+    pub(crate) joined: Option<std::sync::Arc<rewind::BundleState>>,
 }
 
 /// Where a resumed session starts ([`SessionOptions::resume_from`]).
@@ -161,6 +168,7 @@ impl SessionOptions {
             max_memory: None,
             fuel: None,
             resume: None,
+            joined: None,
         })
     }
 
@@ -326,6 +334,47 @@ impl SessionOptions {
             iteration,
             durability,
         });
+        self.joined = None;
+        self
+    }
+
+    /// Start from a state another process handed over as a late-joiner bundle
+    /// ([`rewind::bundle`]; assembled and verified by [`rewind::Manifest::assemble`]):
+    /// a spectator or a peer joining a running game. As with
+    /// [`resume_from`](Self::resume_from), the module is instantiated (and a setup
+    /// run), then memory, memory size and every global are restored from the state,
+    /// the session's head is its iteration and the next step is the one after. The
+    /// history starts with that one record ([`rewind::Recorder::from_bundle`]: the
+    /// sender's page size and seed win over these options', so state hashes compare
+    /// with the sender's); an archive of these options starts there too. The host
+    /// state the sender recorded goes back into the host given to
+    /// [`Session::set_host_state`]. Replaces an earlier `resume_from`.
+    ///
+    /// ```
+    /// use rewind_wasmer::*;
+    /// use rewind::{bundle::Nothing, Bundle, Manifest};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let wat = r#"(module (memory (export "memory") 1) (global $sum (mut i64) (i64.const 0))
+    /// #   (func (export "step") (param i64) (global.set $sum (i64.add (global.get $sum) (local.get 0)))
+    /// #     (i64.store (i32.const 4096) (global.get $sum))))"#;
+    /// let mut host = Session::new(wat, SessionOptions::new(4096)?.seed(2))?;
+    /// for frame in 1..=10u8 {
+    ///     host.step(&[frame])?;
+    /// }
+    /// // The host sends frame 10 to a peer that has nothing.
+    /// let manifest = Manifest::from_history(host.recorder().history(), 10)?;
+    /// let bundle = Bundle::self_contained(&manifest, &manifest.wanted(&Nothing)?, host.recorder().history().store())?;
+    /// let state = Bundle::from_bytes(&bundle.to_bytes()?)?.assemble(&Nothing)?;
+    /// let mut peer = Session::new(wat, SessionOptions::new(4096)?.resume_from_bundle(state))?;
+    /// assert_eq!(peer.head_iteration(), 10);
+    /// assert_eq!(peer.step(&[11])?.state_hash, host.step(&[11])?.state_hash);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn resume_from_bundle(mut self, state: rewind::BundleState) -> Self {
+        self.joined = Some(std::sync::Arc::new(state));
+        self.resume = None;
         self
     }
 

@@ -260,4 +260,8 @@ pub struct SessionStats {
     pub capture_time: Duration,
     /// Total time of rollbacks.
     pub rollback_time: Duration,
+    /// Switches between kernel dirty pages and a full scan made by
+    /// [`CapturePreference::Auto`](crate::CapturePreference::Auto) as the guest's write
+    /// rate changed (see [`Session::mode`](crate::Session::mode)).
+    pub mode_switches: u64,
 }

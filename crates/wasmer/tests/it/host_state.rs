@@ -336,3 +336,34 @@ fn a_session_resumed_from_an_archive_gets_its_host_state_back() {
         assert_ne!(r.state_hash, guest_only[8], "frame 9 ({pipelined})");
     }
 }
+
+#[test]
+fn a_session_joined_from_a_bundle_gets_its_host_state_back() {
+    use rewind::bundle::{Bundle, Manifest, Nothing};
+    let expected = straight_hashed(20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.rwd");
+    record_to(&path, false);
+    // A self-contained bundle of frame 8 for a receiver that has nothing.
+    let archive = rewind::Archive::open(&path).expect("open");
+    let manifest = Manifest::from_archive(&archive, 8).expect("manifest");
+    assert_eq!(manifest.host_state(), Some(&8u64.to_le_bytes()[..]));
+    let bundle = Bundle::self_contained(&manifest, &manifest.wanted(&Nothing).expect("wanted"), &archive)
+        .expect("build");
+    let state = Bundle::from_bytes(&bundle.to_bytes().expect("encode"))
+        .expect("decode")
+        .assemble(&Nothing)
+        .expect("assemble");
+    let (mut s, counter) = session(options().resume_from_bundle(state));
+    s.set_host_state(counter.clone(), true);
+    assert_eq!(
+        counter.0.load(Ordering::Relaxed),
+        8,
+        "the host's counter is frame 8's"
+    );
+    assert_eq!(s.state_hash(8).expect("head"), expected[7]);
+    for f in 9..=20u64 {
+        let r = s.step(&f.to_le_bytes()).expect("step");
+        assert_eq!(r.state_hash, expected[f as usize - 1], "frame {f}");
+    }
+}

@@ -155,3 +155,72 @@ fn regression_one_step_of_work() {
     let b = full.step(&work(1)).expect("step").state_hash;
     assert_eq!(a, b);
 }
+
+/// Auto hashes every page while the guest writes most of its pages (the tracker's
+/// faults and re-protection buy nothing then) and goes back to kernel pages when it
+/// stops; the state hashes equal a full-scan session's throughout, through rollbacks,
+/// synchronous and pipelined.
+#[test]
+fn auto_scans_while_most_pages_are_written_and_goes_back_when_the_rate_falls() {
+    if !crate::kernel_available() {
+        return;
+    }
+    for pipelined in [false, true] {
+        let options = |capture| {
+            let o = SessionOptions::new(4096)
+                .expect("page size")
+                .seed(99)
+                .capture(capture);
+            if pipelined {
+                o.pipeline(rewind::PipelineOptions::new())
+            } else {
+                o
+            }
+        };
+        let mut auto = Session::new(guests::COUNTER, options(CapturePreference::Auto)).expect("session");
+        let mut full = Session::new(guests::COUNTER, options(CapturePreference::FullScan)).expect("session");
+        let both = |auto: &mut Session, full: &mut Session, input: &[u8]| {
+            let a = auto.step(input).expect("step").iteration;
+            full.step(input).expect("step");
+            assert_eq!(
+                auto.state_hash(a).expect("hash"),
+                full.state_hash(a).expect("hash"),
+                "iteration {a}, pipelined {pipelined}"
+            );
+            (auto.mode(), auto.stats().mode_switches)
+        };
+        let (a, f) = (&mut auto, &mut full);
+        for v in 0..4 {
+            assert_eq!(both(a, f, &work(v)), (CaptureMode::KernelDirty, 0));
+        }
+        // Two captures of every page written, a quiet one, then three in a row.
+        assert_eq!(both(a, f, &scribble(1)), (CaptureMode::KernelDirty, 0));
+        assert_eq!(both(a, f, &scribble(2)), (CaptureMode::KernelDirty, 0));
+        assert_eq!(both(a, f, &work(9)), (CaptureMode::KernelDirty, 0));
+        assert_eq!(both(a, f, &scribble(3)), (CaptureMode::KernelDirty, 0));
+        assert_eq!(both(a, f, &scribble(4)), (CaptureMode::KernelDirty, 0));
+        assert_eq!(both(a, f, &scribble(5)), (CaptureMode::FullScan, 1));
+        let why = a.fallback_reason().expect("a reason").to_owned();
+        assert!(why.contains("more than half of the pages"), "{why}");
+        // Rolled back and re-simulated while scanning: still the full scan's states.
+        let head = a.head_iteration();
+        a.rollback_to(head - 3).expect("rollback");
+        f.rollback_to(head - 3).expect("rollback");
+        assert_eq!(both(a, f, &scribble(6)), (CaptureMode::FullScan, 1));
+        // Quiet frames: the 64th scan since the switch re-arms the tracker (and still
+        // hashes every page), the next capture uses it.
+        for v in 0..62 {
+            assert_eq!(both(a, f, &work(v)), (CaptureMode::FullScan, 1), "scan {v}");
+        }
+        assert_eq!(both(a, f, &work(100)), (CaptureMode::KernelDirty, 2));
+        let r = auto.step(&work(101)).expect("step");
+        full.step(&work(101)).expect("step");
+        assert_eq!(auto.mode(), CaptureMode::KernelDirty);
+        assert!(r.pages_hashed <= 4, "{}", r.pages_hashed);
+        assert_eq!(
+            auto.state_hash(r.iteration).expect("hash"),
+            full.state_hash(r.iteration).expect("hash")
+        );
+        auto.recorder().history().check().expect("history invariant");
+    }
+}

@@ -194,3 +194,94 @@ fn the_archive_names_the_globals_of_the_guest() {
     );
     archive.verify().expect("sound");
 }
+
+#[test]
+fn a_session_joined_from_a_bundle_continues_like_the_original() {
+    use rewind::bundle::{self, Bundle, Manifest};
+    let inputs = inputs();
+    for capture in [CapturePreference::Auto, CapturePreference::FullScan] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("counter.rwd");
+        let have = dir.path().join("have.rwd");
+        // The original records 20 frames; a late joiner holds a copy of its archive as
+        // of frame 6.
+        let mut original = Session::new(
+            guests::COUNTER,
+            options(capture).archive(&path, Durability::EveryAppend),
+        )
+        .expect("guest");
+        for (i, input) in inputs[..20].iter().enumerate() {
+            original.step(input).expect("step");
+            if i + 1 == 6 {
+                std::fs::copy(&path, &have).expect("copy");
+            }
+        }
+        // The exchange, each message through its bytes: manifest, want list, pages.
+        let history = original.recorder().history();
+        let manifest = Manifest::from_bytes(
+            &Manifest::from_history(history, 20)
+                .expect("manifest")
+                .to_bytes()
+                .expect("encode"),
+        )
+        .expect("decode");
+        let local = Archive::open(&have).expect("open");
+        let wanted = manifest.wanted(&local).expect("wanted");
+        let wanted =
+            bundle::want_from_bytes(&bundle::want_to_bytes(&wanted).expect("encode")).expect("decode");
+        assert!(
+            wanted.len() < manifest.distinct_pages().len(),
+            "the copy holds some pages"
+        );
+        let pages = Bundle::build(&manifest, &wanted, history.store()).expect("build");
+        let pages = Bundle::from_bytes(&pages.to_bytes().expect("encode")).expect("decode");
+        let state = manifest.assemble(&pages, &local).expect("assemble");
+        assert_eq!(state.pages_from_bundle(), wanted.len());
+
+        let joined_path = dir.path().join("joined.rwd");
+        let mut joined = Session::new(
+            guests::COUNTER,
+            options(capture)
+                .archive(&joined_path, Durability::EveryAppend)
+                .resume_from_bundle(state),
+        )
+        .expect("join");
+        assert_eq!(joined.head_iteration(), 20);
+        assert_eq!(
+            joined.state_hash(20).expect("head"),
+            original.state_hash(20).expect("head")
+        );
+        assert_eq!(
+            joined.memory_len(),
+            original.memory_len(),
+            "memory size restored ({capture:?})"
+        );
+        assert_eq!(size(&mut joined), size(&mut original), "memory.size agrees");
+        for input in &inputs[20..] {
+            let a = original.step(input).expect("original");
+            let b = joined.step(input).expect("joined");
+            assert_eq!(
+                (b.iteration, b.state_hash),
+                (a.iteration, a.state_hash),
+                "{capture:?}"
+            );
+        }
+        // The joiner's own archive starts at the iteration it joined at.
+        joined.sync().expect("sync");
+        let mine = Archive::open(&joined_path).expect("open");
+        assert_eq!(
+            mine.timeline().expect("timeline").first().map(|r| r.iteration),
+            Some(20)
+        );
+        assert_eq!(
+            mine.state_hash(29).expect("head"),
+            original.state_hash(29).expect("head")
+        );
+        mine.verify().expect("sound");
+        // The joiner can roll back to where it joined, not before.
+        joined.rollback_to(20).expect("rollback to the join");
+        assert!(
+            matches!(joined.rollback_to(19), Err(SessionError::Rewind(e)) if e.not_retained() == Some(19))
+        );
+    }
+}

@@ -66,12 +66,16 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
     let mut len0 = 0u64;
     let trace = std::env::var_os("COMPARE_TRACE").is_some();
     let mut f_done = 0usize;
+    let mut appends = Vec::new();
     let times = drive(src.as_mut(), spec.frames, |f, mem, hint| {
         let t = Instant::now();
         h.capture(f, mem, &[], hint, None)?;
         let ta = Instant::now();
         w.append(&h)?;
         let append = ta.elapsed();
+        if f_done > 0 {
+            appends.push(ms(append));
+        }
         gc.collect_some(&mut h)?;
         if trace {
             eprintln!(
@@ -118,6 +122,7 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
             disk_first: Some(len0 as f64),
             open_read,
             open_read_pages,
+            append: appends,
             ingest_s: Some(ingest.as_secs_f64()),
             ..PeerRun::new(Peer::Archive)
         },

@@ -25,6 +25,8 @@ pub struct Rewind {
     /// Process RSS growth over the run.
     pub rss_delta: Option<u64>,
     pub window_frames: usize,
+    /// Pages each 7-frame rollback wrote into memory.
+    pub restored_pages: Vec<u64>,
 }
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -91,6 +93,7 @@ pub fn run(spec: &Spec, cfg: &Config, hinted: bool) -> Res<(PeerRun, Rewind)> {
     r.resident = h.resident_bytes();
     r.rss_delta = rss0.zip(rss_bytes()).map(|(a, b)| b.saturating_sub(a));
     let (first, capture) = split_first(total);
+    let mut restored_pages = Vec::new();
     let restore = rollbacks(
         src.as_mut(),
         &mut (h, gc),
@@ -102,10 +105,12 @@ pub fn run(spec: &Spec, cfg: &Config, hinted: bool) -> Res<(PeerRun, Rewind)> {
             Ok(())
         },
         |(h, _), f, mem| {
-            black_box(h.rollback_to(f, mem, LiveMemory::AtHead)?);
+            let report = black_box(h.rollback_to(f, mem, LiveMemory::AtHead)?);
+            restored_pages.push(report.restored.pages_written as u64);
             Ok(())
         },
     )?;
+    r.restored_pages = restored_pages;
     let window_bytes = (r.window_frames >= WINDOW_600).then_some(r.resident as f64);
     Ok((
         PeerRun {

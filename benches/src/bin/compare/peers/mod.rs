@@ -80,6 +80,8 @@ pub struct PeerRun {
     pub disk_first: Option<f64>,
     /// Archive only: the same read through `pages` + `read_page` (one walk per frame).
     pub open_read_pages: Vec<f64>,
+    /// Archive only: the append of each frame, ms (frames 1..).
+    pub append: Vec<f64>,
 }
 
 impl PeerRun {
@@ -97,6 +99,7 @@ impl PeerRun {
             ingest_s: None,
             disk_first: None,
             open_read_pages: Vec::new(),
+            append: Vec::new(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The capture pipeline (`Options::pipeline`) on the hinted workload: per capture, the
 //! caller's time (the copy into staging), the worker's time, and CPU over the run; and
-//! the GGRS pattern (roll back 7, capture 7 re-simulated frames) per frame.
+//! the GGRS pattern (roll back 7, capture the 7 re-simulated frames and the new one) per frame.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ pub struct Pipelined {
     pub blocked: u64,
     pub drain_ms: f64,
     pub frames: usize,
-    /// "GGRS pattern": per frame, roll back 7 and capture 7 re-simulated frames; the
+    /// "GGRS pattern": per frame, roll back 7, capture 7 re-simulated frames and a new one; the
     /// caller's rewind time per frame (ms), synchronous and pipelined.
     pub ggrs_sync: Vec<f64>,
     pub ggrs_pipe: Vec<f64>,
@@ -151,8 +151,9 @@ fn guest_cpu(spec: &Spec, frames: usize) -> Res<f64> {
     Ok(c0.zip(thread_cpu()).map_or(0.0, |(a, b)| cpu_ms(a, b)))
 }
 
-/// The GGRS pattern: after a warm-up of 8 frames, every frame rolls back 7 frames and
-/// captures 7 re-simulated ones. Returns the caller's rewind time per frame (ms: the
+/// The GGRS pattern: after a warm-up of 8 frames, every frame rolls back 7 frames,
+/// captures the 7 re-simulated ones and then the new frame (8 captures; the head moves
+/// on by one, as GGRS's loop does after a 7-frame rollback). Returns the caller's rewind time per frame (ms: the
 /// rollback plus the 7 captures, without the synthetic guest's own writes) and the
 /// total time the rollbacks waited for the worker.
 fn ggrs_run(spec: &Spec, cfg: &Config, pipelined: bool, frames: usize, out: &mut Pipelined) -> Res<Vec<f64>> {
@@ -170,25 +171,38 @@ fn ggrs_run(spec: &Spec, cfg: &Config, pipelined: bool, frames: usize, out: &mut
     let mut cpu = Vec::with_capacity(frames);
     let wait0 = rec.pipeline_stats().wait_time;
     let worker0 = named_thread_cpu(WORKER);
+    // Frames come at 60 fps, as in `recorder_run`: the caller sleeps the rest of each
+    // frame, where a game's guest would simulate and render.
+    let period = Duration::from_micros(16_667);
+    let mut next = Instant::now() + period;
     for _ in 0..frames {
         let c0 = thread_cpu();
         let t = Instant::now();
         rec.rollback_to(head - ROLLBACK, src.memory_mut(), LiveMemory::AtHead)?;
         let mut spent = t.elapsed();
-        for k in 0..ROLLBACK {
+        // The 7 re-simulated frames, then the new one: the head moves on by one.
+        for it in head - ROLLBACK + 1..=head + 1 {
             src.next_frame(&mut dirty);
             let t = Instant::now();
-            rec.submit(head - ROLLBACK + 1 + k, src.memory(), &[], Some(&dirty), None)?;
+            rec.submit(it, src.memory(), &[], Some(&dirty), None)?;
             spent += t.elapsed();
         }
+        head += 1;
         times.push(ms(spent));
         // The caller's CPU over the frame; the guest's writes come off below.
         if let Some(c) = c0.zip(thread_cpu()).map(|(a, b)| cpu_ms(a, b)) {
             cpu.push(c);
         }
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(next - now);
+            next += period;
+        } else {
+            next = now + period;
+        }
     }
     let n = frames.max(1) as f64;
-    let guest = guest_cpu(spec, ROLLBACK as usize * frames)? / n;
+    let guest = guest_cpu(spec, (ROLLBACK as usize + 1) * frames)? / n;
     for c in &mut cpu {
         *c = (*c - guest).max(0.0);
     }
