@@ -19,12 +19,7 @@ fn export_bundle_moves_only_the_missing_pages_and_verify_bundle_checks_them() {
     let fx = fixture();
     // The receiver imported the first 30 frames with the same seed and page size.
     let have = fx.dir.path().join("have.rwd");
-    rewind()
-        .args(["import", "--page-size", "1024", "--seed", "7", "-o"])
-        .arg(&have)
-        .args(&fx.files[..30])
-        .assert()
-        .success();
+    import_into(&have, &fx.files[..30]);
     let out = fx.dir.path().join("39.bundle");
     let printed = stdout(
         rewind()

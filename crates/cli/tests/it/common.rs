@@ -62,19 +62,23 @@ pub(crate) fn fixture() -> Fixture {
         files.push(p);
     }
     let archive = dir.path().join("h.rwd");
-    rewind()
-        .args(["import", "--page-size", "1024", "--seed", "7", "-o"])
-        .arg(&archive)
-        .args(&files)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(format!("imported {FRAMES} frames")));
+    import_into(&archive, &files).stdout(predicate::str::contains(format!("imported {FRAMES} frames")));
     Fixture {
         dir,
         frames,
         files,
         archive,
     }
+}
+
+/// Import `files` into a new archive at `path` with the fixture's page size and seed.
+pub(crate) fn import_into(path: &Path, files: &[PathBuf]) -> assert_cmd::assert::Assert {
+    rewind()
+        .args(["import", "--page-size", "1024", "--seed", "7", "-o"])
+        .arg(path)
+        .args(files)
+        .assert()
+        .success()
 }
 
 pub(crate) fn stdout(cmd: &mut Command) -> String {

@@ -205,12 +205,7 @@ fn heatmap_refuses_a_hostile_memory_length_instead_of_aborting() {
     let fx = fixture();
     let d = fx.dir.path();
     let one = d.join("one.rwd");
-    rewind()
-        .args(["import", "--page-size", "1024", "--seed", "7", "-o"])
-        .arg(&one)
-        .arg(&fx.files[0])
-        .assert()
-        .success();
+    import_into(&one, &fx.files[..1]);
     let mut bytes = digest(&one);
     // Record 0 (iteration 0, no parent) as stored in the data segment and in the index:
     // id, iteration, parent, memory_len.
