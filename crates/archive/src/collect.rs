@@ -36,7 +36,7 @@
 use std::path::Path;
 
 use rewind_gc::{Collector, Policy};
-use rewind_history::RemoveReport;
+use rewind_history::{History, RemoveReport};
 
 use crate::{Archive, ArchiveError, ArchiveWriter, Durability};
 
@@ -130,22 +130,55 @@ pub fn collect_file(input: &Path, policy: &Policy, output: &Path) -> Result<Coll
         .map_err(ArchiveError::io("stat", input))?
         .len();
     let before = FileCounts::of(&archive, len)?;
-    let mut history = archive.to_history()?;
-    let names = archive.global_names()?;
-    drop(archive);
-    let removed = Collector::new(policy.clone()).collect(&mut history)?.removed;
-    let mut writer = ArchiveWriter::create(output, &history, Durability::Manual)?;
-    writer.set_global_names(names);
-    writer.append(&history)?;
-    writer.sync()?;
-    let bytes = writer.len();
-    drop(writer);
+    let collected = Collected::load(archive, policy)?;
+    let bytes = collected.write(ArchiveWriter::create(
+        output,
+        &collected.history,
+        Durability::Manual,
+    )?)?;
     let after = FileCounts::of(&Archive::open(output)?, bytes)?;
     Ok(CollectReport {
         before,
         after,
-        removed,
+        removed: collected.removed,
     })
+}
+
+/// An archive loaded into a [`History`] and collected: the work [`collect_file`] and
+/// [`crate::compact`] share, before each writes the result where it belongs.
+pub(crate) struct Collected {
+    /// The collected history.
+    pub(crate) history: History,
+    /// The input's global names, carried to the output.
+    names: Vec<Option<String>>,
+    /// What the collection removed.
+    pub(crate) removed: RemoveReport,
+}
+
+impl Collected {
+    /// Load `archive` (its last complete commit) and collect it under `policy`. The
+    /// archive is dropped before the collection, so its mapping is gone before any
+    /// output replaces its file.
+    pub(crate) fn load(archive: Archive, policy: &Policy) -> Result<Collected, ArchiveError> {
+        let mut history = archive.to_history()?;
+        let names = archive.global_names()?;
+        drop(archive);
+        let removed = Collector::new(policy.clone()).collect(&mut history)?.removed;
+        Ok(Collected {
+            history,
+            names,
+            removed,
+        })
+    }
+
+    /// Write the collected history through a writer just created for the output, sync
+    /// it, and return the output's length in bytes.
+    pub(crate) fn write(&self, mut writer: ArchiveWriter) -> Result<u64, ArchiveError> {
+        writer.set_global_names(self.names.clone());
+        writer.append(&self.history)?;
+        writer.sync()?;
+        Ok(writer.len())
+    }
 }
 
 /// Why a rewritten archive is larger than the file it replaces.

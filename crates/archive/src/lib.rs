@@ -1,7 +1,7 @@
 //! The on-disk archive of a rewind history: an append-only file of checksummed,
 //! rkyv-archived segments, opened with memmap2 and read in place.
 //!
-//! An [`ArchiveWriter`] appends a [`History`] commit by commit, writing only what the file
+//! An [`ArchiveWriter`] appends a [`History`](rewind_history::History) commit by commit, writing only what the file
 //! does not hold yet (new records as change lists against their parent, new page objects
 //! as forward deltas against the page they replace or as whole pages, new input blobs),
 //! so an append costs O(changed pages). An [`Archive`] maps the file, finds the last complete commit from the end of
@@ -71,8 +71,8 @@ pub use reader::{Archive, ArchiveInfo, ObjectInfo, RecordDetail, RecordInfo, Tor
 pub use rewind_history::Blame;
 pub use writer::{AppendReport, ArchiveWriter, Durability, CHECKPOINT_HOPS, MERGE_FANOUT};
 
-use rewind_gc::{Collector, Policy};
-use rewind_history::{History, RemoveReport};
+use rewind_gc::Policy;
+use rewind_history::RemoveReport;
 
 /// How [`repair_with`] treats bytes after the last complete commit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,8 +143,8 @@ pub struct CompactReport {
 /// Takes the archive's writer lock for its whole run ([`ArchiveError::Locked`] while a
 /// writer holds it), so it never renames over a file a writer is still appending to.
 /// A symbolic link at `path` is followed (its target is replaced) and the file's
-/// permission bits are kept. Loads the file (its last complete commit; a torn tail is dropped) into a [`History`],
-/// runs [`Collector::collect`], writes the result to a temporary file in the same
+/// permission bits are kept. Loads the file (its last complete commit; a torn tail is dropped) into a [`History`](rewind_history::History),
+/// runs [`Collector::collect`](rewind_gc::Collector::collect), writes the result to a temporary file in the same
 /// directory, syncs it, renames it over `path` and syncs the directory. A crash at any
 /// point leaves either the old file or the new one at `path`, never a mix.
 pub fn compact(path: impl AsRef<Path>, policy: &Policy) -> Result<CompactReport, ArchiveError> {
@@ -156,38 +156,23 @@ pub fn compact(path: impl AsRef<Path>, policy: &Policy) -> Result<CompactReport,
     let bytes_before = std::fs::metadata(&target)
         .map_err(ArchiveError::io("stat", &target))?
         .len();
-    let mut history: History = archive.to_history()?;
-    let names = archive.global_names()?;
-    drop(archive);
-    let report = Collector::new(policy.clone()).collect(&mut history)?;
-    let perms = writer::existing_permissions(&target)?;
-    let (tmp, file) = writer::temp_beside(&target, "compact")?;
-    let result = (|| {
-        if let Some(p) = perms {
-            file.set_permissions(p).map_err(ArchiveError::io("chmod", &tmp))?;
-        }
-        let mut w = ArchiveWriter::start(file, &tmp, &history, Durability::Manual)?;
-        w.set_global_names(names);
-        w.append(&history)?;
-        w.sync()?;
-        std::fs::rename(&tmp, &target).map_err(ArchiveError::io("rename", &target))?;
-        Ok::<_, ArchiveError>(w.len())
-    })();
-    let bytes_after = match result {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+    let collected = collect::Collected::load(archive, policy)?;
+    let bytes_after = writer::replace_through_temp(&target, "compact", |file, tmp| {
+        collected.write(ArchiveWriter::start(
+            file,
+            tmp,
+            &collected.history,
+            Durability::Manual,
+        )?)
+    })?;
     writer::sync_dir(&target)?;
     Ok(CompactReport {
         records_before: before.records,
-        records_after: history.len() as u64,
+        records_after: collected.history.len() as u64,
         objects_before: before.objects,
-        objects_after: history.store_stats().objects as u64,
+        objects_after: collected.history.store_stats().objects as u64,
         bytes_before,
         bytes_after,
-        removed: report.removed,
+        removed: collected.removed,
     })
 }

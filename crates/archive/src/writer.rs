@@ -176,23 +176,9 @@ impl ArchiveWriter {
         let path = path.as_ref();
         let lock = ArchiveLock::acquire(path)?;
         let target = crate::lock::resolve(path);
-        let perms = existing_permissions(&target)?;
-        let (tmp, file) = temp_beside(&target, "replace")?;
-        let result = (|| {
-            if let Some(p) = perms {
-                file.set_permissions(p).map_err(ArchiveError::io("chmod", &tmp))?;
-            }
-            let w = Self::start(file, path, history, durability)?;
-            std::fs::rename(&tmp, &target).map_err(ArchiveError::io("rename", &target))?;
-            Ok(w)
-        })();
-        let mut w = match result {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let mut w = replace_through_temp(&target, "replace", |file, _| {
+            Self::start(file, path, history, durability)
+        })?;
         sync_dir(&target)?;
         w.lock = Some(lock);
         Ok(w)
@@ -596,6 +582,31 @@ where
         offset: 0,
         message: format!("serializing: {e}"),
     })
+}
+
+/// Build a file under a temporary name beside `target` (given `target`'s permission
+/// bits when it exists), hand it and its path to `build`, then rename it over
+/// `target`. On any error the temporary file is removed and `target` is untouched. The
+/// caller syncs the directory and holds the writer lock.
+pub(crate) fn replace_through_temp<T>(
+    target: &Path,
+    label: &str,
+    build: impl FnOnce(File, &Path) -> Result<T, ArchiveError>,
+) -> Result<T, ArchiveError> {
+    let perms = existing_permissions(target)?;
+    let (tmp, file) = temp_beside(target, label)?;
+    let result = (|| {
+        if let Some(p) = perms {
+            file.set_permissions(p).map_err(ArchiveError::io("chmod", &tmp))?;
+        }
+        let out = build(file, &tmp)?;
+        std::fs::rename(&tmp, target).map_err(ArchiveError::io("rename", target))?;
+        Ok(out)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Create a new, empty file under a temporary name in the directory of `target`

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ggrs::{
-    DesyncDetection, GgrsError, GgrsEvent, PlayerType, PredictRepeatLast, SessionBuilder, SessionState,
-    UdpNonBlockingSocket,
+    DesyncDetection, GgrsError, GgrsEvent, P2PSession, PlayerType, PredictRepeatLast, SessionBuilder,
+    SessionState, UdpNonBlockingSocket,
 };
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::SplitMix64;
@@ -198,21 +198,7 @@ pub fn peer(args: &PeerArgs) -> Result<(), BoxError> {
             return Err(format!("peer {} timed out at frame {logged}", args.handle).into());
         }
         session.poll_remote_clients();
-        for event in session.events() {
-            if let GgrsEvent::DesyncDetected {
-                frame,
-                local_checksum,
-                remote_checksum,
-                ..
-            } = event
-            {
-                desyncs += 1;
-                eprintln!(
-                    "peer {}: desync at frame {frame}: {local_checksum:032x} vs {remote_checksum:032x}",
-                    args.handle
-                );
-            }
-        }
+        desyncs += report_desyncs(&mut session, args.handle);
         if session.current_state() == SessionState::Running {
             running_since.get_or_insert_with(Instant::now);
             let frame = session.current_frame();
@@ -418,52 +404,11 @@ pub fn coordinate(params: &Params, spawn: impl Fn(&PeerArgs) -> Command) -> Resu
         .iter_mut()
         .map(|c| {
             let out = c.0.stdout.take();
-            std::thread::spawn(move || {
-                let mut report = PeerReport::default();
-                let Some(out) = out else { return report };
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    // Under a test harness the first line may follow "test … ... ".
-                    let line = match line.find(MARK) {
-                        Some(at) => &line[at + MARK.len()..],
-                        None => continue,
-                    };
-                    let mut words = line.split_whitespace();
-                    match words.next() {
-                        Some("confirmed") => {
-                            if let (Some(f), Some(h)) =
-                                (words.next().and_then(|f| f.parse().ok()), words.next())
-                            {
-                                report.confirmed.push((f, h.to_owned()));
-                            }
-                        }
-                        Some("stat") => report.lines.push(line["stat ".len()..].to_owned()),
-                        _ => {}
-                    }
-                }
-                report
-            })
+            std::thread::spawn(move || out.map(read_report).unwrap_or_default())
         })
         .collect();
     let timeout = Duration::from_secs(60 + u64::from(params.frames) * 5 / FPS);
-    let deadline = Instant::now() + timeout;
-    let mut failures = Vec::new();
-    for (i, child) in children.iter_mut().enumerate() {
-        loop {
-            match child.0.try_wait()? {
-                Some(status) if status.success() => break,
-                Some(status) => {
-                    failures.push(format!("peer {i} failed: {status}"));
-                    break;
-                }
-                None if Instant::now() > deadline => {
-                    failures.push(format!("peer {i} did not finish within {timeout:?}"));
-                    let _ = child.0.kill();
-                    break;
-                }
-                None => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
+    let failures = wait_for(&mut children, timeout);
     stop.store(true, Ordering::Relaxed);
     let relay_stats = relay_thread.join().map_err(|_| "the relay thread panicked")?;
     let reports: Vec<PeerReport> = readers
@@ -476,25 +421,7 @@ pub fn coordinate(params: &Params, spawn: impl Fn(&PeerArgs) -> Command) -> Resu
     let [ra_report, rb_report] = reports.as_slice() else {
         return Err("missing peer reports".into());
     };
-    let want = params.frames as usize + 1;
-    for (i, r) in reports.iter().enumerate() {
-        if r.confirmed.len() != want || r.confirmed.iter().enumerate().any(|(k, (f, _))| *f != k as i32) {
-            return Err(format!(
-                "peer {i} reported {} confirmed frames, not frames 0..={}",
-                r.confirmed.len(),
-                params.frames
-            )
-            .into());
-        }
-    }
-    if let Some(((f, x), (_, y))) = ra_report
-        .confirmed
-        .iter()
-        .zip(&rb_report.confirmed)
-        .find(|(x, y)| x.1 != y.1)
-    {
-        return Err(format!("the peers' states differ at confirmed frame {f}: {x} vs {y}").into());
-    }
+    let want = check_reports(ra_report, rb_report, params.frames)?;
     let mut lines = vec![format!(
         "relay: {} ms + 0..{} ms jitter, {:.1} % loss: {} packets, {} dropped",
         params.latency_ms,
@@ -512,6 +439,97 @@ pub fn coordinate(params: &Params, spawn: impl Fn(&PeerArgs) -> Command) -> Resu
         frames_compared: want,
         lines,
     })
+}
+
+/// Count (and print to stderr) the desyncs GGRS reported since the last poll.
+fn report_desyncs(session: &mut P2PSession<Game>, handle: usize) -> u32 {
+    let mut desyncs = 0;
+    for event in session.events() {
+        if let GgrsEvent::DesyncDetected {
+            frame,
+            local_checksum,
+            remote_checksum,
+            ..
+        } = event
+        {
+            desyncs += 1;
+            eprintln!(
+                "peer {handle}: desync at frame {frame}: {local_checksum:032x} vs {remote_checksum:032x}"
+            );
+        }
+    }
+    desyncs
+}
+
+/// A peer's report from its stdout: the `@peer` lines, wherever they start (under a
+/// test harness the first line may follow "test … ... ").
+fn read_report(out: std::process::ChildStdout) -> PeerReport {
+    let mut report = PeerReport::default();
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        let line = match line.find(MARK) {
+            Some(at) => &line[at + MARK.len()..],
+            None => continue,
+        };
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("confirmed") => {
+                if let (Some(f), Some(h)) = (words.next().and_then(|f| f.parse().ok()), words.next()) {
+                    report.confirmed.push((f, h.to_owned()));
+                }
+            }
+            Some("stat") => report.lines.push(line["stat ".len()..].to_owned()),
+            _ => {}
+        }
+    }
+    report
+}
+
+/// Wait for every peer to exit within `timeout` (killing one that does not); the
+/// failures, one line each.
+fn wait_for(children: &mut [Reap], timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut failures = Vec::new();
+    for (i, child) in children.iter_mut().enumerate() {
+        loop {
+            match child.0.try_wait() {
+                Ok(Some(status)) if status.success() => break,
+                Ok(Some(status)) => {
+                    failures.push(format!("peer {i} failed: {status}"));
+                    break;
+                }
+                Err(e) => {
+                    failures.push(format!("peer {i} could not be waited for: {e}"));
+                    break;
+                }
+                Ok(None) if Instant::now() > deadline => {
+                    failures.push(format!("peer {i} did not finish within {timeout:?}"));
+                    let _ = child.0.kill();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    failures
+}
+
+/// Both peers confirmed frames `0..=frames`, with equal state hashes; returns how
+/// many frames were compared.
+fn check_reports(a: &PeerReport, b: &PeerReport, frames: u32) -> Result<usize, BoxError> {
+    let want = frames as usize + 1;
+    for (i, r) in [a, b].into_iter().enumerate() {
+        if r.confirmed.len() != want || r.confirmed.iter().enumerate().any(|(k, (f, _))| *f != k as i32) {
+            return Err(format!(
+                "peer {i} reported {} confirmed frames, not frames 0..={frames}",
+                r.confirmed.len(),
+            )
+            .into());
+        }
+    }
+    if let Some(((f, x), (_, y))) = a.confirmed.iter().zip(&b.confirmed).find(|(x, y)| x.1 != y.1) {
+        return Err(format!("the peers' states differ at confirmed frame {f}: {x} vs {y}").into());
+    }
+    Ok(want)
 }
 
 fn parse_params(args: &[String]) -> Result<Params, BoxError> {

@@ -269,12 +269,57 @@ where
 {
     let local = tree_summary(session, iteration)?;
     let (snapshot, _) = snapshot_at(session, iteration)?;
-    let mut round_trips = 1;
-    let remote = match ask(&Request::Summary { iteration }).map_err(|e| LocateError::Transport(e.into()))? {
-        Response::Summary(s) => s,
-        Response::Error(e) => return Err(LocateError::Remote(e)),
-        other => return Err(LocateError::Unexpected(format!("{other:?} to a summary request"))),
+    let remote = ask_summary(&mut ask, iteration)?;
+    check_summaries(&local, &remote, iteration)?;
+    let mut out = Located {
+        iteration,
+        equal: remote.state_hash == local.state_hash,
+        first_page: None,
+        memory_len: (local.memory_len, remote.memory_len),
+        globals_differ: remote.globals_hash != local.globals_hash,
+        hashes_received: 0,
+        round_trips: 1,
     };
+    if out.equal {
+        return Ok(out);
+    }
+    let same_shape = local.pages == remote.pages;
+    if same_shape && local.root == remote.root {
+        return Ok(out); // the pages are equal: globals or memory length differ
+    }
+    let top = local.levels.min(remote.levels);
+    if top == 0 {
+        out.first_page = (local.pages != remote.pages).then_some(0);
+        return Ok(out);
+    }
+    let descent = Descent {
+        iteration,
+        snapshot,
+        common: local.pages.min(remote.pages),
+        same_shape,
+        top,
+    };
+    descent.run(&mut out, &mut ask)?;
+    Ok(out)
+}
+
+/// Ask the peer for its summary of `iteration`.
+fn ask_summary<E>(
+    ask: &mut impl FnMut(&Request) -> Result<Response, E>,
+    iteration: u64,
+) -> Result<TreeSummary, LocateError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match ask(&Request::Summary { iteration }).map_err(|e| LocateError::Transport(e.into()))? {
+        Response::Summary(s) => Ok(s),
+        Response::Error(e) => Err(LocateError::Remote(e)),
+        other => Err(LocateError::Unexpected(format!("{other:?} to a summary request"))),
+    }
+}
+
+/// The two summaries describe the same iteration under the same page size and seed.
+fn check_summaries(local: &TreeSummary, remote: &TreeSummary, iteration: u64) -> Result<(), LocateError> {
     if remote.iteration != iteration {
         return Err(LocateError::Unexpected(format!(
             "summary of iteration {} for iteration {iteration}",
@@ -290,115 +335,137 @@ where
     if remote.seed_check != local.seed_check {
         return Err(LocateError::SeedMismatch);
     }
-    let mut out = Located {
+    Ok(())
+}
+
+/// Ask the peer for `count` node hashes of `level` from `start`.
+fn ask_nodes<E>(
+    ask: &mut impl FnMut(&Request) -> Result<Response, E>,
+    iteration: u64,
+    level: u32,
+    start: u64,
+    count: u32,
+) -> Result<Vec<[u8; 16]>, LocateError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let theirs = match ask(&Request::Nodes {
         iteration,
-        equal: remote.state_hash == local.state_hash,
-        first_page: None,
-        memory_len: (local.memory_len, remote.memory_len),
-        globals_differ: remote.globals_hash != local.globals_hash,
-        hashes_received: 0,
-        round_trips,
+        level,
+        start,
+        count,
+    })
+    .map_err(|e| LocateError::Transport(e.into()))?
+    {
+        Response::Nodes(n) => n,
+        Response::Error(e) => return Err(LocateError::Remote(e)),
+        other => return Err(LocateError::Unexpected(format!("{other:?} to a nodes request"))),
     };
-    if out.equal {
-        return Ok(out);
+    if theirs.len() > count as usize {
+        return Err(LocateError::Unexpected(format!(
+            "{} nodes for {count} asked",
+            theirs.len()
+        )));
     }
-    let same_shape = local.pages == remote.pages;
-    if same_shape && local.root == remote.root {
-        return Ok(out); // the pages are equal: globals or memory length differ
-    }
-    // Pages both sides have; with the same shape, partial last nodes compare too.
-    let common = local.pages.min(remote.pages);
-    let comparable = |level: u32, index: u64| -> bool {
+    Ok(theirs)
+}
+
+/// The walk down two Merkle trees whose roots differ, level by level, to the first
+/// differing page.
+struct Descent<'a> {
+    iteration: u64,
+    snapshot: &'a Snapshot,
+    /// Pages both sides have.
+    common: u64,
+    /// Both memories have the same number of pages.
+    same_shape: bool,
+    /// Levels both trees have (at least 1).
+    top: u32,
+}
+
+impl Descent<'_> {
+    /// Node `index` of `level` covers only pages both sides have; with the same shape,
+    /// partial last nodes compare too.
+    fn comparable(&self, level: u32, index: u64) -> bool {
         let span = (FANOUT as u64).saturating_pow(level);
         let first = index.saturating_mul(span);
-        first < common && (same_shape || index.saturating_add(1).saturating_mul(span) <= common)
-    };
-    let top = local.levels.min(remote.levels);
-    if top == 0 {
-        out.first_page = (local.pages != remote.pages).then_some(0);
-        return Ok(out);
+        first < self.common
+            && (self.same_shape || index.saturating_add(1).saturating_mul(span) <= self.common)
     }
-    // `next`: the first node index at `level` not yet known to be equal;
-    // `limit`: the end of the range to look at on this level.
-    // With the same shape the roots (in the summaries) already differ: start
-    // with the root's children.
-    let (mut level, mut limit) = if same_shape && top >= 2 {
-        (top - 2, FANOUT as u64)
-    } else {
-        (top - 1, u64::MAX)
-    };
-    let mut next = 0u64;
-    loop {
-        let mut end = next;
-        while end < limit && end - next < FANOUT as u64 && comparable(level, end) {
-            end += 1;
-        }
-        let mut found = None;
-        if end > next {
-            let count = u32::try_from(end - next).unwrap_or(FANOUT as u32);
-            round_trips += 1;
-            let theirs = match ask(&Request::Nodes {
-                iteration,
-                level,
-                start: next,
-                count,
-            })
-            .map_err(|e| LocateError::Transport(e.into()))?
-            {
-                Response::Nodes(n) => n,
-                Response::Error(e) => return Err(LocateError::Remote(e)),
-                other => return Err(LocateError::Unexpected(format!("{other:?} to a nodes request"))),
-            };
-            if theirs.len() > count as usize {
-                return Err(LocateError::Unexpected(format!(
-                    "{} nodes for {count} asked",
-                    theirs.len()
-                )));
+
+    /// Descend, asking the peer for at most one fanout of nodes a round trip; sets
+    /// `out.first_page`, `out.hashes_received` and `out.round_trips`.
+    fn run<E>(
+        &self,
+        out: &mut Located,
+        ask: &mut impl FnMut(&Request) -> Result<Response, E>,
+    ) -> Result<(), LocateError>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // `next`: the first node index at `level` not yet known to be equal;
+        // `limit`: the end of the range to look at on this level.
+        // With the same shape the roots (in the summaries) already differ: start
+        // with the root's children.
+        let (mut level, mut limit) = if self.same_shape && self.top >= 2 {
+            (self.top - 2, FANOUT as u64)
+        } else {
+            (self.top - 1, u64::MAX)
+        };
+        let mut next = 0u64;
+        loop {
+            let mut end = next;
+            while end < limit && end - next < FANOUT as u64 && self.comparable(level, end) {
+                end += 1;
             }
-            out.hashes_received += theirs.len();
-            let ours = level_nodes(snapshot, level, next, count);
-            found = (0..count as usize)
-                .find(|&i| ours.get(i) != theirs.get(i))
-                .map(|i| next + i as u64);
-        }
-        match found {
-            Some(index) if level == 0 => {
-                out.first_page = Some(u32::try_from(index).unwrap_or(u32::MAX));
-                break;
+            let mut found = None;
+            if end > next {
+                let count = u32::try_from(end - next).unwrap_or(FANOUT as u32);
+                out.round_trips += 1;
+                let theirs = ask_nodes(ask, self.iteration, level, next, count)?;
+                out.hashes_received += theirs.len();
+                let ours = level_nodes(self.snapshot, level, next, count);
+                found = (0..count as usize)
+                    .find(|&i| ours.get(i) != theirs.get(i))
+                    .map(|i| next + i as u64);
             }
-            Some(index) => {
-                // Descend into the differing node.
-                level -= 1;
-                next = index * FANOUT as u64;
-                limit = next + FANOUT as u64;
-            }
-            None if end < limit && comparable(level, end) => {
-                // More comparable nodes on this level than one request asked.
-                next = end;
-            }
-            None if level == 0 => {
-                // Every page both have is equal: the difference is past the
-                // shorter memory (or in the globals / memory length only).
-                if !same_shape {
-                    out.first_page = Some(u32::try_from(common).unwrap_or(u32::MAX));
+            match found {
+                Some(index) if level == 0 => {
+                    out.first_page = Some(u32::try_from(index).unwrap_or(u32::MAX));
+                    return Ok(());
                 }
-                break;
-            }
-            None => {
-                // The rest of this range is only partly covered on one side:
-                // look one level down, past what is known equal.
-                level -= 1;
-                next = end * FANOUT as u64;
-                limit = if limit == u64::MAX {
-                    u64::MAX
-                } else {
-                    limit * FANOUT as u64
-                };
+                Some(index) => {
+                    // Descend into the differing node.
+                    level -= 1;
+                    next = index * FANOUT as u64;
+                    limit = next + FANOUT as u64;
+                }
+                None if end < limit && self.comparable(level, end) => {
+                    // More comparable nodes on this level than one request asked.
+                    next = end;
+                }
+                None if level == 0 => {
+                    // Every page both have is equal: the difference is past the
+                    // shorter memory (or in the globals / memory length only).
+                    if !self.same_shape {
+                        out.first_page = Some(u32::try_from(self.common).unwrap_or(u32::MAX));
+                    }
+                    return Ok(());
+                }
+                None => {
+                    // The rest of this range is only partly covered on one side:
+                    // look one level down, past what is known equal.
+                    level -= 1;
+                    next = end * FANOUT as u64;
+                    limit = if limit == u64::MAX {
+                        u64::MAX
+                    } else {
+                        limit * FANOUT as u64
+                    };
+                }
             }
         }
     }
-    out.round_trips = round_trips;
-    Ok(out)
 }
 
 // Wire format: little-endian, a one-byte tag, fixed fields.

@@ -163,20 +163,7 @@ fn main() -> Res<()> {
     );
     println!("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |");
     for kind in GuestKind::ALL {
-        // Full scan: the same frames, every page hashed at every capture. Run
-        // twice, timing the second: the first run in a process pays a
-        // first-touch page fault for every page of heap it grows into, and the
-        // runs after it reuse that heap (see docs/benchmarks.md).
-        let mut scan_captures = Vec::new();
-        for timed in [false, true] {
-            let mut scan = GuestRun::start_with(kind, &dir, 1, CapturePreference::FullScan)?;
-            for k in 1..=WINDOW {
-                let t = scan.step(input(kind, k))?.capture_time;
-                if timed {
-                    scan_captures.push(t);
-                }
-            }
-        }
+        let mut scan_captures = full_scan_captures(kind, &dir)?;
 
         let mut run = GuestRun::start(kind, &dir, 1)?;
         let mut recording = match args.record {
@@ -214,30 +201,7 @@ fn main() -> Res<()> {
         let capture = median(&mut captures);
         let scan_worst = scan_captures.iter().max().copied().unwrap_or_default();
         let scan_capture = median(&mut scan_captures);
-        // 7-frame rollbacks at 15 points 5 frames apart, each followed by
-        // re-simulating the 7 frames. A rollback to before a memory growth
-        // re-instantiates the module (wasm memory cannot shrink): those are
-        // counted apart.
-        let (mut rollbacks, mut reinstantiating) = (Vec::new(), Vec::new());
-        for _ in 0..15 {
-            for _ in 0..5 {
-                let k = run.head() + 1;
-                run.step(input(kind, k))?;
-            }
-            let head = run.head();
-            let before = run.session().stats().reinstantiations;
-            let t = Instant::now();
-            run.rollback_to(head - 7)?;
-            let took = t.elapsed();
-            if run.session().stats().reinstantiations > before {
-                reinstantiating.push(took);
-            } else {
-                rollbacks.push(took);
-            }
-            for k in head - 6..=head {
-                run.step(input(kind, k))?;
-            }
-        }
+        let (mut rollbacks, mut reinstantiating) = rollbacks(&mut run, kind)?;
         let ring = WINDOW * memory;
         println!(
             "| {kind} ({}) | {:.1} MiB | {:.0} / {:.0} | {:.0} µs ({:.0} µs) | {:.0} µs ({:.0} µs) | {:.1} KiB | \
@@ -272,4 +236,50 @@ fn main() -> Res<()> {
         );
     }
     Ok(())
+}
+
+/// Capture times of the first [`WINDOW`] frames with every page hashed at every
+/// capture. Run twice, timing the second: the first run in a process pays a first-touch
+/// page fault for every page of heap it grows into, and the runs after it reuse that
+/// heap (see docs/benchmarks.md).
+fn full_scan_captures(kind: GuestKind, dir: &GuestDir) -> Res<Vec<Duration>> {
+    let mut scan_captures = Vec::new();
+    for timed in [false, true] {
+        let mut scan = GuestRun::start_with(kind, dir, 1, CapturePreference::FullScan)?;
+        for k in 1..=WINDOW {
+            let t = scan.step(input(kind, k))?.capture_time;
+            if timed {
+                scan_captures.push(t);
+            }
+        }
+    }
+    Ok(scan_captures)
+}
+
+/// 7-frame rollbacks at 15 points 5 frames apart, each followed by re-simulating the 7
+/// frames: the times of those that restored in place, and apart those that
+/// re-instantiated the module (a rollback to before a memory growth: wasm memory cannot
+/// shrink).
+fn rollbacks(run: &mut GuestRun, kind: GuestKind) -> Res<(Vec<Duration>, Vec<Duration>)> {
+    let (mut rollbacks, mut reinstantiating) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        for _ in 0..5 {
+            let k = run.head() + 1;
+            run.step(input(kind, k))?;
+        }
+        let head = run.head();
+        let before = run.session().stats().reinstantiations;
+        let t = Instant::now();
+        run.rollback_to(head - 7)?;
+        let took = t.elapsed();
+        if run.session().stats().reinstantiations > before {
+            reinstantiating.push(took);
+        } else {
+            rollbacks.push(took);
+        }
+        for k in head - 6..=head {
+            run.step(input(kind, k))?;
+        }
+    }
+    Ok((rollbacks, reinstantiating))
 }

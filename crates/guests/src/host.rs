@@ -396,191 +396,227 @@ fn wasi_call(s: &mut Shared, view: &MemoryView<'_>, name: &str, args: &[Value]) 
         "args_get" | "environ_get" => Ok(()),
         "clock_time_get" => (|| write_u64(view, arg_u32(args, 2)?, s.state.clock_ns))(),
         "clock_res_get" => (|| write_u64(view, arg_u32(args, 1)?, 1_000))(),
-        "random_get" => (|| {
-            let (ptr, len) = (arg_u32(args, 0)?, arg_u32(args, 1)?);
-            let mut buf = vec![0u8; len as usize];
-            for chunk in buf.chunks_mut(8) {
-                let word = splitmix(&mut s.state.rng).to_le_bytes();
-                chunk.copy_from_slice(&word[..chunk.len()]);
-            }
-            write_bytes(view, ptr, &buf)
-        })(),
-        "fd_write" => (|| {
-            let (fd, iovs, count, nwritten) = (
-                arg_u32(args, 0)?,
-                arg_u32(args, 1)?,
-                arg_u32(args, 2)?,
-                arg_u32(args, 3)?,
-            );
-            if fd != 1 && fd != 2 {
-                return Err(EBADF);
-            }
-            let mut total = 0u32;
-            for (ptr, len) in iovecs(view, iovs, count)? {
-                let bytes = read_bytes(view, ptr, len)?;
-                s.output.extend_from_slice(&bytes);
-                total = total.wrapping_add(len);
-            }
-            if s.output.len() > OUTPUT_LIMIT {
-                let cut = s.output.len() - OUTPUT_LIMIT;
-                s.output.drain(..cut);
-            }
-            write_u32(view, nwritten, total)
-        })(),
-        "fd_read" => (|| {
-            let (fd, iovs, count, nread) = (
-                arg_u32(args, 0)?,
-                arg_u32(args, 1)?,
-                arg_u32(args, 2)?,
-                arg_u32(args, 3)?,
-            );
-            if fd == 0 {
-                return write_u32(view, nread, 0);
-            }
-            let vecs = iovecs(view, iovs, count)?;
-            let file = s.state.files.get_mut(&fd).ok_or(EBADF)?;
-            let mut total = 0u32;
-            for (ptr, len) in vecs {
-                let start = usize::try_from(file.pos)
-                    .unwrap_or(usize::MAX)
-                    .min(file.data.len());
-                let end = start.saturating_add(len as usize).min(file.data.len());
-                let chunk = file.data.get(start..end).ok_or(EFAULT)?;
-                write_bytes(view, ptr, chunk)?;
-                file.pos += chunk.len() as u64;
-                total += chunk.len() as u32;
-                if chunk.len() < len as usize {
-                    break;
-                }
-            }
-            write_u32(view, nread, total)
-        })(),
-        "fd_seek" => (|| {
-            let (fd, offset, whence, out) = (
-                arg_u32(args, 0)?,
-                arg_i64(args, 1)?,
-                arg_i32(args, 2)?,
-                arg_u32(args, 3)?,
-            );
-            let file = s.state.files.get_mut(&fd).ok_or(EBADF)?;
-            let base = match whence {
-                0 => 0i64,
-                1 => file.pos as i64,
-                2 => file.data.len() as i64,
-                _ => return Err(EINVAL),
-            };
-            let pos = base.checked_add(offset).filter(|p| *p >= 0).ok_or(EINVAL)?;
-            file.pos = pos as u64;
-            write_u64(view, out, file.pos)
-        })(),
-        "fd_tell" => (|| {
-            let file = s.state.files.get(&arg_u32(args, 0)?).ok_or(EBADF)?;
-            write_u64(view, arg_u32(args, 1)?, file.pos)
-        })(),
-        "fd_close" => (|| {
-            let fd = arg_u32(args, 0)?;
-            s.state.files.remove(&fd).map(|_| ()).ok_or(EBADF)
-        })(),
-        "fd_fdstat_get" => (|| {
-            let (fd, out) = (arg_u32(args, 0)?, arg_u32(args, 1)?);
-            let filetype = match fd {
-                0..=2 => FILETYPE_CHARACTER_DEVICE,
-                PREOPEN_FD if s.config.preopen.is_some() => FILETYPE_DIRECTORY,
-                fd if s.state.files.contains_key(&fd) => FILETYPE_REGULAR_FILE,
-                _ => return Err(EBADF),
-            };
-            let mut buf = [0u8; 24];
-            buf[0] = filetype;
-            buf[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-            buf[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-            write_bytes(view, out, &buf)
-        })(),
-        "fd_filestat_get" => (|| {
-            let (fd, out) = (arg_u32(args, 0)?, arg_u32(args, 1)?);
-            let file = s.state.files.get(&fd).ok_or(EBADF)?;
-            filestat(view, out, FILETYPE_REGULAR_FILE, file.data.len() as u64)
-        })(),
-        "fd_prestat_get" => (|| {
-            let (fd, out) = (arg_u32(args, 0)?, arg_u32(args, 1)?);
-            match (&s.config.preopen, fd) {
-                (Some((_, guest)), PREOPEN_FD) => {
-                    write_u32(view, out, 0)?;
-                    write_u32(view, out + 4, guest.len() as u32)
-                }
-                _ => Err(EBADF),
-            }
-        })(),
-        "fd_prestat_dir_name" => (|| {
-            let (fd, ptr, len) = (arg_u32(args, 0)?, arg_u32(args, 1)?, arg_u32(args, 2)?);
-            match (&s.config.preopen, fd) {
-                (Some((_, guest)), PREOPEN_FD) => {
-                    let name = guest.as_bytes();
-                    write_bytes(
-                        view,
-                        ptr,
-                        name.get(..(len as usize).min(name.len())).ok_or(EINVAL)?,
-                    )
-                }
-                _ => Err(EBADF),
-            }
-        })(),
-        "path_open" => (|| {
-            let (dirfd, path_ptr, path_len, oflags, rights) = (
-                arg_u32(args, 0)?,
-                arg_u32(args, 2)?,
-                arg_u32(args, 3)?,
-                arg_i32(args, 4)?,
-                arg_i64(args, 5)?,
-            );
-            let out = arg_u32(args, 8)?;
-            let dir = match (&s.config.preopen, dirfd) {
-                (Some((dir, _)), PREOPEN_FD) => dir.clone(),
-                _ => return Err(EBADF),
-            };
-            const CREAT_TRUNC_EXCL: i32 = 1 | 4 | 8;
-            const RIGHT_FD_WRITE: i64 = 1 << 6;
-            if oflags & CREAT_TRUNC_EXCL != 0 || rights & RIGHT_FD_WRITE != 0 && oflags & 2 == 0 {
-                return Err(EROFS);
-            }
-            let path = resolve(&dir, &read_bytes(view, path_ptr, path_len)?)?;
-            if !path.is_file() {
-                return Err(ENOENT);
-            }
-            let data = match s.cache.get(&path) {
-                Some(d) => d.clone(),
-                None => {
-                    let d = Arc::new(std::fs::read(&path).map_err(|_| ENOENT)?);
-                    s.cache.insert(path.clone(), d.clone());
-                    d
-                }
-            };
-            let fd = s.state.next_fd;
-            s.state.next_fd += 1;
-            s.state.files.insert(fd, OpenFile { path, data, pos: 0 });
-            write_u32(view, out, fd)
-        })(),
-        "path_filestat_get" => (|| {
-            let (dirfd, path_ptr, path_len, out) = (
-                arg_u32(args, 0)?,
-                arg_u32(args, 2)?,
-                arg_u32(args, 3)?,
-                arg_u32(args, 4)?,
-            );
-            let dir = match (&s.config.preopen, dirfd) {
-                (Some((dir, _)), PREOPEN_FD) => dir.clone(),
-                _ => return Err(EBADF),
-            };
-            let path = resolve(&dir, &read_bytes(view, path_ptr, path_len)?)?;
-            let meta = std::fs::metadata(&path).map_err(|_| ENOENT)?;
-            let ty = if meta.is_dir() {
-                FILETYPE_DIRECTORY
-            } else {
-                FILETYPE_REGULAR_FILE
-            };
-            filestat(view, out, ty, meta.len())
-        })(),
+        "random_get" => wasi_random_get(s, view, args),
+        "fd_write" => wasi_fd_write(s, view, args),
+        "fd_read" => wasi_fd_read(s, view, args),
+        "fd_seek" => wasi_fd_seek(s, view, args),
+        "fd_tell" => wasi_fd_tell(s, view, args),
+        "fd_close" => wasi_fd_close(s, args),
+        "fd_fdstat_get" => wasi_fd_fdstat_get(s, view, args),
+        "fd_filestat_get" => wasi_fd_filestat_get(s, view, args),
+        "fd_prestat_get" => wasi_fd_prestat_get(s, view, args),
+        "fd_prestat_dir_name" => wasi_fd_prestat_dir_name(s, view, args),
+        "path_open" => wasi_path_open(s, view, args),
+        "path_filestat_get" => wasi_path_filestat_get(s, view, args),
         _ => return None,
     })
+}
+
+/// WASI `random_get`.
+fn wasi_random_get(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (ptr, len) = (arg_u32(args, 0)?, arg_u32(args, 1)?);
+    let mut buf = vec![0u8; len as usize];
+    for chunk in buf.chunks_mut(8) {
+        let word = splitmix(&mut s.state.rng).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+    write_bytes(view, ptr, &buf)
+}
+
+/// WASI `fd_write`.
+fn wasi_fd_write(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (fd, iovs, count, nwritten) = (
+        arg_u32(args, 0)?,
+        arg_u32(args, 1)?,
+        arg_u32(args, 2)?,
+        arg_u32(args, 3)?,
+    );
+    if fd != 1 && fd != 2 {
+        return Err(EBADF);
+    }
+    let mut total = 0u32;
+    for (ptr, len) in iovecs(view, iovs, count)? {
+        let bytes = read_bytes(view, ptr, len)?;
+        s.output.extend_from_slice(&bytes);
+        total = total.wrapping_add(len);
+    }
+    if s.output.len() > OUTPUT_LIMIT {
+        let cut = s.output.len() - OUTPUT_LIMIT;
+        s.output.drain(..cut);
+    }
+    write_u32(view, nwritten, total)
+}
+
+/// WASI `fd_read`.
+fn wasi_fd_read(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (fd, iovs, count, nread) = (
+        arg_u32(args, 0)?,
+        arg_u32(args, 1)?,
+        arg_u32(args, 2)?,
+        arg_u32(args, 3)?,
+    );
+    if fd == 0 {
+        return write_u32(view, nread, 0);
+    }
+    let vecs = iovecs(view, iovs, count)?;
+    let file = s.state.files.get_mut(&fd).ok_or(EBADF)?;
+    let mut total = 0u32;
+    for (ptr, len) in vecs {
+        let start = usize::try_from(file.pos)
+            .unwrap_or(usize::MAX)
+            .min(file.data.len());
+        let end = start.saturating_add(len as usize).min(file.data.len());
+        let chunk = file.data.get(start..end).ok_or(EFAULT)?;
+        write_bytes(view, ptr, chunk)?;
+        file.pos += chunk.len() as u64;
+        total += chunk.len() as u32;
+        if chunk.len() < len as usize {
+            break;
+        }
+    }
+    write_u32(view, nread, total)
+}
+
+/// WASI `fd_seek`.
+fn wasi_fd_seek(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (fd, offset, whence, out) = (
+        arg_u32(args, 0)?,
+        arg_i64(args, 1)?,
+        arg_i32(args, 2)?,
+        arg_u32(args, 3)?,
+    );
+    let file = s.state.files.get_mut(&fd).ok_or(EBADF)?;
+    let base = match whence {
+        0 => 0i64,
+        1 => file.pos as i64,
+        2 => file.data.len() as i64,
+        _ => return Err(EINVAL),
+    };
+    let pos = base.checked_add(offset).filter(|p| *p >= 0).ok_or(EINVAL)?;
+    file.pos = pos as u64;
+    write_u64(view, out, file.pos)
+}
+
+/// WASI `fd_tell`.
+fn wasi_fd_tell(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let file = s.state.files.get(&arg_u32(args, 0)?).ok_or(EBADF)?;
+    write_u64(view, arg_u32(args, 1)?, file.pos)
+}
+
+/// WASI `fd_close`.
+fn wasi_fd_close(s: &mut Shared, args: &[Value]) -> Result<(), i32> {
+    let fd = arg_u32(args, 0)?;
+    s.state.files.remove(&fd).map(|_| ()).ok_or(EBADF)
+}
+
+/// WASI `fd_fdstat_get`.
+fn wasi_fd_fdstat_get(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (fd, out) = (arg_u32(args, 0)?, arg_u32(args, 1)?);
+    let filetype = match fd {
+        0..=2 => FILETYPE_CHARACTER_DEVICE,
+        PREOPEN_FD if s.config.preopen.is_some() => FILETYPE_DIRECTORY,
+        fd if s.state.files.contains_key(&fd) => FILETYPE_REGULAR_FILE,
+        _ => return Err(EBADF),
+    };
+    let mut buf = [0u8; 24];
+    buf[0] = filetype;
+    buf[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    buf[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    write_bytes(view, out, &buf)
+}
+
+/// WASI `fd_filestat_get`.
+fn wasi_fd_filestat_get(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (fd, out) = (arg_u32(args, 0)?, arg_u32(args, 1)?);
+    let file = s.state.files.get(&fd).ok_or(EBADF)?;
+    filestat(view, out, FILETYPE_REGULAR_FILE, file.data.len() as u64)
+}
+
+/// WASI `fd_prestat_get`.
+fn wasi_fd_prestat_get(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (fd, out) = (arg_u32(args, 0)?, arg_u32(args, 1)?);
+    match (&s.config.preopen, fd) {
+        (Some((_, guest)), PREOPEN_FD) => {
+            write_u32(view, out, 0)?;
+            write_u32(view, out + 4, guest.len() as u32)
+        }
+        _ => Err(EBADF),
+    }
+}
+
+/// WASI `fd_prestat_dir_name`.
+fn wasi_fd_prestat_dir_name(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (fd, ptr, len) = (arg_u32(args, 0)?, arg_u32(args, 1)?, arg_u32(args, 2)?);
+    match (&s.config.preopen, fd) {
+        (Some((_, guest)), PREOPEN_FD) => {
+            let name = guest.as_bytes();
+            write_bytes(
+                view,
+                ptr,
+                name.get(..(len as usize).min(name.len())).ok_or(EINVAL)?,
+            )
+        }
+        _ => Err(EBADF),
+    }
+}
+
+/// WASI `path_open`.
+fn wasi_path_open(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (dirfd, path_ptr, path_len, oflags, rights) = (
+        arg_u32(args, 0)?,
+        arg_u32(args, 2)?,
+        arg_u32(args, 3)?,
+        arg_i32(args, 4)?,
+        arg_i64(args, 5)?,
+    );
+    let out = arg_u32(args, 8)?;
+    let dir = match (&s.config.preopen, dirfd) {
+        (Some((dir, _)), PREOPEN_FD) => dir.clone(),
+        _ => return Err(EBADF),
+    };
+    const CREAT_TRUNC_EXCL: i32 = 1 | 4 | 8;
+    const RIGHT_FD_WRITE: i64 = 1 << 6;
+    if oflags & CREAT_TRUNC_EXCL != 0 || rights & RIGHT_FD_WRITE != 0 && oflags & 2 == 0 {
+        return Err(EROFS);
+    }
+    let path = resolve(&dir, &read_bytes(view, path_ptr, path_len)?)?;
+    if !path.is_file() {
+        return Err(ENOENT);
+    }
+    let data = match s.cache.get(&path) {
+        Some(d) => d.clone(),
+        None => {
+            let d = Arc::new(std::fs::read(&path).map_err(|_| ENOENT)?);
+            s.cache.insert(path.clone(), d.clone());
+            d
+        }
+    };
+    let fd = s.state.next_fd;
+    s.state.next_fd += 1;
+    s.state.files.insert(fd, OpenFile { path, data, pos: 0 });
+    write_u32(view, out, fd)
+}
+
+/// WASI `path_filestat_get`.
+fn wasi_path_filestat_get(s: &mut Shared, view: &MemoryView<'_>, args: &[Value]) -> Result<(), i32> {
+    let (dirfd, path_ptr, path_len, out) = (
+        arg_u32(args, 0)?,
+        arg_u32(args, 2)?,
+        arg_u32(args, 3)?,
+        arg_u32(args, 4)?,
+    );
+    let dir = match (&s.config.preopen, dirfd) {
+        (Some((dir, _)), PREOPEN_FD) => dir.clone(),
+        _ => return Err(EBADF),
+    };
+    let path = resolve(&dir, &read_bytes(view, path_ptr, path_len)?)?;
+    let meta = std::fs::metadata(&path).map_err(|_| ENOENT)?;
+    let ty = if meta.is_dir() {
+        FILETYPE_DIRECTORY
+    } else {
+        FILETYPE_REGULAR_FILE
+    };
+    filestat(view, out, ty, meta.len())
 }
 
 /// The encoding of [`HostState`]: clock, generator, next descriptor, then each

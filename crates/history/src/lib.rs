@@ -30,6 +30,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod lineage;
 mod parts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -39,6 +40,8 @@ use rewind_snapshot::{
     StagedPages, StateHash,
 };
 use rewind_store::{InputHash, PageHash, PageSize, PageStore, StoreConfig, StoreError, StoreStats};
+
+pub use lineage::Lineage;
 
 /// The number of a record: monotonic, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -751,58 +754,7 @@ impl History {
     /// Walks back record by record, but compares bytes only at records whose change
     /// list touches the range's pages.
     pub fn blame(&self, iteration: u64, addr: u64, len: u64) -> Result<Option<Blame>, HistoryError> {
-        let start = self.at(iteration)?;
-        let ps = self.page_size().bytes() as u64;
-        if len == 0
-            || addr
-                .checked_add(len)
-                .is_none_or(|e| e > start.snapshot.memory_len())
-        {
-            return Err(SnapshotError::OutOfBounds {
-                addr,
-                len,
-                memory_len: start.snapshot.memory_len(),
-            }
-            .into());
-        }
-        let (first_page, last_page) = ((addr / ps) as u32, ((addr + len - 1) / ps) as u32);
-        let mut here = vec![0u8; len as usize];
-        let mut before = vec![0u8; len as usize];
-        let mut cur = start;
-        rewind_snapshot::read(&self.store, &cur.snapshot, addr, &mut here)?;
-        loop {
-            let touches = {
-                let i = cur.changes.partition_point(|c| c.0 < first_page);
-                cur.changes.get(i).is_some_and(|c| c.0 <= last_page)
-            };
-            let Some(parent) = cur.parent.and_then(|p| self.records.get(&p)) else {
-                // The oldest retained record: the bytes are as they were here.
-                if here.iter().all(|b| *b == 0) {
-                    return Ok(None);
-                }
-                return Ok(Some(Blame {
-                    record: cur.id,
-                    iteration: cur.iteration,
-                    at_oldest: true,
-                }));
-            };
-            if touches {
-                // Bytes past a smaller parent memory count as zeros.
-                let present = parent.snapshot.memory_len().saturating_sub(addr).min(len) as usize;
-                before.fill(0);
-                if present > 0 {
-                    rewind_snapshot::read(&self.store, &parent.snapshot, addr, &mut before[..present])?;
-                }
-                if before != here {
-                    return Ok(Some(Blame {
-                        record: cur.id,
-                        iteration: cur.iteration,
-                        at_oldest: false,
-                    }));
-                }
-            }
-            cur = parent;
-        }
+        lineage::blame(self, self.at(iteration)?, addr, len)
     }
 
     /// Remove a record, keeping every other record readable: its children are re-parented
@@ -1047,6 +999,48 @@ fn merge_changes(older: &[(u32, PageHash)], newer: &[(u32, PageHash)]) -> Vec<(u
         }
     }
     out
+}
+
+/// Blame walks the records in memory: change lists are the records' own, bytes are read
+/// from the store, and a parent that was removed ends the walk.
+impl Lineage for History {
+    type Record<'a> = &'a Record;
+    type Error = HistoryError;
+
+    fn page_size(&self) -> u64 {
+        History::page_size(self).bytes() as u64
+    }
+    fn id(&self, record: &&Record) -> RecordId {
+        record.id
+    }
+    fn iteration(&self, record: &&Record) -> u64 {
+        record.iteration
+    }
+    fn memory_len(&self, record: &&Record) -> u64 {
+        record.snapshot.memory_len()
+    }
+    fn parent<'a>(&'a self, record: &&'a Record) -> Result<Option<&'a Record>, HistoryError> {
+        Ok(record.parent.and_then(|p| self.records.get(&p)))
+    }
+    fn changes_touch(
+        &self,
+        record: &&Record,
+        pages: std::ops::RangeInclusive<u32>,
+    ) -> Result<bool, HistoryError> {
+        let i = record.changes.partition_point(|c| c.0 < *pages.start());
+        Ok(record.changes.get(i).is_some_and(|c| c.0 <= *pages.end()))
+    }
+    fn read(&self, record: &&Record, addr: u64, out: &mut [u8]) -> Result<(), HistoryError> {
+        Ok(rewind_snapshot::read(&self.store, &record.snapshot, addr, out)?)
+    }
+    fn out_of_bounds(&self, addr: u64, len: u64, memory_len: u64) -> HistoryError {
+        SnapshotError::OutOfBounds {
+            addr,
+            len,
+            memory_len,
+        }
+        .into()
+    }
 }
 
 #[cfg(test)]

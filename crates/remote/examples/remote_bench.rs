@@ -19,7 +19,78 @@ use std::sync::Arc;
 const PAGE: usize = 4096;
 const MEM: usize = 4 << 20;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The recorded guest: 4 MiB of memory, ~16 pages written per frame, each frame
+/// captured and appended.
+struct Recording {
+    history: History,
+    writer: ArchiveWriter,
+    memory: Vec<u8>,
+    x: u64,
+    frame: u64,
+}
+
+impl Recording {
+    fn create(path: &std::path::Path) -> Result<Recording> {
+        let history = History::new(HistoryConfig::new(PAGE as u64)?.seed(1))?;
+        let writer = ArchiveWriter::create(path, &history, Durability::Manual)?;
+        Ok(Recording {
+            history,
+            writer,
+            memory: vec![0u8; MEM],
+            x: 0x9e37_79b9_7f4a_7c15,
+            frame: 0,
+        })
+    }
+
+    /// Record and append `n` frames, sync, and return the seconds taken.
+    fn record(&mut self, n: u64) -> Result<f64> {
+        let t = Instant::now();
+        for _ in 0..n {
+            // ~16 pages written per frame: a few bytes each at scattered addresses.
+            for _ in 0..16 {
+                self.x ^= self.x << 13;
+                self.x ^= self.x >> 7;
+                self.x ^= self.x << 17;
+                let at = (self.x as usize) % MEM;
+                self.memory[at] = self.x as u8;
+            }
+            self.history.capture(self.frame, &self.memory, &[], None, None)?;
+            self.writer.append(&self.history)?;
+            self.frame += 1;
+        }
+        self.writer.sync()?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+}
+
+/// A transfer's report and the seconds it took.
+struct Timed(TransferReport, f64);
+
+fn timed(
+    f: impl FnOnce() -> std::result::Result<TransferReport, rewind_remote::RemoteError>,
+) -> Result<Timed> {
+    let t = Instant::now();
+    let r = f()?;
+    Ok(Timed(r, t.elapsed().as_secs_f64()))
+}
+
+/// Everything measured, in the order the report prints it.
+struct Figures {
+    append_1000: f64,
+    append_100: f64,
+    len_1000: u64,
+    len_1100: u64,
+    open_s: f64,
+    push_1000: Timed,
+    pull_1000: Timed,
+    push_100: Timed,
+    pull_100: Timed,
+    noop: Timed,
+}
+
+fn main() -> Result<()> {
     let memory_store = std::env::args().any(|a| a == "--memory");
     let g = if memory_store {
         None
@@ -28,33 +99,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.rwd");
-    let mut history = History::new(HistoryConfig::new(PAGE as u64)?.seed(1))?;
-    let mut writer = ArchiveWriter::create(&path, &history, Durability::Manual)?;
-    let mut memory = vec![0u8; MEM];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut frame = 0u64;
-    let mut record = |n: u64,
-                      history: &mut History,
-                      writer: &mut ArchiveWriter|
-     -> Result<f64, Box<dyn std::error::Error>> {
-        let t = Instant::now();
-        for _ in 0..n {
-            // ~16 pages written per frame: a few bytes each at scattered addresses.
-            for _ in 0..16 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let at = (x as usize) % MEM;
-                memory[at] = x as u8;
-            }
-            history.capture(frame, &memory, &[], None, None)?;
-            writer.append(history)?;
-            frame += 1;
-        }
-        writer.sync()?;
-        Ok(t.elapsed().as_secs_f64())
-    };
-    let append_1000 = record(1000, &mut history, &mut writer)?;
+    let mut rec = Recording::create(&path)?;
+    let append_1000 = rec.record(1000)?;
     let len_1000 = std::fs::metadata(&path)?.len();
     let remote = match &g {
         Some(g) => g.remote("bench/bench.rwd")?,
@@ -69,88 +115,88 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     );
 
-    let t = Instant::now();
-    let push_1000 = remote.push(&path, PushOptions::default())?;
-    let push_1000_s = t.elapsed().as_secs_f64();
-
+    let push_1000 = timed(|| remote.push(&path, PushOptions::default()))?;
     let copy = dir.path().join("copy.rwd");
-    let t = Instant::now();
-    let pull_1000 = remote.pull(&copy, PullOptions::default())?;
-    let pull_1000_s = t.elapsed().as_secs_f64();
+    let pull_1000 = timed(|| remote.pull(&copy, PullOptions::default()))?;
     let t = Instant::now();
     let a = Archive::open(&copy)?;
     let open_s = t.elapsed().as_secs_f64();
     assert_eq!(a.records()?.len(), 1000);
     drop(a);
 
-    let append_100 = record(100, &mut history, &mut writer)?;
+    let append_100 = rec.record(100)?;
     let len_1100 = std::fs::metadata(&path)?.len();
-    let t = Instant::now();
-    let push_100 = remote.push(&path, PushOptions::default())?;
-    let push_100_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let pull_100 = remote.pull(&copy, PullOptions::default())?;
-    let pull_100_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let noop = remote.pull(&copy, PullOptions::default())?;
-    let noop_s = t.elapsed().as_secs_f64();
+    let push_100 = timed(|| remote.push(&path, PushOptions::default()))?;
+    let pull_100 = timed(|| remote.pull(&copy, PullOptions::default()))?;
+    let noop = timed(|| remote.pull(&copy, PullOptions::default()))?;
     assert_eq!(std::fs::read(&copy)?, std::fs::read(&path)?);
+    print_figures(&Figures {
+        append_1000,
+        append_100,
+        len_1000,
+        len_1100,
+        open_s,
+        push_1000,
+        pull_1000,
+        push_100,
+        pull_100,
+        noop,
+    });
+    Ok(())
+}
 
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let row = |what: &str, r: &TransferReport, s: f64, data: u64| {
-        println!(
-            "| {what} | {} | {} | {:.2} MiB | {:.0} ms | {:.0} MiB/s |",
-            r.requests,
-            r.parts_sent + r.parts_fetched,
-            mib(data),
-            s * 1e3,
-            mib(data) / s.max(1e-9)
-        );
-    };
-    println!("archive: 1,000 frames of 4 MiB memory (~16 pages written per frame), {:.2} MiB; +100 frames: +{:.2} MiB", mib(len_1000), mib(len_1100 - len_1000));
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn row(what: &str, Timed(r, s): &Timed, data: u64) {
+    println!(
+        "| {what} | {} | {} | {:.2} MiB | {:.0} ms | {:.0} MiB/s |",
+        r.requests,
+        r.parts_sent + r.parts_fetched,
+        mib(data),
+        s * 1e3,
+        mib(data) / s.max(1e-9)
+    );
+}
+
+fn print_figures(f: &Figures) {
+    println!(
+        "archive: 1,000 frames of 4 MiB memory (~16 pages written per frame), {:.2} MiB; +100 frames: +{:.2} MiB",
+        mib(f.len_1000),
+        mib(f.len_1100 - f.len_1000)
+    );
     println!(
         "local append: 1,000 frames {:.0} ms ({:.0} MiB/s of file), 100 frames {:.0} ms",
-        append_1000 * 1e3,
-        mib(len_1000) / append_1000,
-        append_100 * 1e3
+        f.append_1000 * 1e3,
+        mib(f.len_1000) / f.append_1000,
+        f.append_100 * 1e3
     );
-    println!("open of the pulled file: {:.3} ms", open_s * 1e3);
+    println!("open of the pulled file: {:.3} ms", f.open_s * 1e3);
     println!();
     println!("| transfer | requests | parts | archive bytes moved | time | throughput |");
     println!("| --- | --- | --- | --- | --- | --- |");
     row(
         "push 1,000 frames (new remote)",
-        &push_1000,
-        push_1000_s,
-        push_1000.data_bytes_sent,
+        &f.push_1000,
+        f.push_1000.0.data_bytes_sent,
     );
     row(
         "pull 1,000 frames (new file)",
-        &pull_1000,
-        pull_1000_s,
-        pull_1000.data_bytes_fetched,
+        &f.pull_1000,
+        f.pull_1000.0.data_bytes_fetched,
     );
-    row(
-        "push +100 frames",
-        &push_100,
-        push_100_s,
-        push_100.data_bytes_sent,
-    );
-    row(
-        "pull +100 frames",
-        &pull_100,
-        pull_100_s,
-        pull_100.data_bytes_fetched,
-    );
-    row("pull, nothing new", &noop, noop_s, noop.data_bytes_fetched);
+    row("push +100 frames", &f.push_100, f.push_100.0.data_bytes_sent);
+    row("pull +100 frames", &f.pull_100, f.pull_100.0.data_bytes_fetched);
+    row("pull, nothing new", &f.noop, f.noop.0.data_bytes_fetched);
     println!();
+    let (push, pull) = (&f.push_100.0, &f.pull_100.0);
     println!(
         "+100 frames: new bytes {} , sent {} archive bytes + {} head bytes; fetched {} archive bytes + {} head bytes",
-        len_1100 - len_1000,
-        push_100.data_bytes_sent,
-        push_100.bytes_sent - push_100.data_bytes_sent,
-        pull_100.data_bytes_fetched,
-        pull_100.bytes_fetched - pull_100.data_bytes_fetched
+        f.len_1100 - f.len_1000,
+        push.data_bytes_sent,
+        push.bytes_sent - push.data_bytes_sent,
+        pull.data_bytes_fetched,
+        pull.bytes_fetched - pull.data_bytes_fetched
     );
-    Ok(())
 }

@@ -307,111 +307,21 @@ impl Remote {
             len: head.len,
             ..Default::default()
         };
-        let existing = match std::fs::symlink_metadata(local) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            _ => match Archive::open(local) {
-                Ok(a) => Some(a),
-                Err(_) if options.replace => None,
-                Err(e) => return Err(RemoteError::archive(local)(e)),
-            },
+        let existing = open_existing(local, options)?;
+        let (have, partial) = match &existing {
+            None => (0, 0),
+            Some(a) => self.held_prefix(local, &head, a.committed_bytes(), options)?,
         };
-        // `have` whole parts, plus `partial` bytes of the next one, are held locally.
-        let (have, partial) =
-            match &existing {
-                None => (0, 0),
-                Some(a) => {
-                    let b = a.committed_bytes();
-                    let l = b.len() as u64;
-                    let inside = head.parts.iter().position(|p| p.start < l && l < p.end());
-                    let same_header = b
-                        .get(..HEADER_LEN as usize)
-                        .is_some_and(|h| checksum(h) == head.header_checksum);
-                    match (head.parts_ending_at(l), inside) {
-                        (Some(n), _) if head.holds_prefix(b, n) => (n, 0),
-                        // Inside a part: the ranged GET of its rest checks the held
-                        // bytes (with `replace`, the whole part is fetched: a mismatch
-                        // there would leave nothing to fall back on).
-                        (None, Some(k)) if same_header && options.replace => (k, 0),
-                        (None, Some(k)) if same_header => (k, l - head.parts[k].start),
-                        _ if options.replace => (0, 0),
-                        _ if l > head.len && head.holds_prefix(b, head.parts.len()) => {
-                            return Err(RemoteError::LocalAhead {
-                                path: local.to_path_buf(),
-                                url: self.url.clone(),
-                                local_len: l,
-                                remote_len: head.len,
-                            })
-                        }
-                        _ => return Err(RemoteError::Diverged {
-                            path: local.to_path_buf(),
-                            url: self.url.clone(),
-                            reason:
-                                "the local file is not a prefix of the remote archive (replace it to pull)"
-                                    .into(),
-                        }),
-                    }
-                }
-            };
         if have == head.parts.len() {
             report.up_to_date = true;
             return Ok(report.finish(self, before));
         }
-        // Before building on the local prefix, check every part of it (hashing is far
-        // cheaper than the transfer): the file then holds only checked bytes.
-        let (have, partial) = match existing
-            .as_ref()
-            .and_then(|a| first_bad_part(&head, a.committed_bytes(), have))
-        {
-            None => (have, partial),
-            Some(_) if options.replace => (0, 0),
-            Some(p) => {
-                return Err(RemoteError::Diverged {
-                    path: local.to_path_buf(),
-                    url: self.url.clone(),
-                    reason: format!(
-                        "the local file's bytes differ from the remote's at {}..{}",
-                        p.start,
-                        p.end()
-                    ),
-                })
-            }
-        };
+        let (have, partial) =
+            self.checked_prefix(local, &head, existing.as_ref(), (have, partial), options)?;
         let tmp = temp_path(local);
-        let resumed = verified_parts(&tmp, &head)?;
-        let (mut file, from, mut partial) = if resumed > have {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&tmp)
-                .map_err(RemoteError::io("open", &tmp))?;
-            let end = head.parts.get(resumed - 1).map_or(0, Part::end);
-            f.set_len(end).map_err(RemoteError::io("truncate", &tmp))?;
-            report.parts_resumed = (resumed - have) as u64;
-            (f, resumed, 0)
-        } else {
-            let mut f = File::create(&tmp).map_err(RemoteError::io("create", &tmp))?;
-            if let Some(a) = &existing {
-                let end = head.parts.get(have.wrapping_sub(1)).map_or(0, Part::end) + partial;
-                let kept = a.committed_bytes().get(..end as usize).unwrap_or_default();
-                f.write_all(kept).map_err(RemoteError::io("write", &tmp))?;
-            }
-            (f, have, partial)
-        };
-        let held_part: Vec<u8> = match (&existing, head.parts.get(from)) {
-            (Some(a), Some(p)) if partial > 0 => a
-                .committed_bytes()
-                .get(p.start as usize..(p.start + partial) as usize)
-                .unwrap_or_default()
-                .to_vec(),
-            _ => {
-                partial = 0;
-                Vec::new()
-            }
-        };
+        let (mut file, from, held_part) =
+            start_temp(&tmp, &head, existing.as_ref(), have, partial, &mut report)?;
         drop(existing);
-        let end = head.parts.get(from.wrapping_sub(1)).map_or(0, Part::end) + partial;
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(end))
-            .map_err(RemoteError::io("seek", &tmp))?;
         for (i, p) in head.parts.get(from..).unwrap_or_default().iter().enumerate() {
             let held: &[u8] = if i == 0 { &held_part } else { &[] };
             let bytes = self.get_part(&head.generation, p, held)?;
@@ -421,7 +331,84 @@ impl Remote {
         }
         file.sync_all().map_err(RemoteError::io("sync", &tmp))?;
         drop(file);
-        let checked = Archive::open(&tmp).and_then(|a| {
+        self.install(&tmp, local, &head)?;
+        Ok(report.finish(self, before))
+    }
+
+    /// How much of the remote archive the local committed bytes `b` hold: `have` whole
+    /// parts plus `partial` bytes of the next one. A local file that is no prefix of
+    /// the remote is [`RemoteError::LocalAhead`] or [`RemoteError::Diverged`] unless
+    /// `options.replace` (then nothing is kept).
+    fn held_prefix(
+        &self,
+        local: &Path,
+        head: &Head,
+        b: &[u8],
+        options: PullOptions,
+    ) -> Result<(usize, u64), RemoteError> {
+        let l = b.len() as u64;
+        let inside = head.parts.iter().position(|p| p.start < l && l < p.end());
+        let same_header = b
+            .get(..HEADER_LEN as usize)
+            .is_some_and(|h| checksum(h) == head.header_checksum);
+        Ok(match (head.parts_ending_at(l), inside) {
+            (Some(n), _) if head.holds_prefix(b, n) => (n, 0),
+            // Inside a part: the ranged GET of its rest checks the held bytes (with
+            // `replace`, the whole part is fetched: a mismatch there would leave nothing
+            // to fall back on).
+            (None, Some(k)) if same_header && options.replace => (k, 0),
+            (None, Some(k)) if same_header => (k, l - head.parts.get(k).map_or(l, |p| p.start)),
+            _ if options.replace => (0, 0),
+            _ if l > head.len && head.holds_prefix(b, head.parts.len()) => {
+                return Err(RemoteError::LocalAhead {
+                    path: local.to_path_buf(),
+                    url: self.url.clone(),
+                    local_len: l,
+                    remote_len: head.len,
+                })
+            }
+            _ => {
+                return Err(RemoteError::Diverged {
+                    path: local.to_path_buf(),
+                    url: self.url.clone(),
+                    reason: "the local file is not a prefix of the remote archive (replace it to pull)"
+                        .into(),
+                })
+            }
+        })
+    }
+
+    /// Check every part of the held prefix before building on it (hashing is far
+    /// cheaper than the transfer), so the file holds only checked bytes: a bad part is
+    /// [`RemoteError::Diverged`], or with `options.replace` nothing is kept.
+    fn checked_prefix(
+        &self,
+        local: &Path,
+        head: &Head,
+        existing: Option<&Archive>,
+        (have, partial): (usize, u64),
+        options: PullOptions,
+    ) -> Result<(usize, u64), RemoteError> {
+        match existing.and_then(|a| first_bad_part(head, a.committed_bytes(), have)) {
+            None => Ok((have, partial)),
+            Some(_) if options.replace => Ok((0, 0)),
+            Some(p) => Err(RemoteError::Diverged {
+                path: local.to_path_buf(),
+                url: self.url.clone(),
+                reason: format!(
+                    "the local file's bytes differ from the remote's at {}..{}",
+                    p.start,
+                    p.end()
+                ),
+            }),
+        }
+    }
+
+    /// Open the pulled temporary file as an archive ending exactly where the head says
+    /// and rename it over `local`; anything else removes it and is
+    /// [`RemoteError::NotAnArchive`].
+    fn install(&self, tmp: &Path, local: &Path, head: &Head) -> Result<(), RemoteError> {
+        let checked = Archive::open(tmp).and_then(|a| {
             if a.committed_end() == head.len && a.torn_tail().is_none() {
                 Ok(())
             } else {
@@ -432,16 +419,77 @@ impl Remote {
             }
         });
         if let Err(source) = checked {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(tmp);
             return Err(RemoteError::NotAnArchive {
                 url: self.url.clone(),
                 source,
             });
         }
-        std::fs::rename(&tmp, local).map_err(RemoteError::io("rename", local))?;
-        sync_dir(local)?;
-        Ok(report.finish(self, before))
+        std::fs::rename(tmp, local).map_err(RemoteError::io("rename", local))?;
+        sync_dir(local)
     }
+}
+
+/// The local archive a pull builds on: `None` when there is no file, or when it does
+/// not open and `options.replace` lets the pull fetch everything.
+fn open_existing(local: &Path, options: PullOptions) -> Result<Option<Archive>, RemoteError> {
+    match std::fs::symlink_metadata(local) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => match Archive::open(local) {
+            Ok(a) => Ok(Some(a)),
+            Err(_) if options.replace => Ok(None),
+            Err(e) => Err(RemoteError::archive(local)(e)),
+        },
+    }
+}
+
+/// Start the pull's temporary file: go on from the parts an interrupted pull left in
+/// it when they reach past the held prefix, else write the held prefix (`have` parts
+/// and `partial` bytes) from the local archive. Returns the file positioned where the
+/// fetch continues, the first part to fetch, and the bytes of that part already held
+/// (which its ranged GET checks).
+fn start_temp(
+    tmp: &Path,
+    head: &Head,
+    existing: Option<&Archive>,
+    have: usize,
+    partial: u64,
+    report: &mut TransferReport,
+) -> Result<(File, usize, Vec<u8>), RemoteError> {
+    let resumed = verified_parts(tmp, head)?;
+    let (mut file, from, partial) = if resumed > have {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(tmp)
+            .map_err(RemoteError::io("open", tmp))?;
+        let end = head.parts.get(resumed - 1).map_or(0, Part::end);
+        f.set_len(end).map_err(RemoteError::io("truncate", tmp))?;
+        report.parts_resumed = (resumed - have) as u64;
+        (f, resumed, 0)
+    } else {
+        let mut f = File::create(tmp).map_err(RemoteError::io("create", tmp))?;
+        if let Some(a) = existing {
+            let end = head.parts.get(have.wrapping_sub(1)).map_or(0, Part::end) + partial;
+            let kept = a.committed_bytes().get(..end as usize).unwrap_or_default();
+            f.write_all(kept).map_err(RemoteError::io("write", tmp))?;
+        }
+        (f, have, partial)
+    };
+    let (held_part, partial): (Vec<u8>, u64) = match (existing, head.parts.get(from)) {
+        (Some(a), Some(p)) if partial > 0 => (
+            a.committed_bytes()
+                .get(p.start as usize..(p.start + partial) as usize)
+                .unwrap_or_default()
+                .to_vec(),
+            partial,
+        ),
+        _ => (Vec::new(), 0),
+    };
+    let end = head.parts.get(from.wrapping_sub(1)).map_or(0, Part::end) + partial;
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(end))
+        .map_err(RemoteError::io("seek", tmp))?;
+    Ok((file, from, held_part))
 }
 
 /// A generation name derived from the archive's first part, so a first push that was

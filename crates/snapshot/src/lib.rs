@@ -39,7 +39,7 @@ pub use global::{GlobalType, GlobalValue};
 pub use merkle::Merkle;
 use rewind_store::codec::ChangedRuns;
 pub use rewind_store::StateHash;
-use rewind_store::{Hasher, PageHash, PageSize, PageStore, StoreError};
+use rewind_store::{Hasher, PageHash, PageSize, PageStore, RebuildError, StoreError};
 
 /// The persistent vector of page hashes of a snapshot. `imbl` (the maintained fork of
 /// `im`) is used only through this alias (see `docs/architecture.md` for why).
@@ -534,7 +534,7 @@ pub fn restore(
     for &i in &to_write {
         let h = target.page(i as usize);
         if !h.is_zero() && !store.contains(h) {
-            return Err(StoreError::MissingObject { hash: h }.into());
+            return Err(StoreError::Object(RebuildError::MissingObject { hash: h }).into());
         }
     }
     let mut focus = target.pages.focus();

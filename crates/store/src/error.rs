@@ -1,4 +1,4 @@
-use crate::PageHash;
+use crate::{PageHash, RebuildError};
 
 /// Errors of the page store.
 #[derive(Debug, thiserror::Error)]
@@ -26,29 +26,11 @@ pub enum StoreError {
         /// The buffer length given.
         found: usize,
     },
-    /// A hash that names no stored object.
-    #[error("no stored object has hash {hash}")]
-    MissingObject {
-        /// The hash looked up.
-        hash: PageHash,
-    },
-    /// A stored object whose bytes do not decode.
-    #[error("stored object {hash} is corrupt")]
-    Corrupt {
-        /// The object.
-        hash: PageHash,
-        /// What is wrong with its bytes.
-        #[source]
-        source: CodecError,
-    },
-    /// A delta chain longer than the store allows (or a cycle in corrupt input).
-    #[error("delta chain under {hash} is longer than {limit}")]
-    ChainTooLong {
-        /// The page whose chain was walked.
-        hash: PageHash,
-        /// The limit.
-        limit: usize,
-    },
+    /// A stored object that is missing or does not rebuild (a hash naming no object, a
+    /// corrupt object, a delta chain past the bound): the errors of [`crate::rebuild`],
+    /// which the store meets on its own paths too.
+    #[error(transparent)]
+    Object(#[from] RebuildError),
     /// A reference released more often than it was taken.
     #[error("object {hash} released more often than it was referenced")]
     RefUnderflow {

@@ -43,16 +43,6 @@ pub enum RebuildError {
     },
 }
 
-impl From<RebuildError> for StoreError {
-    fn from(e: RebuildError) -> Self {
-        match e {
-            RebuildError::MissingObject { hash } => StoreError::MissingObject { hash },
-            RebuildError::Corrupt { hash, source } => StoreError::Corrupt { hash, source },
-            RebuildError::ChainTooLong { hash, limit } => StoreError::ChainTooLong { hash, limit },
-        }
-    }
-}
-
 impl FindObject for PageStore {
     type Error = StoreError;
 

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher as StdHasher};
 
 use crate::codec::{self, Encoding, Scratch};
-use crate::{Hasher, PageHash, PageSize, StoreError};
+use crate::{Hasher, PageHash, PageSize, RebuildError, StoreError};
 
 /// How a store is set up. Fixed for the life of a history.
 #[derive(Clone, Debug)]
@@ -667,7 +667,7 @@ impl PageStore {
         let e = self
             .objects
             .get_mut(&hash)
-            .ok_or(StoreError::MissingObject { hash })?;
+            .ok_or(StoreError::Object(RebuildError::MissingObject { hash }))?;
         e.refs += 1;
         Ok(())
     }
@@ -681,7 +681,7 @@ impl PageStore {
         let e = self
             .objects
             .get_mut(&hash)
-            .ok_or(StoreError::MissingObject { hash })?;
+            .ok_or(StoreError::Object(RebuildError::MissingObject { hash }))?;
         if e.refs == 0 {
             return Err(StoreError::RefUnderflow { hash });
         }
@@ -699,13 +699,13 @@ impl PageStore {
         let mut freed = Freed::default();
         let children = match self.objects.get_mut(&hash) {
             Some(e) => std::mem::take(&mut e.children),
-            None => return Err(StoreError::MissingObject { hash }),
+            None => return Err(StoreError::Object(RebuildError::MissingObject { hash })),
         };
         if !children.is_empty() {
             freed.compacted = self.compact_children(hash, &children)?;
         }
         let Some(entry) = self.objects.remove(&hash) else {
-            return Err(StoreError::MissingObject { hash });
+            return Err(StoreError::Object(RebuildError::MissingObject { hash }));
         };
         if let Object::Delta { parent, .. } = &entry.object {
             if let Some(p) = self.objects.get_mut(parent) {
@@ -759,7 +759,7 @@ impl PageStore {
             };
             child_bytes.copy_from_slice(&parent_bytes);
             codec::apply_delta(&mut child_bytes, &runs)
-                .map_err(|source| StoreError::Corrupt { hash: c, source })?;
+                .map_err(|source| StoreError::Object(RebuildError::Corrupt { hash: c, source }))?;
             let rebased = match grand {
                 Some(g) if have_grand => {
                     codec::encode_delta(&grand_bytes, &child_bytes, self.delta_limit, &mut self.scratch).map(
@@ -824,12 +824,15 @@ impl PageStore {
         while let Some(ObjectRef::Delta { parent, .. }) = self.get(cur) {
             n += 1;
             if n > 255 {
-                return Err(StoreError::ChainTooLong { hash, limit: 255 });
+                return Err(StoreError::Object(RebuildError::ChainTooLong {
+                    hash,
+                    limit: 255,
+                }));
             }
             cur = parent;
         }
         if !cur.is_zero() && !self.contains(cur) {
-            return Err(StoreError::MissingObject { hash: cur });
+            return Err(StoreError::Object(RebuildError::MissingObject { hash: cur }));
         }
         Ok(n)
     }
@@ -960,7 +963,10 @@ mod tests {
         assert!(!s.contains(h));
         assert_eq!(s.stats().objects, 0);
         assert_eq!(s.stats().stored_bytes, 0);
-        assert!(matches!(s.release(h), Err(StoreError::MissingObject { .. })));
+        assert!(matches!(
+            s.release(h),
+            Err(StoreError::Object(RebuildError::MissingObject { .. }))
+        ));
     }
 
     #[test]

@@ -341,152 +341,192 @@ impl ModuleLayout {
     /// Reads and checks a module binary. See the module docs for what is
     /// refused.
     pub fn parse(wasm: &[u8]) -> Result<Self, GuestError> {
-        let parse = |source| GuestError::Parse { source };
-        let mut memories = 0u32;
-        let mut memory_type = None;
-        let mut memory_export = None;
-        let mut imported_globals = 0u32;
-        let mut imported_funcs = 0u32;
-        let mut globals = Vec::new();
-        let mut code_index = 0u32;
-        // Passive data segments used by `memory.init` / dropped by `data.drop`,
-        // each with the first function doing it.
-        let mut data_inits = std::collections::BTreeMap::new();
-        let mut data_drops = std::collections::BTreeMap::new();
-        let mut metering_like_exports = Vec::new();
-        let mut global_names = std::collections::BTreeMap::new();
+        let mut scan = LayoutScan::default();
         for payload in Parser::new(0).parse_all(wasm) {
-            match payload.map_err(parse)? {
+            match payload.map_err(parse_error)? {
                 Payload::CustomSection(reader) => {
                     if let wasmparser::KnownCustom::Name(names) = reader.as_known() {
-                        read_global_names(names, &mut global_names);
+                        read_global_names(names, &mut scan.global_names);
                     }
                 }
                 Payload::Version {
                     encoding: Encoding::Component,
                     ..
                 } => return Err(GuestError::NotAModule),
-                Payload::ImportSection(reader) => {
-                    for import in reader.into_imports() {
-                        let import = import.map_err(parse)?;
-                        match import.ty {
-                            TypeRef::Memory(_) => {
-                                return Err(GuestError::ImportedMemory {
-                                    module: import.module.to_owned(),
-                                    name: import.name.to_owned(),
-                                })
-                            }
-                            TypeRef::Table(_) => {
-                                return Err(GuestError::MutableTable {
-                                    table: 0,
-                                    how: TableMutation::Imported {
-                                        module: import.module.to_owned(),
-                                        name: import.name.to_owned(),
-                                    },
-                                })
-                            }
-                            TypeRef::Global(g) => {
-                                if g.mutable {
-                                    return Err(GuestError::ImportedMutableGlobal {
-                                        module: import.module.to_owned(),
-                                        name: import.name.to_owned(),
-                                    });
-                                }
-                                imported_globals += 1;
-                            }
-                            TypeRef::Func(_) | TypeRef::FuncExact(_) => imported_funcs += 1,
-                            TypeRef::Tag(_) => {}
-                        }
-                    }
-                }
+                Payload::ImportSection(reader) => scan.imports(reader)?,
                 Payload::MemorySection(reader) => {
                     for memory in reader {
-                        memories += 1;
-                        memory_type = Some(memory.map_err(parse)?);
+                        scan.memories += 1;
+                        scan.memory_type = Some(memory.map_err(parse_error)?);
                     }
                 }
-                Payload::GlobalSection(reader) => {
-                    for global in reader {
-                        let global = global.map_err(parse)?;
-                        let index = imported_globals + globals.len() as u32;
-                        let kind = GlobalKind::from_valtype(global.ty.content_type);
-                        if global.ty.mutable && kind.is_none() {
-                            return Err(GuestError::UnsupportedGlobal {
-                                index,
-                                ty: global.ty.content_type.to_string(),
-                            });
-                        }
-                        globals.push(GlobalInfo {
-                            index,
-                            kind,
-                            mutable: global.ty.mutable,
-                            export: None,
-                            name: None,
+                Payload::GlobalSection(reader) => scan.globals(reader)?,
+                Payload::ExportSection(reader) => scan.exports(reader)?,
+                Payload::CodeSectionEntry(body) => scan.code(body)?,
+                _ => {}
+            }
+        }
+        scan.finish()
+    }
+
+    /// The globals rewind captures: the mutable ones, in index order.
+    pub fn mutable_globals(&self) -> impl Iterator<Item = &GlobalInfo> {
+        self.globals.iter().filter(|g| g.mutable)
+    }
+}
+
+fn parse_error(source: wasmparser::BinaryReaderError) -> GuestError {
+    GuestError::Parse { source }
+}
+
+/// What [`ModuleLayout::parse`] gathers section by section, checked as it goes and
+/// once more at the end.
+#[derive(Default)]
+struct LayoutScan {
+    memories: u32,
+    memory_type: Option<wasmparser::MemoryType>,
+    memory_export: Option<String>,
+    imported_globals: u32,
+    imported_funcs: u32,
+    globals: Vec<GlobalInfo>,
+    code_index: u32,
+    /// Passive data segments used by `memory.init` / dropped by `data.drop`, each with
+    /// the first function doing it.
+    data_inits: std::collections::BTreeMap<u32, u32>,
+    data_drops: std::collections::BTreeMap<u32, u32>,
+    metering_like_exports: Vec<String>,
+    global_names: std::collections::BTreeMap<u32, String>,
+}
+
+impl LayoutScan {
+    /// Imports: no memory, no table, no mutable global; count globals and functions.
+    fn imports(&mut self, reader: wasmparser::ImportSectionReader<'_>) -> Result<(), GuestError> {
+        for import in reader.into_imports() {
+            let import = import.map_err(parse_error)?;
+            match import.ty {
+                TypeRef::Memory(_) => {
+                    return Err(GuestError::ImportedMemory {
+                        module: import.module.to_owned(),
+                        name: import.name.to_owned(),
+                    })
+                }
+                TypeRef::Table(_) => {
+                    return Err(GuestError::MutableTable {
+                        table: 0,
+                        how: TableMutation::Imported {
+                            module: import.module.to_owned(),
+                            name: import.name.to_owned(),
+                        },
+                    })
+                }
+                TypeRef::Global(g) => {
+                    if g.mutable {
+                        return Err(GuestError::ImportedMutableGlobal {
+                            module: import.module.to_owned(),
+                            name: import.name.to_owned(),
                         });
                     }
+                    self.imported_globals += 1;
                 }
-                Payload::ExportSection(reader) => {
-                    for export in reader {
-                        let export = export.map_err(parse)?;
-                        if export.name.starts_with("wasmer_metering_") {
-                            metering_like_exports.push(export.name.to_owned());
-                        }
-                        match export.kind {
-                            ExternalKind::Table => {
-                                return Err(GuestError::MutableTable {
-                                    table: export.index,
-                                    how: TableMutation::Exported {
-                                        name: export.name.to_owned(),
-                                    },
-                                })
-                            }
-                            ExternalKind::Memory if memory_export.is_none() => {
-                                memory_export = Some(export.name.to_owned());
-                            }
-                            ExternalKind::Global => {
-                                let local = export.index.checked_sub(imported_globals);
-                                if let Some(g) = local.and_then(|i| globals.get_mut(i as usize)) {
-                                    g.export.get_or_insert_with(|| export.name.to_owned());
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
+                TypeRef::Func(_) | TypeRef::FuncExact(_) => self.imported_funcs += 1,
+                TypeRef::Tag(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The module's own globals; a mutable one of a type rewind cannot hold is refused.
+    fn globals(&mut self, reader: wasmparser::GlobalSectionReader<'_>) -> Result<(), GuestError> {
+        for global in reader {
+            let global = global.map_err(parse_error)?;
+            let index = self.imported_globals + self.globals.len() as u32;
+            let kind = GlobalKind::from_valtype(global.ty.content_type);
+            if global.ty.mutable && kind.is_none() {
+                return Err(GuestError::UnsupportedGlobal {
+                    index,
+                    ty: global.ty.content_type.to_string(),
+                });
+            }
+            self.globals.push(GlobalInfo {
+                index,
+                kind,
+                mutable: global.ty.mutable,
+                export: None,
+                name: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Exports: no table; the first memory export; the export names of globals.
+    fn exports(&mut self, reader: wasmparser::ExportSectionReader<'_>) -> Result<(), GuestError> {
+        for export in reader {
+            let export = export.map_err(parse_error)?;
+            if export.name.starts_with("wasmer_metering_") {
+                self.metering_like_exports.push(export.name.to_owned());
+            }
+            match export.kind {
+                ExternalKind::Table => {
+                    return Err(GuestError::MutableTable {
+                        table: export.index,
+                        how: TableMutation::Exported {
+                            name: export.name.to_owned(),
+                        },
+                    })
                 }
-                Payload::CodeSectionEntry(body) => {
-                    let func = imported_funcs + code_index;
-                    code_index += 1;
-                    let mut ops = body.get_operators_reader().map_err(parse)?;
-                    while !ops.eof() {
-                        let (op, table) = match ops.read().map_err(parse)? {
-                            Operator::MemoryInit { data_index, .. } => {
-                                data_inits.entry(data_index).or_insert(func);
-                                continue;
-                            }
-                            Operator::DataDrop { data_index } => {
-                                data_drops.entry(data_index).or_insert(func);
-                                continue;
-                            }
-                            Operator::TableSet { table } => ("table.set", table),
-                            Operator::TableGrow { table } => ("table.grow", table),
-                            Operator::TableFill { table } => ("table.fill", table),
-                            Operator::TableCopy { dst_table, .. } => ("table.copy", dst_table),
-                            Operator::TableInit { table, .. } => ("table.init", table),
-                            _ => continue,
-                        };
-                        return Err(GuestError::MutableTable {
-                            table,
-                            how: TableMutation::Instruction { op, func },
-                        });
+                ExternalKind::Memory if self.memory_export.is_none() => {
+                    self.memory_export = Some(export.name.to_owned());
+                }
+                ExternalKind::Global => {
+                    let local = export.index.checked_sub(self.imported_globals);
+                    if let Some(g) = local.and_then(|i| self.globals.get_mut(i as usize)) {
+                        g.export.get_or_insert_with(|| export.name.to_owned());
                     }
                 }
                 _ => {}
             }
         }
-        if memories > 1 {
-            return Err(GuestError::MultipleMemories { count: memories });
+        Ok(())
+    }
+
+    /// One function body: no instruction that changes a table; note `memory.init` and
+    /// `data.drop` by segment.
+    fn code(&mut self, body: wasmparser::FunctionBody<'_>) -> Result<(), GuestError> {
+        let func = self.imported_funcs + self.code_index;
+        self.code_index += 1;
+        let mut ops = body.get_operators_reader().map_err(parse_error)?;
+        while !ops.eof() {
+            let (op, table) = match ops.read().map_err(parse_error)? {
+                Operator::MemoryInit { data_index, .. } => {
+                    self.data_inits.entry(data_index).or_insert(func);
+                    continue;
+                }
+                Operator::DataDrop { data_index } => {
+                    self.data_drops.entry(data_index).or_insert(func);
+                    continue;
+                }
+                Operator::TableSet { table } => ("table.set", table),
+                Operator::TableGrow { table } => ("table.grow", table),
+                Operator::TableFill { table } => ("table.fill", table),
+                Operator::TableCopy { dst_table, .. } => ("table.copy", dst_table),
+                Operator::TableInit { table, .. } => ("table.init", table),
+                _ => continue,
+            };
+            return Err(GuestError::MutableTable {
+                table,
+                how: TableMutation::Instruction { op, func },
+            });
         }
-        let memory = memory_type.ok_or(GuestError::NoMemory)?;
+        Ok(())
+    }
+
+    /// The whole-module checks (one 32-bit unshared memory, exported; no segment both
+    /// used by `memory.init` and dropped) and the layout.
+    fn finish(mut self) -> Result<ModuleLayout, GuestError> {
+        if self.memories > 1 {
+            return Err(GuestError::MultipleMemories { count: self.memories });
+        }
+        let memory = self.memory_type.ok_or(GuestError::NoMemory)?;
         if memory.memory64 {
             return Err(GuestError::UnsupportedMemory {
                 reason: "64-bit memory (memory64)",
@@ -497,32 +537,33 @@ impl ModuleLayout {
                 reason: "shared memory (threads)",
             });
         }
-        if let Some((&segment, &drop_func)) = data_drops.iter().find(|(d, _)| data_inits.contains_key(d)) {
+        if let Some((&segment, &drop_func)) = self
+            .data_drops
+            .iter()
+            .find(|(d, _)| self.data_inits.contains_key(d))
+        {
             return Err(GuestError::DroppedDataSegment {
                 segment,
-                init_func: data_inits.get(&segment).copied().unwrap_or(drop_func),
+                init_func: self.data_inits.get(&segment).copied().unwrap_or(drop_func),
                 drop_func,
             });
         }
-        Ok(Self {
-            memory_export: memory_export.ok_or(GuestError::MemoryNotExported)?,
+        let names = &mut self.global_names;
+        Ok(ModuleLayout {
+            memory_export: self.memory_export.ok_or(GuestError::MemoryNotExported)?,
             memory_minimum: memory.initial,
             memory_maximum: memory.maximum,
-            imported_globals,
-            globals: globals
+            imported_globals: self.imported_globals,
+            globals: self
+                .globals
                 .into_iter()
                 .map(|g| GlobalInfo {
-                    name: global_names.remove(&g.index),
+                    name: names.remove(&g.index),
                     ..g
                 })
                 .collect(),
-            metering_like_exports,
+            metering_like_exports: self.metering_like_exports,
         })
-    }
-
-    /// The globals rewind captures: the mutable ones, in index order.
-    pub fn mutable_globals(&self) -> impl Iterator<Item = &GlobalInfo> {
-        self.globals.iter().filter(|g| g.mutable)
     }
 }
 

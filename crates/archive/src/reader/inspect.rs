@@ -1,6 +1,6 @@
 //! Inspection: how records and objects are stored, change lists, blame, diff.
 
-use rewind_history::{Blame, RecordId};
+use rewind_history::{lineage, Blame, Lineage, RecordId};
 use rewind_store::PageHash;
 
 use super::*;
@@ -129,63 +129,7 @@ impl Archive {
         len: u64,
         limit: usize,
     ) -> Result<Vec<Blame>, ArchiveError> {
-        let mut cur = self.rec_entry(id.0)?;
-        let memory_len = cur.memory_len;
-        if len == 0 || addr.checked_add(len).is_none_or(|e| e > memory_len) {
-            return Err(ArchiveError::OutOfBounds {
-                addr,
-                len,
-                memory_len,
-            });
-        }
-        let n = usize_of(len, cur.seg)?;
-        let ps = self.header.page_size as u64;
-        let (first, last) = ((addr / ps) as u32, ((addr + len - 1) / ps) as u32);
-        let mut here = vec![0u8; n];
-        let mut before = vec![0u8; n];
-        self.read_record(RecordId(cur.id), addr, &mut here)?;
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let parent = match cur.parent {
-                NONE => None,
-                p if p >= cur.id => {
-                    return Err(ArchiveError::Inconsistent {
-                        offset: cur.seg,
-                        reason: "record's parent is not an earlier record",
-                    })
-                }
-                p => Some(self.rec_entry(p)?),
-            };
-            let Some(parent) = parent else {
-                if here.iter().any(|b| *b != 0) {
-                    out.push(Blame {
-                        record: RecordId(cur.id),
-                        iteration: cur.iteration,
-                        at_oldest: true,
-                    });
-                }
-                break;
-            };
-            if !self.changes_in_entry(&cur, first..=last)?.is_empty() {
-                // Bytes past a smaller parent memory count as zeros.
-                let present = usize_of(parent.memory_len.saturating_sub(addr).min(len), cur.seg)?;
-                before.fill(0);
-                if let Some(b) = before.get_mut(..present).filter(|b| !b.is_empty()) {
-                    self.read_record(RecordId(parent.id), addr, b)?;
-                }
-                if before != here {
-                    out.push(Blame {
-                        record: RecordId(cur.id),
-                        iteration: cur.iteration,
-                        at_oldest: false,
-                    });
-                    std::mem::swap(&mut here, &mut before);
-                }
-            }
-            // Parents have smaller record numbers (checked above): the walk ends.
-            cur = parent;
-        }
-        Ok(out)
+        lineage::blame_chain(self, self.rec_entry(id.0)?, addr, len, limit)
     }
 
     /// Pages that differ between two iterations of the timeline, as
@@ -236,5 +180,53 @@ impl Archive {
             }
         }
         Ok(out)
+    }
+}
+
+/// Blame walks the index: a record's entry gives its parent and memory length, a binary
+/// search in its change list tells whether it touched the range, and bytes are read only
+/// there. A parent that is not an earlier record is an inconsistency, so the walk ends.
+impl Lineage for Archive {
+    type Record<'a> = RecEntry;
+    type Error = ArchiveError;
+
+    fn page_size(&self) -> u64 {
+        self.header.page_size as u64
+    }
+    fn id(&self, record: &RecEntry) -> RecordId {
+        RecordId(record.id)
+    }
+    fn iteration(&self, record: &RecEntry) -> u64 {
+        record.iteration
+    }
+    fn memory_len(&self, record: &RecEntry) -> u64 {
+        record.memory_len
+    }
+    fn parent(&self, record: &RecEntry) -> Result<Option<RecEntry>, ArchiveError> {
+        match record.parent {
+            NONE => Ok(None),
+            p if p >= record.id => Err(ArchiveError::Inconsistent {
+                offset: record.seg,
+                reason: "record's parent is not an earlier record",
+            }),
+            p => self.rec_entry(p).map(Some),
+        }
+    }
+    fn changes_touch(
+        &self,
+        record: &RecEntry,
+        pages: std::ops::RangeInclusive<u32>,
+    ) -> Result<bool, ArchiveError> {
+        Ok(!self.changes_in_entry(record, pages)?.is_empty())
+    }
+    fn read(&self, record: &RecEntry, addr: u64, out: &mut [u8]) -> Result<(), ArchiveError> {
+        self.read_record(RecordId(record.id), addr, out)
+    }
+    fn out_of_bounds(&self, addr: u64, len: u64, memory_len: u64) -> ArchiveError {
+        ArchiveError::OutOfBounds {
+            addr,
+            len,
+            memory_len,
+        }
     }
 }

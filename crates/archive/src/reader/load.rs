@@ -188,17 +188,10 @@ impl Archive {
         n: usize,
         parent: Option<&Loaded>,
     ) -> Result<PageVec, ArchiveError> {
-        let (start, len) = (m.list_start.to_native(), m.list_len.to_native() as u64);
-        if m.checkpoint != 0 {
-            let v = slice_of(&data.pages, start, len, e.seg, "page vector out of its segment")?;
-            if v.len() != n {
-                return Err(ArchiveError::Inconsistent {
-                    offset: e.seg,
-                    reason: "checkpoint length differs from the memory length",
-                });
-            }
-            return Ok(v.iter().map(|p| PageHash(*p)).collect());
-        }
+        let ch = match stored_list(e, data, m, n)? {
+            StoredList::Checkpoint(v) => return Ok(v.iter().map(|p| PageHash(*p)).collect()),
+            StoredList::Changes(ch) => ch,
+        };
         let p = parent.ok_or(ArchiveError::Inconsistent {
             offset: e.seg,
             reason: "change list without a parent",
@@ -210,7 +203,6 @@ impl Archive {
         while v.len() < n {
             v.push_back(PageHash::ZERO);
         }
-        let ch = slice_of(&data.changes, start, len, e.seg, "change list out of its segment")?;
         for c in ch {
             let i = c.index.to_native() as usize;
             if i < n {

@@ -33,6 +33,10 @@ mod open;
 mod query;
 mod verify;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests;
+
 /// Bytes at the end of a file that no complete commit covers (a write torn by a crash).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TornTail {
@@ -198,6 +202,34 @@ fn usize_of(v: u64, offset: u64) -> Result<usize, ArchiveError> {
         offset,
         reason: "length does not fit in memory",
     })
+}
+
+/// What a record stores in its data segment: its full page vector when it is a
+/// checkpoint (checked to hold the `n` pages of its memory), else its change list.
+enum StoredList<'a> {
+    Checkpoint(&'a [[u8; 16]]),
+    Changes(&'a [ArchivedChangeRec]),
+}
+
+fn stored_list<'a>(
+    e: &RecEntry,
+    data: &'a ArchivedDataSeg,
+    m: &ArchivedRecMeta,
+    n: usize,
+) -> Result<StoredList<'a>, ArchiveError> {
+    let (start, len) = (m.list_start.to_native(), m.list_len.to_native() as u64);
+    if m.checkpoint == 0 {
+        let ch = slice_of(&data.changes, start, len, e.seg, "change list out of its segment")?;
+        return Ok(StoredList::Changes(ch));
+    }
+    let v = slice_of(&data.pages, start, len, e.seg, "page vector out of its segment")?;
+    if v.len() != n {
+        return Err(ArchiveError::Inconsistent {
+            offset: e.seg,
+            reason: "checkpoint length differs from the memory length",
+        });
+    }
+    Ok(StoredList::Checkpoint(v))
 }
 
 fn slice_of<'v, T>(

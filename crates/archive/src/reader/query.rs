@@ -276,20 +276,13 @@ impl Archive {
         let mut base: Vec<PageHash> = Vec::new();
         self.walk(id.0, |e, data, m| {
             let n = self.pages_count(m.memory_len.to_native(), e.seg)?;
-            let (start, len) = (m.list_start.to_native(), m.list_len.to_native() as u64);
-            if m.checkpoint != 0 {
-                let pages = slice_of(&data.pages, start, len, e.seg, "page vector out of its segment")?;
-                if pages.len() != n {
-                    return Err(ArchiveError::Inconsistent {
-                        offset: e.seg,
-                        reason: "checkpoint length differs from the memory length",
-                    });
+            match stored_list(e, data, m, n)? {
+                StoredList::Checkpoint(pages) => {
+                    base = pages.iter().map(|p| PageHash(*p)).collect();
+                    return Ok(true);
                 }
-                base = pages.iter().map(|p| PageHash(*p)).collect();
-                return Ok(true);
+                StoredList::Changes(ch) => lists.push((n, ch)),
             }
-            let ch = slice_of(&data.changes, start, len, e.seg, "change list out of its segment")?;
-            lists.push((n, ch));
             Ok(false)
         })?;
         for (n, ch) in lists.iter().rev() {

@@ -6,7 +6,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use rewind_remote::garage::Garage;
 
-use super::{digest, fixture, rewind, stdout};
+use crate::common::{digest, fixture, import_into, rewind, stdout};
 
 /// `rewind` with the server's `AWS_*` settings and a private read cache.
 fn remote_rewind(g: &Garage, cache: &std::path::Path) -> Command {
@@ -61,12 +61,7 @@ fn read_commands_work_on_an_s3_archive_in_garage() {
     // A late-joiner bundle from the URL, for a receiver that imported frames 0..30:
     // the same bytes as from the local file, and it verifies with the receiver's pages.
     let have = fx.dir.path().join("have.rwd");
-    rewind()
-        .args(["import", "--page-size", "1024", "--seed", "7", "-o"])
-        .arg(&have)
-        .args(&fx.files[..30])
-        .assert()
-        .success();
+    import_into(&have, &fx.files[..30]);
     let bundle = |from: &dyn AsRef<std::ffi::OsStr>, name: &str| {
         let out = fx.dir.path().join(name);
         remote_rewind(&g, &cache)

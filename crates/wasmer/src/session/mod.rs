@@ -265,29 +265,9 @@ impl Session {
         setup: impl FnOnce(&mut Store, &Guest) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
     ) -> Result<(Self, T), SessionError> {
         let mut imports: ImportsFn = Box::new(imports);
-        let mut recorder = match (&options.resume, &options.joined) {
-            (Some(r), _) => Recorder::open(&r.path, r.durability, options.recorder.policy.clone())?,
-            (None, Some(state)) => Recorder::from_bundle(options.recorder.clone(), state)?,
-            (None, None) => Recorder::new(options.recorder.clone())?,
-        };
-        let resume_at = match (&options.resume, &options.joined) {
-            (Some(r), _) => Some(r.iteration),
-            (None, Some(state)) => Some(state.iteration()),
-            (None, None) => None,
-        };
+        let (mut recorder, resume_at) = open_recorder(&options)?;
         let page_size = recorder.history().page_size().bytes();
-        let (mut mode, mut fallback) = match options.capture {
-            CapturePreference::FullScan => (CaptureMode::FullScan, Some("full scan requested".to_owned())),
-            CapturePreference::Auto | CapturePreference::KernelDirty => match DirtyTracker::probe() {
-                Availability::Available => (CaptureMode::KernelDirty, None),
-                Availability::Unavailable(why) => {
-                    if options.capture == CapturePreference::KernelDirty {
-                        return Err(SessionError::KernelUnavailable { source: why });
-                    }
-                    (CaptureMode::FullScan, Some(why.to_string()))
-                }
-            },
-        };
+        let (mut mode, mut fallback) = probe_capture_mode(options.capture)?;
         let mut live = Live::instantiate(
             &engine,
             &module,
@@ -1622,4 +1602,39 @@ impl Session {
         self.stats.rollback_time += report.time;
         Ok(report)
     }
+}
+
+/// The recorder a new session records into: the archive it resumes, the state a
+/// bundle joined it at, or a new one; and the iteration to restore when it resumes or
+/// joins.
+fn open_recorder(options: &SessionOptions) -> Result<(Recorder, Option<u64>), SessionError> {
+    Ok(match (&options.resume, &options.joined) {
+        (Some(r), _) => (
+            Recorder::open(&r.path, r.durability, options.recorder.policy.clone())?,
+            Some(r.iteration),
+        ),
+        (None, Some(state)) => (
+            Recorder::from_bundle(options.recorder.clone(), state)?,
+            Some(state.iteration()),
+        ),
+        (None, None) => (Recorder::new(options.recorder.clone())?, None),
+    })
+}
+
+/// The capture mode a preference gets on this kernel, and why it is a full scan when
+/// it is one. Kernel dirty tracking asked for but unavailable is
+/// [`SessionError::KernelUnavailable`].
+fn probe_capture_mode(preference: CapturePreference) -> Result<(CaptureMode, Option<String>), SessionError> {
+    Ok(match preference {
+        CapturePreference::FullScan => (CaptureMode::FullScan, Some("full scan requested".to_owned())),
+        CapturePreference::Auto | CapturePreference::KernelDirty => match DirtyTracker::probe() {
+            Availability::Available => (CaptureMode::KernelDirty, None),
+            Availability::Unavailable(why) => {
+                if preference == CapturePreference::KernelDirty {
+                    return Err(SessionError::KernelUnavailable { source: why });
+                }
+                (CaptureMode::FullScan, Some(why.to_string()))
+            }
+        },
+    })
 }
