@@ -249,3 +249,44 @@ fn garage_cluster_losing_a_node_during_pushes_loses_nothing_acknowledged() {
         .expect("pull through node 0");
     assert_same_archive(&rec.path, &whole);
 }
+
+/// A link that goes silent (no reset, no close) is only noticed by the request
+/// timeout: `aws_timeout`, 120 s by default (`Remote::open_with`); here 4 s, so the
+/// push gives up after three timed-out attempts.
+#[test]
+fn garage_network_stall_mid_upload_is_bounded_by_the_request_timeout() {
+    let g = garage();
+    let proxy = Proxy::start(&g.endpoint);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rec = Recording::new(&dir.path().join("a.rwd"), 44);
+    rec.frames(200);
+    let mut s = g.settings();
+    for (k, v) in &mut s {
+        if *k == "aws_endpoint" {
+            *v = proxy.endpoint();
+        }
+    }
+    s.push(("aws_timeout", "4s".into()));
+    let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = Remote::open_with(&format!("s3://{}/games/stall.rwd", g.bucket), &pairs)
+        .expect("remote")
+        .part_size(PART);
+    proxy.stall_after(rec.len() / 2);
+    let started = Instant::now();
+    let err = r.push(&rec.path, PushOptions::default()).expect_err("stalled");
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    assert!(
+        matches!(&err, RemoteError::Store { op: "put", .. }) && format!("{err:?}").contains("Timeout"),
+        "{err:?}"
+    );
+    let direct = g.remote("games/stall.rwd").expect("remote");
+    assert_eq!(direct.head().expect("head"), None, "nothing published");
+    proxy.heal();
+    let pushed = r
+        .push(&rec.path, PushOptions::default())
+        .expect("push after healing");
+    assert!(pushed.parts_resumed >= 1, "{pushed:?}");
+    let pulled = dir.path().join("pulled.rwd");
+    direct.pull(&pulled, PullOptions::default()).expect("pull");
+    assert_same_archive(&rec.path, &pulled);
+}

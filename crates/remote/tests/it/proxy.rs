@@ -2,7 +2,8 @@
 //! it forwards bytes both ways until told to cut every connection once a budget of
 //! client-to-server bytes is spent ([`Proxy::cut_after`]) or at once
 //! ([`Proxy::cut_now`]); while cut, it accepts new connections and closes them
-//! before forwarding anything. [`Proxy::heal`] forwards again. Plain threads: one
+//! before forwarding anything. [`Proxy::stall_after`] swallows every byte instead, keeping
+//! the connections open (a link gone silent). [`Proxy::heal`] forwards again. Plain threads: one
 //! accepting, two per connection.
 
 use std::io::{Read, Write};
@@ -21,6 +22,11 @@ struct State {
     live: Vec<(TcpStream, TcpStream)>,
     /// Connections accepted so far.
     accepted: u64,
+    /// Bytes are swallowed, in both directions, and connections kept open: a link
+    /// that went silent (no reset, no close).
+    stalled: bool,
+    /// When the budget runs out: stall rather than cut.
+    stall_when_spent: bool,
 }
 
 impl State {
@@ -60,6 +66,8 @@ impl Proxy {
             cut: false,
             live: Vec::new(),
             accepted: 0,
+            stalled: false,
+            stall_when_spent: false,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
@@ -90,8 +98,9 @@ impl Proxy {
                 s.live.push((c3, s3));
                 drop(s);
                 let st1 = st.clone();
-                std::thread::spawn(move || pump(client, server, Some(st1)));
-                std::thread::spawn(move || pump(s2, c2, None));
+                let st2 = st.clone();
+                std::thread::spawn(move || pump(client, server, st1, true));
+                std::thread::spawn(move || pump(s2, c2, st2, false));
             }
         });
         Proxy { addr, state, stop }
@@ -104,7 +113,17 @@ impl Proxy {
 
     /// Cut every connection once `bytes` more client-to-server bytes have passed.
     pub(crate) fn cut_after(&self, bytes: u64) {
-        lock(&self.state).budget = Some(bytes);
+        let mut s = lock(&self.state);
+        s.budget = Some(bytes);
+        s.stall_when_spent = false;
+    }
+
+    /// Go silent once `bytes` more client-to-server bytes have passed: swallow every
+    /// byte from then on, in both directions, keeping the connections open.
+    pub(crate) fn stall_after(&self, bytes: u64) {
+        let mut s = lock(&self.state);
+        s.budget = Some(bytes);
+        s.stall_when_spent = true;
     }
 
     /// Cut every connection now and refuse new ones.
@@ -116,7 +135,9 @@ impl Proxy {
     pub(crate) fn heal(&self) {
         let mut s = lock(&self.state);
         s.cut = false;
+        s.stalled = false;
         s.budget = None;
+        s.stall_when_spent = false;
     }
 
     /// Whether the connections have been cut (by a spent budget or [`Proxy::cut_now`]).
@@ -139,10 +160,10 @@ impl Drop for Proxy {
     }
 }
 
-/// Copy `from` to `to` until either side closes. With `state` (the client-to-server
-/// direction), spend the budget and cut everything when it runs out, after
-/// forwarding exactly the bytes it allowed.
-fn pump(mut from: TcpStream, mut to: TcpStream, state: Option<Arc<Mutex<State>>>) {
+/// Copy `from` to `to` until either side closes (swallowing bytes while stalled).
+/// In the client-to-server direction (`upstream`), spend the budget and cut everything
+/// when it runs out, after forwarding exactly the bytes it allowed.
+fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<Mutex<State>>, upstream: bool) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -151,12 +172,15 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Option<Arc<Mutex<State>>>
         };
         let mut allowed = n;
         let mut spent = false;
-        if let Some(st) = &state {
-            let mut s = lock(st);
+        {
+            let mut s = lock(&state);
             if s.cut {
                 break;
             }
-            if let Some(b) = s.budget.as_mut() {
+            if s.stalled {
+                continue;
+            }
+            if let (true, Some(b)) = (upstream, s.budget.as_mut()) {
                 let take = (*b).min(n as u64);
                 *b -= take;
                 allowed = take as usize;
@@ -167,10 +191,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Option<Arc<Mutex<State>>>
             break;
         }
         if spent {
-            if let Some(st) = &state {
-                lock(st).cut_all();
+            let mut s = lock(&state);
+            s.budget = None;
+            if s.stall_when_spent {
+                s.stalled = true;
+            } else {
+                s.cut_all();
+                break;
             }
-            break;
         }
     }
     let _ = from.shutdown(Shutdown::Both);
