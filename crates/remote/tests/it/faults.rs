@@ -290,3 +290,68 @@ fn garage_network_stall_mid_upload_is_bounded_by_the_request_timeout() {
     direct.pull(&pulled, PullOptions::default()).expect("pull");
     assert_same_archive(&rec.path, &pulled);
 }
+
+#[test]
+fn garage_cluster_losing_the_writers_node_mid_push_fails_clearly_and_another_node_takes_over() {
+    let cluster = match GarageCluster::start(3) {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("cannot start a three-node Garage cluster: {e}"),
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rec = Recording::new(&dir.path().join("a.rwd"), 45);
+    let url = format!("s3://{}/games/writer.rwd", cluster.bucket);
+    // The writer goes through node 0, which is killed in the middle of the second
+    // push, just before its second part PUT.
+    let victim = cluster.clone();
+    let fault = Arc::new(stores::OnPut::new(
+        cluster.store(0).expect("store"),
+        Box::new(move || victim.kill(0).expect("kill node 0")),
+    ));
+    let writer = Remote::with_store(fault.clone(), &url)
+        .expect("remote")
+        .part_size(PART);
+    rec.frames(120);
+    writer
+        .push(&rec.path, PushOptions::default())
+        .expect("first push");
+    let acked = dir.path().join("ack.rwd");
+    copy(&rec.path, &acked);
+    let before = rec.len();
+
+    rec.frames(120);
+    fault.arm(2);
+    let started = Instant::now();
+    let err = writer
+        .push(&rec.path, PushOptions::default())
+        .expect_err("the writer's node is gone");
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    assert!(fault.fired(), "node 0 was killed");
+    assert!(matches!(&err, RemoteError::Store { op: "put", .. }), "{err:?}");
+
+    // The survivors still serve the last acknowledged state, whole.
+    let other = cluster
+        .remote(1, "games/writer.rwd")
+        .expect("remote")
+        .part_size(PART);
+    let check = dir.path().join("check.rwd");
+    other
+        .pull(&check, PullOptions::default())
+        .expect("pull through node 1");
+    assert_same_archive(&acked, &check);
+
+    // The writer moves to node 1: the part acknowledged before the kill is not sent
+    // again, and node 2 serves the result.
+    let pushed = other
+        .push(&rec.path, PushOptions::default())
+        .expect("push through node 1");
+    let new_parts = (rec.len() - before).div_ceil(PART);
+    assert_eq!(pushed.parts_resumed, 1, "{pushed:?}");
+    assert_eq!(pushed.parts_sent, new_parts - 1, "{pushed:?}");
+    let whole = dir.path().join("whole.rwd");
+    cluster
+        .remote(2, "games/writer.rwd")
+        .expect("remote")
+        .pull(&whole, PullOptions::default())
+        .expect("pull through node 2");
+    assert_same_archive(&rec.path, &whole);
+}
