@@ -4,7 +4,9 @@
 //! factor 1, RPC, S3 and admin APIs on free loopback ports, a random RPC secret, data
 //! and metadata in a temporary directory), starts `garage server`, assigns and applies
 //! a layout, and creates a bucket and a key allowed to read and write it. Every wait is
-//! bounded; the server is killed on drop. The binary is `$GARAGE_BIN` or `garage` on
+//! bounded; the server is killed on drop. [`GarageCluster::start`] does the same for
+//! several nodes connected to each other (replication factor 3 for three), whose
+//! processes a test can kill one by one. The binary is `$GARAGE_BIN` or `garage` on
 //! `PATH`; `scripts/install-garage.sh` installs it.
 
 use std::io::Read;
@@ -131,51 +133,158 @@ fn field(out: &str, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The loopback ports of one node.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    rpc: u16,
+    s3: u16,
+    admin: u16,
+}
+
+impl Ports {
+    fn free() -> Result<Ports, String> {
+        Ok(Ports {
+            rpc: free_port()?,
+            s3: free_port()?,
+            admin: free_port()?,
+        })
+    }
+}
+
+/// Write a node's configuration: data and metadata under `dir`, every API on
+/// 127.0.0.1.
+fn write_config(
+    config: &Path,
+    dir: &Path,
+    replication: u8,
+    ports: Ports,
+    secret: &str,
+    region: &str,
+) -> Result<(), String> {
+    let toml = format!(
+        "metadata_dir = \"{d}/meta\"\n\
+         data_dir = \"{d}/data\"\n\
+         db_engine = \"sqlite\"\n\
+         replication_factor = {replication}\n\
+         rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+         rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+         rpc_secret = \"{secret}\"\n\
+         [s3_api]\n\
+         s3_region = \"{region}\"\n\
+         api_bind_addr = \"127.0.0.1:{s3}\"\n\
+         root_domain = \".s3.garage.localhost\"\n\
+         [admin]\n\
+         api_bind_addr = \"127.0.0.1:{admin}\"\n",
+        d = dir.display(),
+        rpc = ports.rpc,
+        s3 = ports.s3,
+        admin = ports.admin,
+    );
+    std::fs::write(config, toml).map_err(|e| format!("write {}: {e}", config.display()))
+}
+
+/// Start `garage -c CONFIG server`, its output going to `log`.
+fn spawn(bin: &Path, config: &Path, log: &Path) -> Result<Child, String> {
+    let out = std::fs::File::create(log).map_err(|e| format!("log file: {e}"))?;
+    let err = out.try_clone().map_err(|e| format!("log file: {e}"))?;
+    Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .arg("server")
+        .env("RUST_LOG", "garage=warn")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", bin.display()))
+}
+
+/// The node's id (without its address).
+fn node_id(cli: impl Fn(&[&str]) -> Result<String, String>) -> Result<String, String> {
+    let id = retry("garage node id", || cli(&["node", "id", "-q"]))?;
+    let id = id.trim().split('@').next().unwrap_or_default().to_string();
+    if id.is_empty() {
+        return Err("garage node id printed nothing".into());
+    }
+    Ok(id)
+}
+
+/// Create the bucket `rewind` and a key that owns it: the key's id and secret.
+fn bucket_and_key(cli: impl Fn(&[&str]) -> Result<String, String>) -> Result<(String, String), String> {
+    retry("garage bucket create", || cli(&["bucket", "create", "rewind"]))?;
+    let key = cli(&["key", "create", "rewind-key"])?;
+    let key_id = field(&key, "Key ID:").ok_or_else(|| format!("no key id in {key:?}"))?;
+    let secret = field(&key, "Secret key:").ok_or_else(|| format!("no secret in {key:?}"))?;
+    cli(&[
+        "bucket",
+        "allow",
+        "--read",
+        "--write",
+        "--owner",
+        "rewind",
+        "--key",
+        "rewind-key",
+    ])?;
+    Ok((key_id, secret))
+}
+
+/// The S3 API answers once the layout has reached every table: wait for a listing.
+fn wait_for_s3(store: &std::sync::Arc<dyn object_store::ObjectStore>) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    retry("the S3 API", || {
+        rt.block_on(store.list_with_delimiter(None))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// An S3 client of `bucket` with these settings.
+fn s3_store(
+    bucket: &str,
+    settings: &[(&'static str, String)],
+) -> Result<std::sync::Arc<dyn object_store::ObjectStore>, object_store::Error> {
+    // The same bounds as `Remote::open_with`: a dead node fails in seconds.
+    let mut b = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_retry(object_store::RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(20),
+            ..Default::default()
+        })
+        .with_config(
+            object_store::aws::AmazonS3ConfigKey::Client(object_store::ClientConfigKey::ConnectTimeout),
+            "5s",
+        )
+        .with_config(
+            object_store::aws::AmazonS3ConfigKey::Client(object_store::ClientConfigKey::Timeout),
+            "60s",
+        );
+    for (k, v) in settings {
+        let key: object_store::aws::AmazonS3ConfigKey = k.parse()?;
+        b = b.with_config(key, v);
+    }
+    Ok(std::sync::Arc::new(b.build()?))
+}
+
 impl Garage {
     /// Start a server, lay it out and create a bucket and a key.
     pub fn start() -> Result<Garage, String> {
         let bin = garage_bin()?;
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let (rpc, s3, admin) = (free_port()?, free_port()?, free_port()?);
+        let ports = Ports::free()?;
         let config = dir.path().join("garage.toml");
         let region = "garage".to_string();
-        let toml = format!(
-            "metadata_dir = \"{d}/meta\"\n\
-             data_dir = \"{d}/data\"\n\
-             db_engine = \"sqlite\"\n\
-             replication_factor = 1\n\
-             rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-             rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
-             rpc_secret = \"{secret}\"\n\
-             [s3_api]\n\
-             s3_region = \"{region}\"\n\
-             api_bind_addr = \"127.0.0.1:{s3}\"\n\
-             root_domain = \".s3.garage.localhost\"\n\
-             [admin]\n\
-             api_bind_addr = \"127.0.0.1:{admin}\"\n",
-            d = dir.path().display(),
-            secret = random_hex(32)?,
-        );
-        std::fs::write(&config, toml).map_err(|e| format!("write {}: {e}", config.display()))?;
-        let log =
-            std::fs::File::create(dir.path().join("server.log")).map_err(|e| format!("log file: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&config)
-            .arg("server")
-            .env("RUST_LOG", "garage=warn")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        write_config(&config, dir.path(), 1, ports, &random_hex(32)?, &region)?;
+        let child = spawn(&bin, &config, &dir.path().join("server.log"))?;
         let mut g = Garage {
             child,
             dir,
             bin,
             config,
-            endpoint: format!("http://127.0.0.1:{s3}"),
+            endpoint: format!("http://127.0.0.1:{}", ports.s3),
             region,
             key_id: String::new(),
             secret: String::new(),
@@ -186,41 +295,11 @@ impl Garage {
     }
 
     fn setup(&mut self) -> Result<(), String> {
-        let id = retry("garage node id", || self.cli(&["node", "id", "-q"]))?;
-        let id = id.trim().split('@').next().unwrap_or_default().to_string();
-        if id.is_empty() {
-            return Err("garage node id printed nothing".into());
-        }
+        let id = node_id(|a| self.cli(a))?;
         self.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id])?;
         self.cli(&["layout", "apply", "--version", "1"])?;
-        retry("garage bucket create", || {
-            self.cli(&["bucket", "create", "rewind"])
-        })?;
-        let key = self.cli(&["key", "create", "rewind-key"])?;
-        self.key_id = field(&key, "Key ID:").ok_or_else(|| format!("no key id in {key:?}"))?;
-        self.secret = field(&key, "Secret key:").ok_or_else(|| format!("no secret in {key:?}"))?;
-        self.cli(&[
-            "bucket",
-            "allow",
-            "--read",
-            "--write",
-            "--owner",
-            "rewind",
-            "--key",
-            "rewind-key",
-        ])?;
-        // The S3 API answers once the layout has reached every table: wait for a listing.
-        let store = self.store(&self.bucket).map_err(|e| format!("S3 client: {e}"))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        retry("the S3 API", || {
-            rt.block_on(store.list_with_delimiter(None))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })?;
-        Ok(())
+        (self.key_id, self.secret) = bucket_and_key(|a| self.cli(a))?;
+        wait_for_s3(&self.store(&self.bucket).map_err(|e| format!("S3 client: {e}"))?)
     }
 
     /// Run `garage -c CONFIG ARGS...` (bounded); its stdout.
@@ -268,12 +347,7 @@ impl Garage {
         &self,
         bucket: &str,
     ) -> Result<std::sync::Arc<dyn object_store::ObjectStore>, object_store::Error> {
-        let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
-        for (k, v) in self.settings() {
-            let key: object_store::aws::AmazonS3ConfigKey = k.parse()?;
-            b = b.with_config(key, v);
-        }
-        Ok(std::sync::Arc::new(b.build()?))
+        s3_store(bucket, &self.settings())
     }
 
     /// Open `s3://BUCKET/KEY` on this server.
@@ -288,6 +362,196 @@ impl Drop for Garage {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One node of a [`GarageCluster`].
+#[derive(Debug)]
+struct Node {
+    child: std::sync::Mutex<Option<Child>>,
+    config: PathBuf,
+    log: PathBuf,
+    ports: Ports,
+}
+
+/// Garage nodes on 127.0.0.1 connected to each other, each with its own ports and
+/// directory, sharing one layout (zone `dc1`, 1 GB each), a bucket and a key; every
+/// node's process is killed on drop.
+///
+/// With three nodes the replication factor is 3 and the consistency mode Garage's
+/// default (`consistent`): a write is acknowledged once two nodes hold it, and a read
+/// asks two, so any one node can be lost without losing an acknowledged write.
+#[derive(Debug)]
+pub struct GarageCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    nodes: Vec<Node>,
+    /// The S3 region the nodes expect.
+    pub region: String,
+    /// The access key id allowed on [`GarageCluster::bucket`].
+    pub key_id: String,
+    /// Its secret.
+    pub secret: String,
+    /// A bucket the key owns.
+    pub bucket: String,
+}
+
+impl GarageCluster {
+    /// Start `nodes` nodes (replication factor `min(nodes, 3)`), connect them, lay
+    /// them out and create a bucket and a key. Every step is bounded.
+    pub fn start(nodes: usize) -> Result<GarageCluster, String> {
+        if nodes == 0 {
+            return Err("a cluster needs at least one node".into());
+        }
+        let bin = garage_bin()?;
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let secret = random_hex(32)?;
+        let region = "garage".to_string();
+        let replication = nodes.min(3) as u8;
+        let mut list = Vec::with_capacity(nodes);
+        for i in 0..nodes {
+            let d = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
+            let config = d.join("garage.toml");
+            let ports = Ports::free()?;
+            write_config(&config, &d, replication, ports, &secret, &region)?;
+            let log = d.join("server.log");
+            let child = spawn(&bin, &config, &log)?;
+            list.push(Node {
+                child: std::sync::Mutex::new(Some(child)),
+                config,
+                log,
+                ports,
+            });
+        }
+        let mut c = GarageCluster {
+            dir,
+            bin,
+            nodes: list,
+            region,
+            key_id: String::new(),
+            secret: String::new(),
+            bucket: "rewind".into(),
+        };
+        c.setup().map_err(|e| {
+            let logs: Vec<String> = (0..c.nodes.len())
+                .map(|i| format!("node {i} log:\n{}", c.log(i)))
+                .collect();
+            format!("{e}\n{}", logs.join("\n"))
+        })?;
+        Ok(c)
+    }
+
+    fn setup(&mut self) -> Result<(), String> {
+        let mut ids = Vec::new();
+        for i in 0..self.nodes.len() {
+            ids.push(node_id(|a| self.cli(i, a))?);
+        }
+        for (i, id) in ids.iter().enumerate().skip(1) {
+            let peer = format!("{id}@127.0.0.1:{}", self.nodes[i].ports.rpc);
+            retry("garage node connect", || self.cli(0, &["node", "connect", &peer]))?;
+        }
+        for id in &ids {
+            retry("garage layout assign", || {
+                self.cli(0, &["layout", "assign", "-z", "dc1", "-c", "1G", id])
+            })?;
+        }
+        self.cli(0, &["layout", "apply", "--version", "1"])?;
+        (self.key_id, self.secret) = bucket_and_key(|a| self.cli(0, a))?;
+        for i in 0..self.nodes.len() {
+            wait_for_s3(&self.store(i).map_err(|e| format!("S3 client: {e}"))?)?;
+        }
+        Ok(())
+    }
+
+    /// How many nodes the cluster started with.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no node (never: [`GarageCluster::start`] refuses 0).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn node(&self, i: usize) -> Result<&Node, String> {
+        self.nodes
+            .get(i)
+            .ok_or_else(|| format!("no node {i} in a cluster of {}", self.nodes.len()))
+    }
+
+    /// Run `garage -c NODE_CONFIG ARGS...` against node `i` (bounded); its stdout.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<String, String> {
+        let node = self.node(i)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c").arg(&node.config).args(args);
+        run_bounded(&mut cmd, &format!("garage (node {i}) {}", args.join(" ")))
+    }
+
+    /// Kill node `i` with SIGKILL, as a crash or a power loss would, and reap it.
+    pub fn kill(&self, i: usize) -> Result<(), String> {
+        let node = self.node(i)?;
+        let child = node.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match child {
+            Some(mut c) => {
+                c.kill().map_err(|e| format!("kill node {i}: {e}"))?;
+                c.wait().map_err(|e| format!("reap node {i}: {e}"))?;
+                Ok(())
+            }
+            None => Err(format!("node {i} is already stopped")),
+        }
+    }
+
+    /// Node `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        self.nodes
+            .get(i)
+            .and_then(|n| std::fs::read_to_string(&n.log).ok())
+            .unwrap_or_default()
+    }
+
+    /// The temporary directory holding every node's data (`n0/`, `n1/`, ...).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Node `i`'s S3 endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self, i: usize) -> Result<String, String> {
+        Ok(format!("http://127.0.0.1:{}", self.node(i)?.ports.s3))
+    }
+
+    /// Settings for [`crate::Remote::open_with`] that reach node `i` with the key.
+    pub fn settings(&self, i: usize) -> Result<Vec<(&'static str, String)>, String> {
+        Ok(vec![
+            ("aws_endpoint", self.endpoint(i)?),
+            ("aws_region", self.region.clone()),
+            ("aws_access_key_id", self.key_id.clone()),
+            ("aws_secret_access_key", self.secret.clone()),
+            ("aws_allow_http", "true".into()),
+        ])
+    }
+
+    /// An S3 client of the bucket through node `i`.
+    pub fn store(&self, i: usize) -> Result<std::sync::Arc<dyn object_store::ObjectStore>, String> {
+        s3_store(&self.bucket, &self.settings(i)?).map_err(|e| e.to_string())
+    }
+
+    /// Open `s3://BUCKET/KEY` through node `i`.
+    pub fn remote(&self, i: usize, key: &str) -> Result<crate::Remote, String> {
+        let s = self.settings(i)?;
+        let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        crate::Remote::open_with(&format!("s3://{}/{key}", self.bucket), &pairs).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for GarageCluster {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            if let Some(mut c) = n.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! (with wrappers that fail or race requests) and against a real Garage server
 //! (`garage.rs`).
 
+mod faults;
 mod garage;
+mod proxy;
 mod stores;
 
 use std::path::{Path, PathBuf};

@@ -180,3 +180,104 @@ impl ObjectStore for Racing {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+type Action = Box<dyn FnOnce() + Send>;
+
+/// Passes everything to `inner`, and once armed ([`OnPut::arm`]) runs `action` (a
+/// fault: a node killed) just before the `n`-th part PUT after arming, or before the
+/// head PUT if that comes first: so in the middle of one push.
+pub(crate) struct OnPut {
+    inner: Arc<dyn ObjectStore>,
+    countdown: Mutex<Option<u64>>,
+    action: Mutex<Option<Action>>,
+}
+
+impl fmt::Debug for OnPut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OnPut({})", self.inner)
+    }
+}
+
+impl fmt::Display for OnPut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OnPut({})", self.inner)
+    }
+}
+
+impl OnPut {
+    pub(crate) fn new(inner: Arc<dyn ObjectStore>, action: Action) -> OnPut {
+        OnPut {
+            inner,
+            countdown: Mutex::new(None),
+            action: Mutex::new(Some(action)),
+        }
+    }
+
+    /// Run the action before the `n`-th part PUT from now (or the next head PUT).
+    pub(crate) fn arm(&self, n: u64) {
+        *self.countdown.lock().expect("not poisoned") = Some(n);
+    }
+
+    /// Whether the action has run.
+    pub(crate) fn fired(&self) -> bool {
+        self.action.lock().expect("not poisoned").is_none()
+    }
+
+    fn before_put(&self, location: &Path) {
+        let fire = {
+            let mut c = self.countdown.lock().expect("not poisoned");
+            match c.as_mut() {
+                Some(n) if is_head(location) || *n <= 1 => {
+                    *c = None;
+                    true
+                }
+                Some(n) => {
+                    *n -= 1;
+                    false
+                }
+                None => false,
+            }
+        };
+        if fire {
+            if let Some(a) = self.action.lock().expect("not poisoned").take() {
+                a();
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for OnPut {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.before_put(location);
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
