@@ -71,7 +71,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive as RkyvArchive, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::format::{GlobalRec, MAX_MEMORY};
+use crate::format::{le_u32, le_u64, GlobalRec, MAX_MEMORY};
 use crate::{Archive, ArchiveError};
 
 /// The magic of every bundle message (PNG-style, like the archive's).
@@ -979,22 +979,6 @@ fn encode(kind: MessageKind, rec: &MessageRec) -> Result<Vec<u8>, BundleError> {
     out.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     Ok(out)
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
 }
 
 /// Check a message's frame; its kind (one of `accept`) and its payload, copied into an

@@ -88,7 +88,8 @@ fn put(b: &mut [u8], at: usize, v: &[u8]) {
     }
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
+/// The little-endian `u32` at `at` (zero where `b` is too short: callers check lengths).
+pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     if let Some(s) = b.get(at..at + 4) {
         a.copy_from_slice(s);
@@ -96,7 +97,8 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(a)
 }
 
-fn le_u64(b: &[u8], at: usize) -> u64 {
+/// The little-endian `u64` at `at` (zero where `b` is too short: callers check lengths).
+pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     if let Some(s) = b.get(at..at + 8) {
         a.copy_from_slice(s);

@@ -46,6 +46,33 @@ pub struct Pipelined {
     pub ggrs_worker_cpu: Option<f64>,
 }
 
+/// Frames at 60 fps: [`Pacer::wait`] sleeps the rest of the current 16.7 ms frame (where
+/// a game's guest would run), or starts the next frame at once when this one overran.
+struct Pacer {
+    period: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    fn sixty_fps() -> Pacer {
+        let period = Duration::from_micros(16_667);
+        Pacer {
+            period,
+            next: Instant::now() + period,
+        }
+    }
+
+    fn wait(&mut self) {
+        let now = Instant::now();
+        if now < self.next {
+            std::thread::sleep(self.next - now);
+            self.next += self.period;
+        } else {
+            self.next = now + self.period;
+        }
+    }
+}
+
 /// CPU time of the calling thread, in ns, from `/proc/thread-self/schedstat` (the
 /// scheduler's exact run time: unlike wall time it does not count the time other
 /// processes on this shared machine took the core).
@@ -97,8 +124,7 @@ fn recorder_run(spec: &Spec, cfg: &Config, pipelined: bool, out: &mut Pipelined)
     let cpu0 = thread_cpu();
     // Frames come at 60 fps: the caller sleeps the rest of each frame, as a game's
     // guest and renderer would run, so the worker has the time a real frame leaves it.
-    let period = Duration::from_micros(16_667);
-    let mut next = Instant::now() + period;
+    let mut pace = Pacer::sixty_fps();
     for f in 1..spec.frames {
         if !src.next_frame(&mut dirty) {
             break;
@@ -106,13 +132,7 @@ fn recorder_run(spec: &Spec, cfg: &Config, pipelined: bool, out: &mut Pipelined)
         let t = Instant::now();
         rec.submit(f as u64, src.memory(), &[], Some(&dirty), None)?;
         caller.push(ms(t.elapsed()));
-        let now = Instant::now();
-        if now < next {
-            std::thread::sleep(next - now);
-            next += period;
-        } else {
-            next = now + period;
-        }
+        pace.wait();
     }
     let t = Instant::now();
     rec.settle()?;
@@ -173,8 +193,7 @@ fn ggrs_run(spec: &Spec, cfg: &Config, pipelined: bool, frames: usize, out: &mut
     let worker0 = named_thread_cpu(WORKER);
     // Frames come at 60 fps, as in `recorder_run`: the caller sleeps the rest of each
     // frame, where a game's guest would simulate and render.
-    let period = Duration::from_micros(16_667);
-    let mut next = Instant::now() + period;
+    let mut pace = Pacer::sixty_fps();
     for _ in 0..frames {
         let c0 = thread_cpu();
         let t = Instant::now();
@@ -193,13 +212,7 @@ fn ggrs_run(spec: &Spec, cfg: &Config, pipelined: bool, frames: usize, out: &mut
         if let Some(c) = c0.zip(thread_cpu()).map(|(a, b)| cpu_ms(a, b)) {
             cpu.push(c);
         }
-        let now = Instant::now();
-        if now < next {
-            std::thread::sleep(next - now);
-            next += period;
-        } else {
-            next = now + period;
-        }
+        pace.wait();
     }
     let n = frames.max(1) as f64;
     let guest = guest_cpu(spec, (ROLLBACK as usize + 1) * frames)? / n;
