@@ -1417,11 +1417,9 @@ impl Session {
         // Pipelined without kernel pages: stage every page (the caller copies, the
         // worker hashes), once the history has a head to compare with.
         let pages = self.memory_len().div_ceil(self.page_size as u64) as u32;
+        self.all_pages.clear();
         if !hinted && self.recorder.is_pipelined() && self.recorder.head_iteration().is_some() {
-            self.all_pages.clear();
             self.all_pages.extend(0..pages);
-        } else {
-            self.all_pages.clear();
         }
         let hint = if hinted {
             Some(self.pending.as_slice())
