@@ -146,6 +146,15 @@ pub enum RemoteError {
         /// Bytes of the remote archive.
         remote_len: u64,
     },
+    /// Recording into the local copy of a [`crate::RemoteRecorder`] failed.
+    #[error("recording into {} failed", path.display())]
+    Record {
+        /// The local copy.
+        path: PathBuf,
+        /// What the recorder said.
+        #[source]
+        source: Box<rewind::Error>,
+    },
 }
 
 impl RemoteError {

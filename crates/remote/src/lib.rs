@@ -54,6 +54,7 @@ mod cache;
 mod error;
 pub mod garage;
 mod head;
+mod recorder;
 mod transfer;
 
 use std::future::Future;
@@ -68,6 +69,7 @@ pub use cache::{cache_dir, cache_file, sync_cache};
 pub use error::RemoteError;
 pub use head::{checksum, Head, Part, HEAD_FORMAT};
 pub use object_store;
+pub use recorder::RemoteRecorder;
 pub use transfer::{PullOptions, PushOptions, TransferReport};
 
 /// The default largest part a push uploads: 8 MiB.

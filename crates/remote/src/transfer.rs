@@ -63,6 +63,22 @@ pub struct PullOptions {
 }
 
 impl TransferReport {
+    /// Add a later transfer to this one: counts are summed, `len` and `up_to_date`
+    /// are the later one's, `new_generation` is whether either started one.
+    pub fn add(&mut self, later: &TransferReport) {
+        self.requests += later.requests;
+        self.bytes_sent += later.bytes_sent;
+        self.bytes_fetched += later.bytes_fetched;
+        self.data_bytes_sent += later.data_bytes_sent;
+        self.data_bytes_fetched += later.data_bytes_fetched;
+        self.parts_sent += later.parts_sent;
+        self.parts_fetched += later.parts_fetched;
+        self.parts_resumed += later.parts_resumed;
+        self.len = later.len;
+        self.new_generation |= later.new_generation;
+        self.up_to_date = later.up_to_date;
+    }
+
     fn finish(mut self, remote: &Remote, before: Count) -> TransferReport {
         let now = remote.count();
         self.requests = now.requests - before.requests;

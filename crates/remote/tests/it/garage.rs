@@ -235,3 +235,64 @@ fn garage_ignores_if_match_on_put() {
     let r = rt.block_on(store.put_opts(&key, PutPayload::from_static(b"two"), opts));
     assert!(r.is_ok(), "Garage now refuses a stale If-Match: {r:?}");
 }
+
+/// A recorder writes straight to an `s3://` archive: every push leaves a whole
+/// archive on the remote, readable at the last pushed frame with the recorder's state
+/// hash, and the pushes together send each byte of the archive once.
+#[test]
+fn garage_a_recorder_writes_straight_to_s3_and_every_push_leaves_a_whole_archive() {
+    let g = garage();
+    let dir = tempfile::tempdir().expect("tmp");
+    let options = rewind::Options::new(4096).expect("page size").seed(3);
+    let mut rec = rewind_remote::RemoteRecorder::create(
+        remote(&g, "live/a.rwd"),
+        dir.path().join("cache.rwd"),
+        options,
+    )
+    .expect("create")
+    .push_every(50);
+    let reader = remote(&g, "live/a.rwd");
+    assert!(
+        reader.head().expect("head").is_none(),
+        "nothing before the first push"
+    );
+    let mut memory = vec![0u8; 64 * 4096];
+    for frame in 0..230u64 {
+        let at = (frame as usize * 977 % 64) * 4096 + frame as usize % 4000;
+        memory[at..at + 8].copy_from_slice(&frame.to_le_bytes());
+        rec.capture(
+            frame,
+            &memory,
+            &[rewind::GlobalValue::I64(frame as i64)],
+            None,
+            None,
+        )
+        .expect("capture");
+        if (frame + 1) % 50 == 0 {
+            // Just pushed: the remote holds frames 0..=frame, whole.
+            let copy = dir.path().join(format!("at-{frame}.rwd"));
+            reader.pull(&copy, PullOptions::default()).expect("pull");
+            let archive = Archive::open(&copy).expect("open");
+            archive.verify().expect("verify");
+            assert_eq!(
+                archive.at(frame).expect("last pushed frame").state_hash,
+                rec.recorder().state_hash(frame).expect("hash")
+            );
+            assert!(
+                archive.at(frame + 1).is_err(),
+                "frame {} was not pushed yet",
+                frame + 1
+            );
+        }
+    }
+    let cache = rec.cache().to_path_buf();
+    let total = rec.finish().expect("finish");
+    let copy = dir.path().join("final.rwd");
+    reader.pull(&copy, PullOptions::default()).expect("pull");
+    assert_same_archive(&cache, &copy);
+    assert_eq!(total.len, std::fs::metadata(&cache).expect("cache").len());
+    assert_eq!(
+        total.data_bytes_sent, total.len,
+        "every byte sent once over 5 pushes"
+    );
+}
