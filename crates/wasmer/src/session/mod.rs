@@ -348,16 +348,7 @@ impl Session {
             // Memory, size and globals from the history, into a fresh instance (nothing
             // is known about live memory, so every page is restored); the head moves
             // there.
-            let (target_len, globals) = {
-                let snapshot = session
-                    .recorder
-                    .history()
-                    .at(iteration)
-                    .map_err(rewind::Error::from)?
-                    .snapshot();
-                (snapshot.memory_len(), snapshot.globals().to_vec())
-            };
-            session.live.guest.check_global_values(&globals)?;
+            let target_len = session.target_len(iteration)?;
             session.restore_fresh(iteration, target_len, Instant::now())?;
             session.stats = SessionStats::default();
             return Ok((session, value));
@@ -1487,21 +1478,25 @@ impl Session {
         })
     }
 
+    /// The memory length recorded at `iteration`, once its globals are checked against
+    /// the guest's (so a restore cannot fail half way on them).
+    fn target_len(&self, iteration: u64) -> Result<u64, SessionError> {
+        let snapshot = self
+            .recorder
+            .history()
+            .at(iteration)
+            .map_err(rewind::Error::from)?
+            .snapshot();
+        self.live.guest.check_global_values(snapshot.globals())?;
+        Ok(snapshot.memory_len())
+    }
+
     /// Restores `iteration` into the live instance, or into a fresh one when
     /// memory must shrink. No hooks.
     fn restore(&mut self, iteration: u64) -> Result<RollbackReport, SessionError> {
         let t0 = Instant::now();
         self.last_written.clear();
-        let (target_len, target_globals) = {
-            let snapshot = self
-                .recorder
-                .history()
-                .at(iteration)
-                .map_err(rewind::Error::from)?
-                .snapshot();
-            (snapshot.memory_len(), snapshot.globals().to_vec())
-        };
-        self.live.guest.check_global_values(&target_globals)?;
+        let target_len = self.target_len(iteration)?;
         let live_len = self.memory_len();
         if target_len < live_len {
             return self.restore_fresh(iteration, target_len, t0);
