@@ -502,6 +502,30 @@ impl GarageCluster {
         }
     }
 
+    /// Start node `i` again after [`GarageCluster::kill`], on its directory, ports and
+    /// configuration (its data and metadata as the kill left them). It rejoins its
+    /// peers by itself; this does not wait for that (a node answers S3 requests once
+    /// a quorum of the cluster is reachable). The earlier log is kept beside the new
+    /// one (`server.log.N`).
+    pub fn restart(&self, i: usize) -> Result<(), String> {
+        let node = self.node(i)?;
+        let mut slot = node.child.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Err(format!("node {i} is running"));
+        }
+        let mut n = 1;
+        let kept = loop {
+            let p = node.log.with_extension(format!("log.{n}"));
+            if !p.exists() {
+                break p;
+            }
+            n += 1;
+        };
+        std::fs::rename(&node.log, &kept).map_err(|e| format!("keep node {i}'s log: {e}"))?;
+        *slot = Some(spawn(&self.bin, &node.config, &node.log)?);
+        Ok(())
+    }
+
     /// Node `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         self.nodes

@@ -54,6 +54,7 @@ mod cache;
 mod error;
 pub mod garage;
 mod head;
+mod prune;
 mod recorder;
 mod transfer;
 
@@ -69,6 +70,7 @@ pub use cache::{cache_dir, cache_file, sync_cache};
 pub use error::RemoteError;
 pub use head::{checksum, Head, Part, HEAD_FORMAT};
 pub use object_store;
+pub use prune::{PruneOptions, PruneReport, DEFAULT_PRUNE_GRACE};
 pub use recorder::RemoteRecorder;
 pub use transfer::{PullOptions, PushOptions, TransferReport};
 

@@ -20,6 +20,7 @@ pub mod gc;
 pub mod heatmap;
 pub mod import;
 pub mod log;
+pub mod prune;
 pub mod pull;
 pub mod push;
 pub mod repair;
@@ -124,6 +125,11 @@ pub enum Command {
     /// missing suffix when the local file is a prefix of the remote. The result is
     /// written beside the local file and renamed into place.
     Pull(pull::Args),
+    /// Delete the objects of a remote archive (`s3://BUCKET/KEY`) that its head no
+    /// longer names and that are older than --older-than: the generations a pushed
+    /// garbage collection left behind, and with --leftovers the parts an interrupted
+    /// push never published. The head, its parts and objects outside the layout stay.
+    Prune(prune::Args),
 }
 
 impl Command {
@@ -144,6 +150,7 @@ impl Command {
             Command::Repair(a) => repair::run(a, ctx),
             Command::Push(a) => push::run(a, ctx),
             Command::Pull(a) => pull::run(a, ctx),
+            Command::Prune(a) => prune::run(a, ctx),
         }
     }
 }

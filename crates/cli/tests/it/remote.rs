@@ -145,3 +145,54 @@ fn remote_errors_are_one_clear_line() {
         .failure()
         .stderr(predicate::str::contains("bad remote URL"));
 }
+
+#[test]
+fn prune_deletes_the_generation_a_pushed_collection_left_and_reads_still_work() {
+    let g = Garage::start().unwrap_or_else(|e| panic!("cannot start a Garage server for the S3 tests: {e}"));
+    let fx = fixture();
+    let cache = fx.dir.path().join("cache");
+    let url = format!("s3://{}/cli/p.rwd", g.bucket);
+    let local = fx.dir.path().join("p.rwd");
+    std::fs::copy(&fx.archive, &local).expect("copy");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = stdout(remote_rewind(&g, &cache).args(args).arg("--json"));
+        serde_json::from_str(out.trim()).expect("json")
+    };
+    let first = json(&["push", local.to_str().expect("utf-8"), &url]);
+    rewind()
+        .arg("gc")
+        .arg(&local)
+        .args(["--keep-last", "3"])
+        .assert()
+        .success();
+    let second = json(&["push", local.to_str().expect("utf-8"), &url]);
+    assert_eq!(second["new_generation"], true);
+    // Within the default hour nothing goes; a dry run counts what would.
+    let kept = json(&["prune", &url]);
+    assert_eq!(kept["deleted"], 0);
+    assert_eq!(kept["kept_recent"], first["parts_sent"]);
+    let dry = json(&["prune", &url, "--older-than", "0s", "--dry-run"]);
+    assert_eq!(dry["deleted"], first["parts_sent"]);
+    assert_eq!(dry["deleted_bytes"], first["data_bytes_sent"]);
+    let done = json(&["prune", &url, "--older-than", "0s"]);
+    assert_eq!(done["deleted"], first["parts_sent"]);
+    assert_eq!(
+        done["live"].as_u64(),
+        second["parts_sent"].as_u64().map(|n| n + 1)
+    );
+    assert_eq!(json(&["prune", &url, "--older-than", "0s"])["deleted"], 0);
+    // The remote still reads as the collected file.
+    let fresh = fx.dir.path().join("fresh-cache");
+    let remote_log = stdout(remote_rewind(&g, &fresh).arg("log").arg(&url));
+    assert_eq!(remote_log, stdout(rewind().arg("log").arg(&local)));
+    remote_rewind(&g, &fresh)
+        .arg("verify")
+        .arg(&url)
+        .assert()
+        .success();
+    remote_rewind(&g, &cache)
+        .args(["prune", &url, "--older-than", "soon"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("older-than"));
+}

@@ -355,3 +355,97 @@ fn garage_cluster_losing_the_writers_node_mid_push_fails_clearly_and_another_nod
         .expect("pull through node 2");
     assert_same_archive(&rec.path, &whole);
 }
+
+/// Retry `f` for up to a minute: a restarted node rejoins its peers within seconds.
+fn eventually<T, E: std::fmt::Debug>(what: &str, mut f: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("{what}: {e:?}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+#[test]
+fn garage_cluster_losing_the_quorum_mid_push_fails_clearly_and_loses_nothing_acknowledged() {
+    let cluster = match GarageCluster::start(3) {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("cannot start a three-node Garage cluster: {e}"),
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rec = Recording::new(&dir.path().join("a.rwd"), 47);
+    let url = format!("s3://{}/games/quorum.rwd", cluster.bucket);
+    // The writer goes through node 0; nodes 1 and 2 are killed in the middle of the
+    // second push, just before its second part PUT: one node of three is left, below
+    // the write quorum of two.
+    let victims = cluster.clone();
+    let fault = Arc::new(stores::OnPut::new(
+        cluster.store(0).expect("store"),
+        Box::new(move || {
+            victims.kill(1).expect("kill node 1");
+            victims.kill(2).expect("kill node 2");
+        }),
+    ));
+    let writer = Remote::with_store(fault.clone(), &url)
+        .expect("remote")
+        .part_size(PART);
+    rec.frames(120);
+    writer
+        .push(&rec.path, PushOptions::default())
+        .expect("first push");
+    let acked = dir.path().join("ack.rwd");
+    copy(&rec.path, &acked);
+    let acked_head = writer.head().expect("head").expect("a head");
+    let before = rec.len();
+
+    rec.frames(120);
+    fault.arm(2);
+    let started = Instant::now();
+    let err = writer
+        .push(&rec.path, PushOptions::default())
+        .expect_err("no quorum is left to acknowledge a write");
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    assert!(fault.fired(), "nodes 1 and 2 were killed");
+    assert!(matches!(&err, RemoteError::Store { .. }), "{err:?}");
+    // Without a quorum the last node cannot answer a read either: an error, never a
+    // head it cannot vouch for.
+    let started = Instant::now();
+    let read = writer.head();
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    assert!(matches!(&read, Err(RemoteError::Store { .. })), "{read:?}");
+
+    // The killed nodes come back on their data: the remote is where the last
+    // acknowledged push left it.
+    cluster.restart(1).expect("restart node 1");
+    cluster.restart(2).expect("restart node 2");
+    let head = eventually("head through node 0", || writer.head());
+    assert_eq!(head.as_ref(), Some(&acked_head));
+    let reader = cluster
+        .remote(2, "games/quorum.rwd")
+        .expect("remote")
+        .part_size(PART);
+    let check = dir.path().join("check.rwd");
+    eventually("pull through node 2", || {
+        reader.pull(&check, PullOptions::default())
+    });
+    assert_same_archive(&acked, &check);
+
+    // The interrupted push resumes: the part acknowledged before the quorum was lost
+    // is not sent again, and the whole archive reads back through node 1.
+    let pushed = eventually("push through node 0", || {
+        writer.push(&rec.path, PushOptions::default())
+    });
+    let new_parts = (rec.len() - before).div_ceil(PART);
+    assert_eq!(pushed.parts_resumed, 1, "{pushed:?}");
+    assert_eq!(pushed.parts_sent, new_parts - 1, "{pushed:?}");
+    let whole = dir.path().join("whole.rwd");
+    eventually("pull through node 1", || {
+        cluster
+            .remote(1, "games/quorum.rwd")
+            .expect("remote")
+            .pull(&whole, PullOptions::default())
+    });
+    assert_same_archive(&rec.path, &whole);
+}

@@ -5,6 +5,7 @@
 mod faults;
 mod garage;
 mod proxy;
+mod prune;
 mod stores;
 
 use std::path::{Path, PathBuf};
