@@ -77,6 +77,10 @@ pub use transfer::{PullOptions, PushOptions, TransferReport};
 /// The default largest part a push uploads: 8 MiB.
 pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 
+/// The default number of parts a push or a pull moves at once: 4. Several requests
+/// in flight hide a link's round trip; four parts of 8 MiB keep the memory bounded.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
 /// Whether `s` names a remote archive (`s3://...`) rather than a local file.
 pub fn is_remote(s: &str) -> bool {
     s.starts_with("s3://")
@@ -145,6 +149,7 @@ pub struct Remote {
     bucket: String,
     root: StorePath,
     part_size: u64,
+    concurrency: usize,
     rt: tokio::runtime::Runtime,
     counters: Counters,
 }
@@ -155,6 +160,7 @@ impl std::fmt::Debug for Remote {
             .field("url", &self.url)
             .field("store", &self.store.to_string())
             .field("part_size", &self.part_size)
+            .field("concurrency", &self.concurrency)
             .finish()
     }
 }
@@ -227,6 +233,7 @@ impl Remote {
             bucket: parsed.bucket,
             root: StorePath::from(parsed.key),
             part_size: DEFAULT_PART_SIZE,
+            concurrency: DEFAULT_CONCURRENCY,
             rt,
             counters: Counters::default(),
         })
@@ -235,6 +242,15 @@ impl Remote {
     /// Upload parts of at most `bytes` (at least 1 KiB; default [`DEFAULT_PART_SIZE`]).
     pub fn part_size(mut self, bytes: u64) -> Remote {
         self.part_size = bytes.max(1024);
+        self
+    }
+
+    /// Move up to `n` parts at once in a push or a pull (at least 1; default
+    /// [`DEFAULT_CONCURRENCY`]). A pull still writes them in order; a push publishes
+    /// the head only after every part has landed. Memory in flight is at most `n`
+    /// parts.
+    pub fn concurrency(mut self, n: usize) -> Remote {
+        self.concurrency = n.max(1);
         self
     }
 
@@ -381,11 +397,20 @@ impl Remote {
         }
     }
 
-    /// Upload one part (overwriting is harmless: its name fixes its bytes).
-    pub(crate) fn put_part(&self, generation: &str, part: &Part, bytes: &[u8]) -> Result<(), RemoteError> {
+    /// Upload one part (overwriting is harmless: its name fixes its bytes). Counted
+    /// when it is sent, so parts can be uploaded concurrently ([`Remote::concurrency`]).
+    pub(crate) async fn put_part(
+        &self,
+        generation: &str,
+        part: &Part,
+        bytes: &[u8],
+    ) -> Result<(), RemoteError> {
         let key = self.part_key(generation, part);
         let payload = PutPayload::from(bytes.to_vec());
-        self.block(self.store.put(&key, payload))
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.store
+            .put(&key, payload)
+            .await
             .map_err(|e| self.fail(Self::failure("put", &key)(e)))?;
         self.counters
             .sent
@@ -396,7 +421,7 @@ impl Remote {
     /// Fetch one part, or only its bytes after `held` (a ranged GET) when the local
     /// file already holds its first `held.len()` bytes, and check the whole part's
     /// length and checksum. Returns the fetched bytes.
-    pub(crate) fn get_part(
+    pub(crate) async fn get_part(
         &self,
         generation: &str,
         part: &Part,
@@ -409,7 +434,8 @@ impl Remote {
             reason,
         };
         let from = held.len() as u64;
-        let got = self.block(async {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let got = async {
             if from == 0 {
                 self.store.get(&key).await?.bytes().await
             } else {
@@ -419,7 +445,8 @@ impl Remote {
                     object_store::GetOptions::new().with_range(Some(object_store::GetRange::Offset(from)));
                 self.store.get_opts(&key, opts).await?.bytes().await
             }
-        });
+        }
+        .await;
         let bytes = match got {
             Ok(b) => b,
             Err(object_store::Error::NotFound { .. }) => return Err(damaged("the object is missing".into())),

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use futures_util::{StreamExt, TryStreamExt};
 use rewind_archive::{Archive, ArchiveLock};
 use rewind_history::RecordId;
 
@@ -246,16 +247,22 @@ impl Remote {
         let from = parts.last().map_or(0, Part::end);
         let new_parts = plan(bytes, from, self.part_size);
         let uploaded: HashSet<(String, u64)> = self.list_parts(&generation, from)?.into_iter().collect();
-        for p in &new_parts {
-            if uploaded.contains(&(p.name(), p.len)) {
-                report.parts_resumed += 1;
-                continue;
-            }
+        let missing: Vec<&Part> = new_parts
+            .iter()
+            .filter(|p| !uploaded.contains(&(p.name(), p.len)))
+            .collect();
+        report.parts_resumed = (new_parts.len() - missing.len()) as u64;
+        // Up to `concurrency` PUTs in flight; the first failure drops the others (a
+        // later push lists what landed and resumes from it).
+        let uploads = futures_util::stream::iter(missing.iter().map(|p| {
             let chunk = bytes.get(p.start as usize..p.end() as usize).unwrap_or_default();
-            self.put_part(&generation, p, chunk)?;
-            report.parts_sent += 1;
-            report.data_bytes_sent += p.len;
-        }
+            self.put_part(&generation, p, chunk)
+        }))
+        .buffer_unordered(self.concurrency)
+        .try_for_each(|()| std::future::ready(Ok(())));
+        self.rt.block_on(uploads)?;
+        report.parts_sent = missing.len() as u64;
+        report.data_bytes_sent = missing.iter().map(|p| p.len).sum();
         parts.extend(new_parts);
         let head_record = archive.head();
         let head_state_hash = match head_record {
@@ -338,13 +345,22 @@ impl Remote {
         let (mut file, from, held_part) =
             start_temp(&tmp, &head, existing.as_ref(), have, partial, &mut report)?;
         drop(existing);
-        for (i, p) in head.parts.get(from..).unwrap_or_default().iter().enumerate() {
-            let held: &[u8] = if i == 0 { &held_part } else { &[] };
-            let bytes = self.get_part(&head.generation, p, held)?;
-            file.write_all(&bytes).map_err(RemoteError::io("write", &tmp))?;
-            report.parts_fetched += 1;
-            report.data_bytes_fetched += bytes.len() as u64;
-        }
+        // Up to `concurrency` GETs in flight, written in order as they complete.
+        let fetches =
+            futures_util::stream::iter(head.parts.get(from..).unwrap_or_default().iter().enumerate().map(
+                |(i, p)| {
+                    let held: &[u8] = if i == 0 { &held_part } else { &[] };
+                    self.get_part(&head.generation, p, held)
+                },
+            ))
+            .buffered(self.concurrency)
+            .try_for_each(|bytes| {
+                let wrote = file.write_all(&bytes).map_err(RemoteError::io("write", &tmp));
+                report.parts_fetched += 1;
+                report.data_bytes_fetched += bytes.len() as u64;
+                std::future::ready(wrote)
+            });
+        self.rt.block_on(fetches)?;
         file.sync_all().map_err(RemoteError::io("sync", &tmp))?;
         drop(file);
         self.install(&tmp, local, &head)?;

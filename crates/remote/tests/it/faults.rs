@@ -307,9 +307,11 @@ fn garage_cluster_losing_the_writers_node_mid_push_fails_clearly_and_another_nod
         cluster.store(0).expect("store"),
         Box::new(move || victim.kill(0).expect("kill node 0")),
     ));
+    // One PUT at a time: the part before the kill has landed when the kill comes.
     let writer = Remote::with_store(fault.clone(), &url)
         .expect("remote")
-        .part_size(PART);
+        .part_size(PART)
+        .concurrency(1);
     rec.frames(120);
     writer
         .push(&rec.path, PushOptions::default())
@@ -388,9 +390,11 @@ fn garage_cluster_losing_the_quorum_mid_push_fails_clearly_and_loses_nothing_ack
             victims.kill(2).expect("kill node 2");
         }),
     ));
+    // One PUT at a time: the part before the kill has landed when the kill comes.
     let writer = Remote::with_store(fault.clone(), &url)
         .expect("remote")
-        .part_size(PART);
+        .part_size(PART)
+        .concurrency(1);
     rec.frames(120);
     writer
         .push(&rec.path, PushOptions::default())

@@ -561,3 +561,33 @@ fn pull_of_a_copy_ending_inside_a_part_fetches_only_the_rest_with_a_ranged_get()
     }
     assert_eq!(std::fs::read(&bad).expect("read"), damaged, "and left untouched");
 }
+
+#[test]
+fn push_and_pull_keep_up_to_concurrency_parts_in_flight_and_the_result_is_the_same() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rec = Recording::new(&dir.path().join("a.rwd"), 20);
+    rec.frames(150);
+    let parts = parts_of(rec.len(), 4096);
+    assert!(parts > 8, "the test needs many parts, has {parts}");
+    for n in [1u64, 3] {
+        let watch = Arc::new(stores::InFlight::new(Arc::new(InMemory::new())));
+        let remote = memory_remote(watch.clone()).concurrency(n as usize);
+        let pushed = remote.push(&rec.path, PushOptions::default()).expect("push");
+        assert_eq!(pushed.parts_sent, parts);
+        assert_eq!(
+            pushed.requests,
+            parts + 4,
+            "GET head, LIST, the parts, HEAD, PUT head"
+        );
+        assert_eq!(watch.most(), n, "PUTs in flight at once");
+        let watch_pull = Arc::new(stores::InFlight::new(watch.clone()));
+        let copy = dir.path().join(format!("copy-{n}.rwd"));
+        let pulled = memory_remote(watch_pull.clone())
+            .concurrency(n as usize)
+            .pull(&copy, PullOptions::default())
+            .expect("pull");
+        assert_eq!((pulled.parts_fetched, pulled.requests), (parts, parts + 1));
+        assert_eq!(watch_pull.most(), n, "GETs in flight at once");
+        assert_same_archive(&rec.path, &copy);
+    }
+}

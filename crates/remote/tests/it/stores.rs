@@ -281,3 +281,87 @@ impl ObjectStore for OnPut {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// Passes everything to `inner`, holding each part request for a few milliseconds
+/// (a link's round trip) and recording the most part requests that were in flight
+/// at once.
+pub(crate) struct InFlight {
+    inner: Arc<dyn ObjectStore>,
+    now: AtomicU64,
+    most: AtomicU64,
+}
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InFlight({})", self.inner)
+    }
+}
+
+impl fmt::Display for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InFlight({})", self.inner)
+    }
+}
+
+impl InFlight {
+    pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> InFlight {
+        InFlight {
+            inner,
+            now: AtomicU64::new(0),
+            most: AtomicU64::new(0),
+        }
+    }
+
+    /// The most part requests in flight at once so far.
+    pub(crate) fn most(&self) -> u64 {
+        self.most.load(Ordering::SeqCst)
+    }
+
+    async fn hold<T>(&self, location: &Path, f: impl std::future::Future<Output = T>) -> T {
+        if is_head(location) {
+            return f.await;
+        }
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let out = f.await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for InFlight {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.hold(location, self.inner.put_opts(location, payload, opts))
+            .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.hold(location, self.inner.get_opts(location, options)).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
