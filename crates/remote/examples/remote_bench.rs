@@ -130,6 +130,7 @@ fn main() -> Result<()> {
     let pull_100 = timed(|| remote.pull(&copy, PullOptions::default()))?;
     let noop = timed(|| remote.pull(&copy, PullOptions::default()))?;
     assert_eq!(std::fs::read(&copy)?, std::fs::read(&path)?);
+    let concurrency = concurrency_figures(&g, &path, dir.path())?;
     print_figures(&Figures {
         append_1000,
         append_100,
@@ -142,7 +143,56 @@ fn main() -> Result<()> {
         pull_100,
         noop,
     });
+    println!();
+    println!(
+        "parts of 256 KiB, the 1,100-frame archive to a new key each time; median of 3 alternating runs:"
+    );
+    println!();
+    println!("| concurrency | push | pull |");
+    println!("| --- | --- | --- |");
+    for (n, push, pull) in concurrency {
+        println!(
+            "| {n} | {:.0} ms ({:.0} MiB/s) | {:.0} ms ({:.0} MiB/s) |",
+            push * 1e3,
+            mib(len_1100) / push,
+            pull * 1e3,
+            mib(len_1100) / pull
+        );
+    }
     Ok(())
+}
+
+/// Push and pull `path` in parts of 256 KiB with 1 and with 4 parts in flight,
+/// alternating, three times each: `(concurrency, median push s, median pull s)`.
+fn concurrency_figures(
+    g: &Option<Garage>,
+    path: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<Vec<(usize, f64, f64)>> {
+    let memory = Arc::new(InMemory::new());
+    let mut runs: Vec<(usize, Vec<f64>, Vec<f64>)> = vec![(1, vec![], vec![]), (4, vec![], vec![])];
+    for round in 0..3 {
+        for (n, pushes, pulls) in runs.iter_mut() {
+            let key = format!("bench/c{n}-{round}.rwd");
+            let remote = match g {
+                Some(g) => g.remote(&key)?,
+                None => Remote::with_store(memory.clone(), &format!("s3://bench/{key}"))?,
+            }
+            .part_size(256 << 10)
+            .concurrency(*n);
+            pushes.push(timed(|| remote.push(path, PushOptions::default()))?.1);
+            let copy = dir.join(format!("c{n}-{round}.rwd"));
+            pulls.push(timed(|| remote.pull(&copy, PullOptions::default()))?.1);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Ok(runs
+        .into_iter()
+        .map(|(n, mut a, mut b)| (n, median(&mut a), median(&mut b)))
+        .collect())
 }
 
 fn mib(b: u64) -> f64 {
