@@ -12,13 +12,21 @@ impl Archive {
         let (_, m) = self.rec_meta(&e)?;
         let mut info = info_of(&e);
         info.on_timeline = self.tl_lookup(e.iteration)? == Some(e.id);
+        let stored = m.globals_len.to_native();
+        let (globals, globals_changed) = if stored & GLOBALS_DELTA == 0 {
+            (stored, None)
+        } else {
+            let n = u32::try_from(self.globals(id)?.len()).unwrap_or(u32::MAX);
+            (n, Some(stored & !GLOBALS_DELTA))
+        };
         Ok(RecordDetail {
             info,
             checkpoint: m.checkpoint != 0,
             hops: m.hops.to_native(),
             pages_changed: m.pages_changed.to_native(),
             bytes_stored: m.bytes_stored.to_native(),
-            globals: m.globals_len.to_native(),
+            globals,
+            globals_changed,
         })
     }
 
