@@ -350,4 +350,15 @@ fn appending_to_a_version_1_file_keeps_it_version_1() {
     for r in &records {
         assert_eq!(a.record_detail(r.id).expect("detail").globals_changed, None);
     }
+    drop(a);
+    // `compact` writes a new file: version 2, the same history, the constant globals
+    // of the appended records stored as (empty) changes.
+    rewind_archive::compact(&path, &rewind_gc::Policy::default()).expect("compact");
+    let bytes = std::fs::read(&path).expect("read");
+    assert_eq!(Header::decode(&bytes).expect("header").version, 2);
+    let a = Archive::open(&path).expect("reopen");
+    a.verify().expect("verify");
+    check_same(&history, &a);
+    let last = a.record(history.head().expect("head").id()).expect("head record");
+    assert_eq!(a.record_detail(last.id).expect("detail").globals_changed, Some(0));
 }
