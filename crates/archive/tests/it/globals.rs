@@ -85,6 +85,11 @@ fn a_globals_heavy_history_round_trips_and_costs_what_changed() {
         assert_eq!(l.snapshot().globals(), r.snapshot().globals());
     }
 
+    // A late joiner's manifest, built from the archive, carries the rebuilt globals.
+    let head = history.head().expect("head");
+    let manifest = rewind_archive::Manifest::from_archive(&a, head.iteration()).expect("manifest");
+    assert_eq!(manifest.globals(), head.snapshot().globals());
+
     // Each record stores either the whole list or exactly the globals that differ
     // from its parent's.
     let (mut whole, mut changes) = (0u64, 0u64);
