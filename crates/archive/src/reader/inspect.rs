@@ -16,8 +16,7 @@ impl Archive {
         let (globals, globals_changed) = if stored & GLOBALS_DELTA == 0 {
             (stored, None)
         } else {
-            let n = u32::try_from(self.globals(id)?.len()).unwrap_or(u32::MAX);
-            (n, Some(stored & !GLOBALS_DELTA))
+            (self.globals_count(id)?, Some(stored & !GLOBALS_DELTA))
         };
         Ok(RecordDetail {
             info,
@@ -27,6 +26,26 @@ impl Archive {
             bytes_stored: m.bytes_stored.to_native(),
             globals,
             globals_changed,
+        })
+    }
+
+    /// How many globals a record has: the length of the nearest whole list, found by
+    /// walking parents (changes never change the count), without decoding any value.
+    fn globals_count(&self, id: RecordId) -> Result<u32, ArchiveError> {
+        let (mut count, mut last_seg) = (None, 0);
+        self.walk(id.0, |e, data, m| {
+            last_seg = e.seg;
+            match globals_of(data, m, e.seg, self.header.version)? {
+                StoredGlobals::Whole(gs) => {
+                    count = Some(u32::try_from(gs.len()).unwrap_or(u32::MAX));
+                    Ok(true)
+                }
+                StoredGlobals::Changes(_) => Ok(false),
+            }
+        })?;
+        count.ok_or(ArchiveError::Inconsistent {
+            offset: last_seg,
+            reason: "global changes past their checkpoint",
         })
     }
 

@@ -106,7 +106,8 @@ pub struct RecordDetail {
     /// Bytes the capture added to the in-memory store (as counted when it was captured,
     /// at most a page per changed page).
     pub bytes_stored: u64,
-    /// Number of globals.
+    /// Number of globals (for a record stored with changes, the count of the nearest
+    /// whole list, at most `checkpoint_hops` records back).
     pub globals: u32,
     /// `Some(n)` when the record stores its globals as the `n` that changed against its
     /// parent's (format version 2), `None` when it stores the whole list.
