@@ -27,7 +27,8 @@ pub enum ArchiveError {
     },
     /// A format version this build does not read.
     #[error(
-        "archive format version {found} is not supported (this build reads version {})",
+        "archive format version {found} is not supported (this build reads versions {} to {})",
+        crate::format::MIN_VERSION,
         crate::format::VERSION
     )]
     UnsupportedVersion {

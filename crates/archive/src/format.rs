@@ -11,8 +11,15 @@ use crate::ArchiveError;
 
 /// The file magic: PNG-style, so text-mode transfers and truncated headers are caught.
 pub const MAGIC: [u8; 8] = *b"\x89RWD\r\n\x1a\n";
-/// The format version this crate reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this crate writes (and the newest it reads).
+///
+/// Version 2 stores a record's globals as the changes against its parent's when that
+/// is smaller than the whole list ([`GLOBALS_DELTA`]); version 1 stores every record's
+/// globals whole. Both read; a writer appending to a version 1 file keeps writing
+/// version 1 records, so a file never mixes the two.
+pub const VERSION: u32 = 2;
+/// The oldest format version this crate reads.
+pub const MIN_VERSION: u32 = 1;
 /// Bytes of the file header.
 pub const HEADER_LEN: usize = 64;
 /// Bytes of a segment header.
@@ -109,6 +116,8 @@ pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
 /// The fixed file header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The format version ([`MIN_VERSION`]`..=`[`VERSION`]).
+    pub version: u32,
     /// Page size in bytes.
     pub page_size: u32,
     /// The longest delta chain an object may sit on.
@@ -128,7 +137,7 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         put(&mut b, 0, &MAGIC);
-        put(&mut b, 8, &VERSION.to_le_bytes());
+        put(&mut b, 8, &self.version.to_le_bytes());
         put(&mut b, 12, &(HEADER_LEN as u32).to_le_bytes());
         put(&mut b, 16, &self.page_size.to_le_bytes());
         put(&mut b, 20, &[self.max_chain]);
@@ -166,7 +175,7 @@ impl Header {
             return Err(ArchiveError::BadMagic { found: magic });
         }
         let version = le_u32(b, 8);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(ArchiveError::UnsupportedVersion { found: version });
         }
         let expected = le_u64(b, 56);
@@ -184,6 +193,7 @@ impl Header {
             });
         }
         let h = Header {
+            version,
             page_size: le_u32(b, 16),
             max_chain: b.get(20).copied().unwrap_or(0),
             seed: le_u64(b, 24),
@@ -481,15 +491,26 @@ pub struct RecMeta {
     pub pages_changed: u32,
     /// Change lists between this record and its nearest checkpoint (0 for a checkpoint).
     pub hops: u32,
-    /// Start of the globals in `globals`.
+    /// Start of the globals: in `globals` for a whole list, in `changes` for the
+    /// changes against the parent's globals (see `globals_len`).
     pub globals_start: u64,
-    /// Number of globals.
+    /// Number of entries, with [`GLOBALS_DELTA`] set (version 2) when they are the
+    /// changes against the parent's globals (`ChangeRec`s in `changes`: the global's
+    /// position and its new bits; the type is the parent's) rather than the whole list
+    /// (`GlobalRec`s in `globals`).
     pub globals_len: u32,
     /// Start in `changes` (change list) or `pages` (checkpoint).
     pub list_start: u64,
     /// Length of that list.
     pub list_len: u32,
 }
+
+/// The bit of [`RecMeta::globals_len`] saying a record's globals are stored as changes
+/// against its parent's (format version 2). A wasm module has at most 1,000,000
+/// globals, so the bit is never part of a count. A checkpoint record always stores its
+/// globals whole, so a record's globals are at most `checkpoint_hops` change lists away
+/// from a whole list.
+pub const GLOBALS_DELTA: u32 = 1 << 31;
 
 /// One global value.
 #[derive(Archive, Serialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rewind_history::{History, Record};
-use rewind_snapshot::Snapshot;
+use rewind_snapshot::{GlobalValue, Snapshot};
 use rewind_store::codec::{self, Encoding, Scratch};
 use rewind_store::{InputHash, ObjectRef, PageHash};
 use rkyv::rancor;
@@ -196,6 +196,7 @@ impl ArchiveWriter {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let header = Header {
+            version: VERSION,
             page_size: history.page_size().bytes() as u32,
             max_chain: history.store().max_chain(),
             seed: history.store().hasher().seed(),
@@ -966,9 +967,34 @@ impl<'w> Encoder<'w> {
             }
             _ => (true, 0, 0),
         };
+        if snap.globals().len() >= GLOBALS_DELTA as usize {
+            return Err(ArchiveError::NotAppendable {
+                reason: "2^31 globals or more (the format's limit)",
+            });
+        }
+        let global_changes = match &parent {
+            Some((_, _, psnap)) if !checkpoint => self.global_changes(psnap.globals(), snap.globals()),
+            _ => None,
+        };
         let data = &mut self.staged.data;
-        let globals_start = data.globals.len() as u64;
-        data.globals.extend(snap.globals().iter().map(GlobalRec::from));
+        let gs = snap.globals();
+        let (globals_start, globals_len) = match global_changes {
+            Some(c) => {
+                let s = data.changes.len() as u64;
+                data.changes.extend(c.iter().filter_map(|&i| {
+                    gs.get(i as usize).map(|g| ChangeRec {
+                        index: i,
+                        hash: g.to_bits().to_le_bytes(),
+                    })
+                }));
+                (s, c.len() as u32 | GLOBALS_DELTA)
+            }
+            None => {
+                let s = data.globals.len() as u64;
+                data.globals.extend(gs.iter().map(GlobalRec::from));
+                (s, gs.len() as u32)
+            }
+        };
         let (list_start, list_len) = if checkpoint {
             self.staged.checkpoints += 1;
             let s = data.pages.len() as u64;
@@ -1015,11 +1041,36 @@ impl<'w> Encoder<'w> {
             pages_changed,
             hops,
             globals_start,
-            globals_len: snap.globals().len() as u32,
+            globals_len,
             list_start,
             list_len: list_len as u32,
         };
         self.push_record(meta, since)
+    }
+
+    /// The positions of the globals that differ between a record's parent's globals and
+    /// its own, when the file's version stores globals as changes and the changes take
+    /// fewer bytes than the whole list (a change entry is a few bytes larger than a
+    /// whole global); `None` stores the whole list. Changes need the parent's count and
+    /// types (the type of a change is its parent's), which capture guarantees.
+    fn global_changes(&self, parent: &[GlobalValue], globals: &[GlobalValue]) -> Option<Vec<u32>> {
+        if self.header.version < 2
+            || parent.len() != globals.len()
+            || globals.len() >= GLOBALS_DELTA as usize
+            || parent.iter().zip(globals).any(|(a, b)| a.ty() != b.ty())
+        {
+            return None;
+        }
+        let changed: Vec<u32> = parent
+            .iter()
+            .zip(globals)
+            .enumerate()
+            .filter(|(_, (a, b))| a.to_bits() != b.to_bits())
+            .map(|(i, _)| i as u32)
+            .collect();
+        let change_bytes = changed.len() * std::mem::size_of::<ArchivedChangeRec>();
+        let whole_bytes = globals.len() * std::mem::size_of::<ArchivedGlobalRec>();
+        (change_bytes < whole_bytes).then_some(changed)
     }
 
     /// The parent of `r`, which the file must hold or this commit must be staging.

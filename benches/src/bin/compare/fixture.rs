@@ -54,9 +54,9 @@ fn pipe(blocked: u64, full: bool) -> Pipelined {
     }
 }
 
-/// Three workloads: 64 MiB at 1 % with every peer, git and the pipeline; 170 MB with
+/// Four workloads: 64 MiB at 1 % with every peer, git and the pipeline; 170 MB with
 /// a pipeline that fell behind and no core peers; 64 MiB at 0.1 % whose window never
-/// filled.
+/// filled; a globals-heavy guest with the archive peer only.
 pub fn results() -> Vec<WorkloadResult> {
     let m64 = 64 * MIB;
     let one = Spec::synthetic(m64, 164, Placement::Clustered, 650, 60);
@@ -150,5 +150,25 @@ pub fn results() -> Vec<WorkloadResult> {
         serde: None,
         pipe: None,
     };
-    vec![r1, r2, r3]
+    // A guest whose state is mostly globals, with the archive peer only.
+    let mut arch = peer(Peer::Archive, 0.05);
+    arch.disk_per_frame = Some(620.0);
+    arch.disk_first = Some(40_000.0);
+    arch.page_bytes_per_frame = Some(31.0);
+    arch.index_bytes_per_frame = Some(450.0);
+    let r4 = WorkloadResult {
+        spec: Spec::synthetic(4 * MIB, 2, Placement::Clustered, 300, 0).with_globals(232, 8),
+        memory: 4 * MIB,
+        pages: 1024,
+        mean_dirty: 2.0,
+        xxh3: v(0.2, 15),
+        memcpy: v(0.3, 15),
+        peers: vec![arch],
+        hinted: Rewind::default(),
+        scan: Rewind::default(),
+        git: None,
+        serde: None,
+        pipe: None,
+    };
+    vec![r1, r2, r3, r4]
 }

@@ -22,6 +22,8 @@ enum Scope {
     Large,
     /// The workloads that rewrite most of their memory every frame.
     HighChurn,
+    /// The workloads whose state is mostly globals.
+    GlobalsHeavy,
 }
 
 /// The goals of the capture pipeline come first (for every workload), then the core
@@ -132,6 +134,13 @@ const GOALS: &[Goal] = &[
         measure: worst_append,
     },
     Goal {
+        group: Group::Pipeline,
+        scope: Scope::GlobalsHeavy,
+        what: "archive bytes per record / page bytes per record",
+        target: "≤ 2×",
+        measure: archive_vs_page_bytes,
+    },
+    Goal {
         group: Group::Core,
         scope: Scope::OnePercent,
         what: "memory of a 600-frame window vs full-copy ring",
@@ -218,6 +227,7 @@ fn applies(scope: Scope, r: &WorkloadResult) -> bool {
         Scope::OnePercent => r.spec.one_percent(),
         Scope::Large => r.spec.name.starts_with("170MB"),
         Scope::HighChurn => r.spec.high_churn(),
+        Scope::GlobalsHeavy => r.spec.globals_heavy(),
     }
 }
 
@@ -431,6 +441,23 @@ fn worst_append(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
             fmt_ms(p99(&archive.append))
         ),
         Some(s.max <= 2.0 * s.median),
+    )
+}
+
+fn archive_vs_page_bytes(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
+    let archive = r.peer(Peer::Archive)?;
+    let (total, pages) = (archive.disk_per_frame?, archive.page_bytes_per_frame?);
+    let ratio = total / pages.max(1.0);
+    measured(
+        format!(
+            "{} / {} = {} ({} globals; index runs, root and trailer {} a record)",
+            fmt_bytes(total),
+            fmt_bytes(pages),
+            fmt_ratio(ratio),
+            r.spec.globals.map_or(0, |g| g.count),
+            archive.index_bytes_per_frame.map_or("—".into(), fmt_bytes)
+        ),
+        Some(ratio <= 2.0),
     )
 }
 

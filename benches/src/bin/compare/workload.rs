@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use rewind::GlobalValue;
 use rewind_bench::{FrameSource, Placement, RecordedFrames, Workload};
 
 use crate::args::{Args, Config};
@@ -21,6 +22,15 @@ pub enum Kind {
     Recorded(PathBuf),
 }
 
+/// The mutable globals a workload's guest keeps: `count` of them, of which the first
+/// `changed` move every frame (an emulator's program counter, cycle count and working
+/// registers) and the rest hold their value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalsShape {
+    pub count: usize,
+    pub changed: usize,
+}
+
 /// One workload: its name, source and frame counts.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -29,6 +39,8 @@ pub struct Spec {
     pub frames: usize,
     /// Frames git (and the archive beside it) run over; 0: no git.
     pub git_frames: usize,
+    /// The guest's globals, recorded by the archive peer; `None`: no globals.
+    pub globals: Option<GlobalsShape>,
 }
 
 impl Spec {
@@ -69,7 +81,44 @@ impl Spec {
             },
             frames,
             git_frames: git,
+            globals: None,
         }
+    }
+
+    /// This workload with a guest that keeps `count` globals, `changed` of them moving
+    /// every frame (named with a `-{count}globals` suffix).
+    pub fn with_globals(mut self, count: usize, changed: usize) -> Spec {
+        self.name = format!("{}-{count}globals", self.name);
+        self.globals = Some(GlobalsShape {
+            count,
+            changed: changed.min(count),
+        });
+        self
+    }
+
+    /// Whether the workload's state is mostly globals.
+    pub fn globals_heavy(&self) -> bool {
+        self.globals.is_some_and(|g| g.count >= 100)
+    }
+
+    /// The guest's globals at `frame` (empty without globals): mostly 32-bit integers,
+    /// every fourth a 64-bit one; the first `changed` move every frame.
+    pub fn globals_at(&self, frame: u64) -> Vec<GlobalValue> {
+        let Some(g) = self.globals else { return Vec::new() };
+        (0..g.count)
+            .map(|j| {
+                let v = if j < g.changed {
+                    frame.wrapping_mul(j as u64 * 2 + 1).wrapping_add(j as u64)
+                } else {
+                    j as u64 * 0x9e37
+                };
+                if j % 4 == 3 {
+                    GlobalValue::I64(v as i64)
+                } else {
+                    GlobalValue::I32(v as i32)
+                }
+            })
+            .collect()
     }
 
     fn recorded(path: PathBuf) -> Spec {
@@ -82,6 +131,7 @@ impl Spec {
             kind: Kind::Recorded(path),
             frames: usize::MAX,
             git_frames: 200,
+            globals: None,
         }
     }
 
@@ -152,6 +202,9 @@ fn default_specs(quick: bool) -> Vec<Spec> {
         // A guest that rewrites most of its memory every frame (a JavaScript engine's
         // moving collector): 4 MiB, 90 % of its pages.
         Spec::synthetic(4 * MIB, 922, Placement::Sweep, 650, 0),
+        // A guest whose state is mostly globals (an emulator keeping its CPU in 232
+        // mutable globals, ~8 of them moving a frame): 4 MiB, 2 pages written a frame.
+        Spec::synthetic(4 * MIB, 2, Placement::Clustered, 300, 0).with_globals(232, 8),
     ]
 }
 

@@ -12,13 +12,40 @@ impl Archive {
         let (_, m) = self.rec_meta(&e)?;
         let mut info = info_of(&e);
         info.on_timeline = self.tl_lookup(e.iteration)? == Some(e.id);
+        let stored = m.globals_len.to_native();
+        let (globals, globals_changed) = if stored & GLOBALS_DELTA == 0 {
+            (stored, None)
+        } else {
+            (self.globals_count(id)?, Some(stored & !GLOBALS_DELTA))
+        };
         Ok(RecordDetail {
             info,
             checkpoint: m.checkpoint != 0,
             hops: m.hops.to_native(),
             pages_changed: m.pages_changed.to_native(),
             bytes_stored: m.bytes_stored.to_native(),
-            globals: m.globals_len.to_native(),
+            globals,
+            globals_changed,
+        })
+    }
+
+    /// How many globals a record has: the length of the nearest whole list, found by
+    /// walking parents (changes never change the count), without decoding any value.
+    fn globals_count(&self, id: RecordId) -> Result<u32, ArchiveError> {
+        let (mut count, mut last_seg) = (None, 0);
+        self.walk(id.0, |e, data, m| {
+            last_seg = e.seg;
+            match globals_of(data, m, e.seg, self.header.version)? {
+                StoredGlobals::Whole(gs) => {
+                    count = Some(u32::try_from(gs.len()).unwrap_or(u32::MAX));
+                    Ok(true)
+                }
+                StoredGlobals::Changes(_) => Ok(false),
+            }
+        })?;
+        count.ok_or(ArchiveError::Inconsistent {
+            offset: last_seg,
+            reason: "global changes past their checkpoint",
         })
     }
 

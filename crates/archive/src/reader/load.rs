@@ -141,11 +141,27 @@ impl Archive {
             })?),
         };
         let pages = self.page_vector(&e, (data, m), n, parent)?;
-        let gs = globals_of(data, m, e.seg)?;
-        let globals = gs
-            .iter()
-            .map(|g| global_of(g, e.seg))
-            .collect::<Result<Vec<_>, _>>()?;
+        let gs = globals_of(data, m, e.seg, self.header.version)?;
+        let globals = match &gs {
+            StoredGlobals::Whole(gs) => gs
+                .iter()
+                .map(|g| global_of(g, e.seg))
+                .collect::<Result<Vec<_>, _>>()?,
+            StoredGlobals::Changes(ch) => {
+                // As a read of the record would: a checkpoint stores its globals whole.
+                let bad = |reason| ArchiveError::Inconsistent {
+                    offset: e.seg,
+                    reason,
+                };
+                if m.checkpoint != 0 {
+                    return Err(bad("global changes past their checkpoint"));
+                }
+                let p = parent.ok_or(bad("global changes without a parent"))?;
+                let mut globals = p.snapshot.globals().to_vec();
+                apply_global_changes(&mut globals, ch, e.seg)?;
+                globals
+            }
+        };
         let snapshot = Snapshot::from_parts(&self.hasher, pages, e.memory_len, globals);
         if snapshot.state_hash() != StateHash(e.state_hash) {
             return Err(ArchiveError::StateHashMismatch {
@@ -168,7 +184,8 @@ impl Archive {
                 .collect(),
         };
         if deep {
-            self.check_record(&e, data, m, parent.map(|p| &p.e), &changes, gs)?;
+            let parent_globals = parent.map(|p| p.snapshot.globals());
+            self.check_record(&e, data, m, parent.map(|p| &p.e), &changes, (&gs, parent_globals))?;
         }
         Ok(Loaded {
             e,

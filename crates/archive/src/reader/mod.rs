@@ -106,8 +106,12 @@ pub struct RecordDetail {
     /// Bytes the capture added to the in-memory store (as counted when it was captured,
     /// at most a page per changed page).
     pub bytes_stored: u64,
-    /// Number of globals.
+    /// Number of globals (for a record stored with changes, the count of the nearest
+    /// whole list, at most `checkpoint_hops` records back).
     pub globals: u32,
+    /// `Some(n)` when the record stores its globals as the `n` that changed against its
+    /// parent's (format version 2), `None` when it stores the whole list.
+    pub globals_changed: Option<u32>,
 }
 
 /// One page object of the file, from [`Archive::objects`].
@@ -264,19 +268,70 @@ fn info_of(e: &RecEntry) -> RecordInfo {
     }
 }
 
-/// The archived globals of the record `m` in `data` (the data segment at `seg`).
+/// How a record stores its globals: the whole list, or (format version 2) the changes
+/// against its parent's globals.
+enum StoredGlobals<'a> {
+    Whole(&'a [ArchivedGlobalRec]),
+    Changes(&'a [ArchivedChangeRec]),
+}
+
+/// The stored globals of the record `m` in `data` (the data segment at `seg`) of a file
+/// of format `version`.
 fn globals_of<'a>(
     data: &'a ArchivedDataSeg,
     m: &ArchivedRecMeta,
     seg: u64,
-) -> Result<&'a [ArchivedGlobalRec], ArchiveError> {
-    slice_of(
-        &data.globals,
-        m.globals_start.to_native(),
-        m.globals_len.to_native() as u64,
+    version: u32,
+) -> Result<StoredGlobals<'a>, ArchiveError> {
+    let (start, len) = (m.globals_start.to_native(), m.globals_len.to_native());
+    if len & GLOBALS_DELTA == 0 {
+        let gs = slice_of(
+            &data.globals,
+            start,
+            len as u64,
+            seg,
+            "globals out of their segment",
+        )?;
+        return Ok(StoredGlobals::Whole(gs));
+    }
+    if version < 2 {
+        return Err(ArchiveError::Inconsistent {
+            offset: seg,
+            reason: "global changes in a version 1 file",
+        });
+    }
+    let ch = slice_of(
+        &data.changes,
+        start,
+        (len & !GLOBALS_DELTA) as u64,
         seg,
-        "globals out of their segment",
-    )
+        "global changes out of their segment",
+    )?;
+    Ok(StoredGlobals::Changes(ch))
+}
+
+/// Apply the stored changes `ch` (of the record in the segment at `seg`) to its parent's
+/// `globals`: each names a position within them, in increasing order, and its new bits
+/// (the type is the parent's).
+fn apply_global_changes(
+    globals: &mut [GlobalValue],
+    ch: &[ArchivedChangeRec],
+    seg: u64,
+) -> Result<(), ArchiveError> {
+    let bad = |reason| ArchiveError::Inconsistent { offset: seg, reason };
+    let mut next = 0u32;
+    for c in ch {
+        let i = c.index.to_native();
+        if i < next {
+            return Err(bad("global changes out of order"));
+        }
+        next = i.saturating_add(1);
+        let slot = globals
+            .get_mut(i as usize)
+            .ok_or(bad("global change past the parent's globals"))?;
+        *slot = GlobalValue::from_bits(slot.ty(), u128::from_le_bytes(c.hash));
+    }
+    Ok(())
 }
 
 fn global_of(g: &ArchivedGlobalRec, offset: u64) -> Result<GlobalValue, ArchiveError> {

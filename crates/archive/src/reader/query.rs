@@ -165,12 +165,35 @@ impl Archive {
         Ok(self.at(iteration)?.state_hash)
     }
 
-    /// The globals of a record.
+    /// The globals of a record. A record stored with the changes against its parent's
+    /// globals is rebuilt from the nearest record (at most `checkpoint_hops` back) that
+    /// stores them whole.
     pub fn globals(&self, id: RecordId) -> Result<Vec<GlobalValue>, ArchiveError> {
-        let e = self.rec_entry(id.0)?;
-        let (data, m) = self.rec_meta(&e)?;
-        let gs = globals_of(data, m, e.seg)?;
-        gs.iter().map(|g| global_of(g, e.seg)).collect()
+        let mut changes: Vec<(u64, &[ArchivedChangeRec])> = Vec::new();
+        let mut whole: Option<Vec<GlobalValue>> = None;
+        let mut last_seg = 0;
+        self.walk(id.0, |e, data, m| {
+            last_seg = e.seg;
+            match globals_of(data, m, e.seg, self.header.version)? {
+                StoredGlobals::Whole(gs) => {
+                    whole = Some(gs.iter().map(|g| global_of(g, e.seg)).collect::<Result<_, _>>()?);
+                    Ok(true)
+                }
+                StoredGlobals::Changes(ch) => {
+                    changes.push((e.seg, ch));
+                    Ok(false)
+                }
+            }
+        })?;
+        // The walk stops at a checkpoint, which must store its globals whole.
+        let mut globals = whole.ok_or(ArchiveError::Inconsistent {
+            offset: last_seg,
+            reason: "global changes past their checkpoint",
+        })?;
+        for (seg, ch) in changes.iter().rev() {
+            apply_global_changes(&mut globals, ch, *seg)?;
+        }
+        Ok(globals)
     }
 
     /// The input blob recorded with a record, borrowed from the file.

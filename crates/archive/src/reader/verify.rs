@@ -20,7 +20,7 @@ impl Archive {
         m: &ArchivedRecMeta,
         parent: Option<&RecEntry>,
         changes: &[(u32, PageHash)],
-        globals: &[ArchivedGlobalRec],
+        (globals, parent_globals): (&StoredGlobals<'_>, Option<&[GlobalValue]>),
     ) -> Result<(), ArchiveError> {
         let bad = |reason| {
             Err(ArchiveError::Inconsistent {
@@ -99,10 +99,34 @@ impl Archive {
         if m.bytes_stored.to_native() > m.pages_changed.to_native() as u64 * ps {
             return bad("bytes_stored exceeds a full page per changed page");
         }
-        for g in globals {
-            let v = global_of(g, e.seg)?;
-            if v.to_bits().to_le_bytes() != g.bits {
-                return bad("global bits beyond its type's width");
+        match globals {
+            StoredGlobals::Whole(gs) => {
+                for g in gs.iter() {
+                    let v = global_of(g, e.seg)?;
+                    if v.to_bits().to_le_bytes() != g.bits {
+                        return bad("global bits beyond its type's width");
+                    }
+                }
+            }
+            StoredGlobals::Changes(ch) => {
+                // The load applied them (positions in range and increasing); what a
+                // writer never stores is left: bits a type does not have, and changes
+                // to the value the parent already holds.
+                let Some(pg) = parent_globals else {
+                    return bad("global changes without a parent");
+                };
+                for c in ch.iter() {
+                    let Some(old) = pg.get(c.index.to_native() as usize) else {
+                        return bad("global change past the parent's globals");
+                    };
+                    let v = GlobalValue::from_bits(old.ty(), u128::from_le_bytes(c.hash));
+                    if v.to_bits().to_le_bytes() != c.hash {
+                        return bad("global bits beyond its type's width");
+                    }
+                    if v.to_bits() == old.to_bits() {
+                        return bad("a global change to the value the parent holds");
+                    }
+                }
             }
         }
         Ok(())

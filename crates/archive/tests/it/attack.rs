@@ -19,7 +19,7 @@ const PAGE: usize = 1024;
 
 /// An archive with what every table can hold: change lists and checkpoints, deltas
 /// and full pages, inputs, grown memory, a rollback (an abandoned branch), globals of
-/// several types, several commits.
+/// several types (whole lists and changes against the parent's), several commits.
 fn build() -> (Vec<u8>, History) {
     let dir = tmpdir();
     let path = dir.path().join("a.rwd");
@@ -35,10 +35,18 @@ fn build() -> (Vec<u8>, History) {
         let i = *it;
         let at = (i as usize * 1531) % (mem.len() - 40);
         mem[at..at + 24].fill(i as u8 | 1);
+        // Three globals that change every frame and six that never do: the file
+        // stores the changes against the parent's globals (format version 2).
         let globals = [
             GlobalValue::I32(i as i32),
             GlobalValue::F64(i * 3),
             GlobalValue::V128(i as u128),
+            GlobalValue::I64(-5),
+            GlobalValue::I32(9),
+            GlobalValue::F32(0x3f80_0000),
+            GlobalValue::I64(77),
+            GlobalValue::I32(0),
+            GlobalValue::V128(3),
         ];
         let input = (!i.is_multiple_of(3)).then(|| vec![i as u8; 5 + i as usize % 7]);
         h.capture(i, mem, &globals, None, input.as_deref())
@@ -771,4 +779,90 @@ fn resealed_lies_are_rejected_and_pages_are_rehashed_on_read() {
         }
         assert!(!verifies(b), "{name} passed verify");
     }
+}
+
+/// The data segments of `bytes`: offset and owned payload.
+fn data_segments(bytes: &[u8]) -> Vec<(usize, DataSeg)> {
+    let mut out = Vec::new();
+    for (off, _, trailer) in crate::corrupt::layout_with(bytes, SEED) {
+        let o = off as usize;
+        if trailer || bytes[o + 4] != SegKind::Data as u8 {
+            continue;
+        }
+        let len = u64::from_le_bytes(bytes[o + 8..o + 16].try_into().expect("8")) as usize;
+        let mut payload = rkyv::util::AlignedVec::<16>::new();
+        payload.extend_from_slice(&bytes[o + SEG_HEADER_LEN..o + SEG_HEADER_LEN + len]);
+        let d = data_of(rkyv::access::<ArchivedDataSeg, rkyv::rancor::Error>(&payload).expect("data"));
+        out.push((o, d));
+    }
+    out
+}
+
+/// The reason of the `Inconsistent` error of reading record `id`'s globals, and that
+/// `verify` fails with the same one.
+fn globals_error(bytes: &[u8], id: u64) -> &'static str {
+    let a = Archive::from_bytes(bytes).expect("open");
+    let reason = match a.globals(rewind_history::RecordId(id)) {
+        Err(rewind_archive::ArchiveError::Inconsistent { reason, .. }) => reason,
+        other => panic!("globals of {id}: {other:?}"),
+    };
+    match a.verify() {
+        Err(rewind_archive::ArchiveError::Inconsistent { reason: r, .. }) => assert_eq!(r, reason),
+        other => panic!("verify: {other:?}"),
+    }
+    reason
+}
+
+/// Damaged global changes (re-sealed, so only the reader's checks stand) are typed
+/// errors of the reads that need them and of `verify`: a position past the parent's
+/// globals, positions out of order, changes on a checkpoint (a chain that would run
+/// past it), changes in a version 1 file.
+#[test]
+fn damaged_global_changes_are_typed_errors() {
+    let (bytes, _) = build();
+    assert!(verifies(&bytes));
+    let segs = data_segments(&bytes);
+    let (off, d, i) = segs
+        .iter()
+        .flat_map(|(off, d)| (0..d.records.len()).map(move |i| (*off, d, i)))
+        .find(|(_, d, i)| {
+            let g = d.records[*i].globals_len;
+            g & GLOBALS_DELTA != 0 && g & !GLOBALS_DELTA >= 2
+        })
+        .expect("a record stored with global changes");
+    let m = d.records[i];
+    let k = m.globals_start as usize;
+    // The first change's position past the nine globals.
+    let mut o = d.clone();
+    o.changes[k].index = 9;
+    let b = with_payload(&bytes, off, &ser(&o));
+    assert_eq!(globals_error(&b, m.id), "global change past the parent's globals");
+    // Two changes swapped.
+    let mut o = d.clone();
+    o.changes.swap(k, k + 1);
+    let b = with_payload(&bytes, off, &ser(&o));
+    assert_eq!(globals_error(&b, m.id), "global changes out of order");
+    // The root (a checkpoint) stored with changes: a record's chain of changes would run
+    // past its checkpoint.
+    let (off, d) = segs
+        .iter()
+        .find(|(_, d)| {
+            d.records
+                .first()
+                .is_some_and(|r| r.checkpoint == 1 && r.parent == NONE)
+        })
+        .expect("the root's segment");
+    let mut o = d.clone();
+    o.records[0].globals_start = 0;
+    o.records[0].globals_len = GLOBALS_DELTA;
+    let b = with_payload(&bytes, *off, &ser(&o));
+    assert_eq!(
+        globals_error(&b, d.records[0].id),
+        "global changes past their checkpoint"
+    );
+    // The same file claiming format version 1, which has no global changes.
+    let mut b = bytes.clone();
+    b[8..12].copy_from_slice(&1u32.to_le_bytes());
+    reseal_header(&mut b);
+    assert_eq!(globals_error(&b, m.id), "global changes in a version 1 file");
 }

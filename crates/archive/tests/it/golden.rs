@@ -1,7 +1,7 @@
-//! The golden archive: a small `.rwd` written by this version of the writer, checked
-//! in at `crates/archive/tests/data/golden-v1.rwd`, that guards the format against a
-//! layout slip or an rkyv feature unification (which would change every archived
-//! type's bytes without a compile error).
+//! The golden archives: small `.rwd` files written by the writer, checked in at
+//! `crates/archive/tests/data/golden-v*.rwd`, that guard the format against a layout
+//! slip or an rkyv feature unification (which would change every archived type's bytes
+//! without a compile error).
 //!
 //! [`write_golden`] builds the same history every time (fixed seed, a deterministic
 //! byte generator, no clock) and appends it commit by commit: several records and
@@ -11,11 +11,17 @@
 //! removed from memory before they were written. The only field that depends on when
 //! the file was written, the header's creation time, is set to [`CREATED_UNIX`].
 //!
-//! Two tests pin it: today's reader reads the checked-in files exactly as the history it
+//! Format version 1 files were written from a history with five globals, all changing
+//! every frame ([`Globals::V1`]); the version 2 file from the same history with a
+//! dozen more globals that change rarely ([`Globals::V2`]), so that it stores most
+//! records' globals as changes against their parent's, and some whole.
+//!
+//! Tests pin them: today's reader reads every checked-in file exactly as the history it
 //! was written from (records, page vectors, memory bytes, globals, inputs, state
-//! hashes, blame, diff) and `verify` passes; today's writer reproduces it byte for byte.
-//! A deliberate format change regenerates it (and bumps the format version, with a
-//! reader for the old one):
+//! hashes, blame, diff) and `verify` passes; today's writer reproduces the file of the
+//! version it writes byte for byte; appending to a version 1 file keeps it version 1.
+//! A deliberate format change adds a file of the new version (and bumps the format
+//! version, keeping a reader for the old ones); regenerating the current one:
 //!
 //! ```text
 //! cargo test -p rewind-archive --test it golden::regenerate -- --ignored
@@ -35,18 +41,34 @@ const PAGE: usize = 1024;
 /// The header's creation time in the golden file (2026-11-26 00:00 UTC).
 const CREATED_UNIX: u64 = 1_795_651_200;
 
-/// The checked-in golden archive.
-fn golden_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1.rwd")
+/// The globals a golden history records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Globals {
+    /// Five, every type, all changing every frame (the version 1 files).
+    V1,
+    /// Those five and twelve more that change every eighth frame or never (the version 2
+    /// file).
+    V2,
 }
 
-/// Every checked-in file of the same history: the golden archive, and one of the same
-/// format written when re-simulated captures still aged pages (so other pages were
-/// compressed when it was written). Both read back as the same history.
-fn golden_paths() -> [PathBuf; 2] {
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// The checked-in golden archive of the version this crate writes.
+fn golden_path() -> PathBuf {
+    data_dir().join("golden-v2.rwd")
+}
+
+/// Every checked-in file, with the globals of the history it holds: the version 1
+/// golden archive and one of the same format written when re-simulated captures still
+/// aged pages (so other pages were compressed when it was written), both reading back
+/// as the same history; and the version 2 golden archive.
+fn golden_paths() -> [(PathBuf, Globals); 3] {
     [
-        golden_path(),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1-earlier.rwd"),
+        (data_dir().join("golden-v1.rwd"), Globals::V1),
+        (data_dir().join("golden-v1-earlier.rwd"), Globals::V1),
+        (golden_path(), Globals::V2),
     ]
 }
 
@@ -104,10 +126,25 @@ fn globals(frame: u64) -> Vec<GlobalValue> {
     ]
 }
 
-/// Build the golden history and write it to `path` (which must not exist), with the
-/// header's creation time set to [`CREATED_UNIX`]. Returns the history as it was at the
-/// last append.
-fn write_golden(path: &Path) -> History {
+/// The globals of `frame` in a history of `kind`.
+fn globals_of(kind: Globals, frame: u64) -> Vec<GlobalValue> {
+    let mut g = globals(frame);
+    if kind == Globals::V2 {
+        for k in 0..12u64 {
+            g.push(match k % 3 {
+                0 => GlobalValue::I32((frame / 8 + k) as i32),
+                1 => GlobalValue::I64(k as i64 * -7),
+                _ => GlobalValue::F64(((k as f64) * 0.25).to_bits()),
+            });
+        }
+    }
+    g
+}
+
+/// Build the golden history with the globals of `kind` and write it to `path` (which
+/// must not exist), with the header's creation time set to [`CREATED_UNIX`]. Returns
+/// the history as it was at the last append.
+fn write_golden(path: &Path, kind: Globals) -> History {
     let mut history = History::new(
         HistoryConfig::new(PAGE as u64)
             .expect("config")
@@ -141,7 +178,7 @@ fn write_golden(path: &Path) -> History {
             format!("frame {frame}").into_bytes()
         };
         history
-            .capture(iteration, &mem, &globals(frame), None, Some(&input))
+            .capture(iteration, &mem, &globals_of(kind, frame), None, Some(&input))
             .expect("capture");
         if frame == 3 {
             gc.pin(&history, iteration).expect("pin");
@@ -173,14 +210,14 @@ fn set_created(path: &Path, created_unix: u64) {
 
 #[test]
 fn golden_file_reads_as_the_history_it_was_written_from() {
-    for path in golden_paths() {
-        golden_file_reads_as(&path);
+    for (path, kind) in golden_paths() {
+        golden_file_reads_as(&path, kind);
     }
 }
 
-fn golden_file_reads_as(path: &Path) {
+fn golden_file_reads_as(path: &Path, kind: Globals) {
     let dir = tmpdir();
-    let history = write_golden(&dir.path().join("fresh.rwd"));
+    let history = write_golden(&dir.path().join("fresh.rwd"), kind);
     let golden = Archive::open(path).expect("open the golden file");
     assert_eq!(golden.info().expect("info").created_unix, CREATED_UNIX);
     check_same(&history, &golden);
@@ -224,7 +261,28 @@ fn golden_file_reads_as(path: &Path) {
         [16 * PAGE as u64, 24 * PAGE as u64]
     );
     assert!(records.iter().all(|r| r.input.is_some()));
-    assert_eq!(golden.globals(records[0].id).expect("globals"), globals(0));
+    assert_eq!(
+        golden.globals(records[0].id).expect("globals"),
+        globals_of(kind, 0)
+    );
+    // Version 2 stores most records' globals as changes, the checkpoints' whole.
+    let changed = details.iter().filter(|d| d.globals_changed.is_some()).count();
+    match kind {
+        Globals::V1 => assert_eq!(changed, 0, "global changes in a version 1 file"),
+        Globals::V2 => {
+            assert!(
+                changed * 2 > details.len(),
+                "{changed} of {} records",
+                details.len()
+            );
+            assert!(details
+                .iter()
+                .any(|d| d.checkpoint && d.globals_changed.is_none()));
+        }
+    }
+    assert!(details
+        .iter()
+        .all(|d| d.globals as usize == globals_of(kind, 0).len()));
     // The pinned record (iteration 3) outlived the collection's window.
     assert!(history.record(golden.at(3).expect("pinned").id).is_some());
 }
@@ -233,7 +291,7 @@ fn golden_file_reads_as(path: &Path) {
 fn golden_file_is_reproduced_byte_for_byte() {
     let dir = tmpdir();
     let fresh = dir.path().join("fresh.rwd");
-    write_golden(&fresh);
+    write_golden(&fresh, Globals::V2);
     let want = std::fs::read(golden_path()).expect("read the golden file");
     let got = std::fs::read(&fresh).expect("read");
     assert_eq!(got.len(), want.len(), "file length");
@@ -250,6 +308,57 @@ fn regenerate() {
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
     let dir = tmpdir();
     let fresh = dir.path().join("golden.rwd");
-    write_golden(&fresh);
+    write_golden(&fresh, Globals::V2);
     std::fs::copy(&fresh, &path).expect("copy");
+}
+
+/// A writer appending to a version 1 file keeps writing version 1 records (whole
+/// globals, even where changes would be smaller), so the file stays readable by a
+/// version 1 reader and never mixes the two.
+#[test]
+fn appending_to_a_version_1_file_keeps_it_version_1() {
+    let dir = tmpdir();
+    let path = dir.path().join("v1.rwd");
+    std::fs::copy(data_dir().join("golden-v1.rwd"), &path).expect("copy");
+    let before = Archive::open(&path)
+        .expect("open")
+        .records()
+        .expect("records")
+        .len();
+    let mut history = Archive::open(&path).expect("open").to_history().expect("load");
+    let mut writer = ArchiveWriter::open(&path, Durability::Manual).expect("writer");
+    let head = history.head().expect("a head");
+    let (mut mem, mut iteration) = (memory_of(&history, head.id()), head.iteration() + 1);
+    for frame in 0..6usize {
+        mem[frame * PAGE + 3] ^= 0x5a;
+        // The same globals every frame: as changes, an empty list.
+        history
+            .capture(iteration, &mem, &globals(7), None, None)
+            .expect("capture");
+        writer.append(&history).expect("append");
+        iteration += 1;
+    }
+    writer.sync().expect("sync");
+    drop(writer);
+    let bytes = std::fs::read(&path).expect("read");
+    assert_eq!(Header::decode(&bytes).expect("header").version, 1);
+    let a = Archive::open(&path).expect("reopen");
+    let records = a.records().expect("records");
+    assert_eq!(records.len(), before + 6);
+    check_same(&history, &a);
+    a.verify().expect("verify");
+    for r in &records {
+        assert_eq!(a.record_detail(r.id).expect("detail").globals_changed, None);
+    }
+    drop(a);
+    // `compact` writes a new file: version 2, the same history, the constant globals
+    // of the appended records stored as (empty) changes.
+    rewind_archive::compact(&path, &rewind_gc::Policy::default()).expect("compact");
+    let bytes = std::fs::read(&path).expect("read");
+    assert_eq!(Header::decode(&bytes).expect("header").version, 2);
+    let a = Archive::open(&path).expect("reopen");
+    a.verify().expect("verify");
+    check_same(&history, &a);
+    let last = a.record(history.head().expect("head").id()).expect("head record");
+    assert_eq!(a.record_detail(last.id).expect("detail").globals_changed, Some(0));
 }

@@ -10,6 +10,7 @@ mod corrupt;
 mod crash;
 mod extra;
 mod fuzz;
+mod globals;
 mod golden;
 mod locking;
 mod roundtrip;

@@ -37,6 +37,39 @@ fn read_frame_pages(path: &Path, iteration: u64, buf: &mut [u8]) -> Res<()> {
     Ok(())
 }
 
+/// Bytes of every page object in the archive at `path`, as stored.
+fn object_bytes(path: &Path) -> Res<u64> {
+    Ok(Archive::open(path)?
+        .objects()?
+        .iter()
+        .map(|o| u64::from(o.stored_len))
+        .sum())
+}
+
+/// Bytes of the archive at `path` past offset `from` that are index and commit framing
+/// rather than data: runs and root segments, and trailers.
+fn index_bytes(path: &Path, from: u64) -> Res<u64> {
+    use rewind_archive::format::{align_up, SegHeader, SegKind, Trailer, SEG_HEADER_LEN, TRAILER_LEN};
+    let seed = Archive::open(path)?.info()?.seed;
+    let bytes = std::fs::read(path)?;
+    let end = bytes.len() as u64;
+    let (mut off, mut total) = (from, 0u64);
+    while off < end {
+        if Trailer::has_magic(&bytes, off as usize) {
+            total += TRAILER_LEN as u64;
+            off += TRAILER_LEN as u64;
+            continue;
+        }
+        let h = SegHeader::decode(&bytes, off, end, seed)?;
+        let next = align_up(off + SEG_HEADER_LEN as u64 + h.len).ok_or("segment length overflows")?;
+        if matches!(h.kind, SegKind::Runs | SegKind::Root) {
+            total += next - off;
+        }
+        off = next;
+    }
+    Ok(total)
+}
+
 /// `reps` timed runs of `read` (ms each).
 fn timed(reps: usize, mut read: impl FnMut() -> Res<()>) -> Res<Vec<f64>> {
     let mut out = Vec::with_capacity(reps);
@@ -67,9 +100,12 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
     let trace = std::env::var_os("COMPARE_TRACE").is_some();
     let mut f_done = 0usize;
     let mut appends = Vec::new();
+    let globals: Vec<_> = (0..spec.frames as u64).map(|f| spec.globals_at(f)).collect();
+    let mut objects0 = 0u64;
     let times = drive(src.as_mut(), spec.frames, |f, mem, hint| {
         let t = Instant::now();
-        h.capture(f, mem, &[], hint, None)?;
+        let g = globals.get(f as usize).map_or(&[][..], |g| &g[..]);
+        h.capture(f, mem, g, hint, None)?;
         let ta = Instant::now();
         w.append(&h)?;
         let append = ta.elapsed();
@@ -96,6 +132,11 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
         } else {
             ingest += t.elapsed();
         }
+        if f_done == 1 {
+            // Outside the ingest time: the page bytes of the first frame, so the bytes
+            // per record are those of the frames after it.
+            objects0 = object_bytes(&path)?;
+        }
         Ok(())
     })?;
     let t = Instant::now();
@@ -104,6 +145,9 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
     let frames = times.len();
     let len = w.len();
     drop(w);
+    let per_record = (frames as f64 - 1.0).max(1.0);
+    let page_bytes = (object_bytes(&path)? - objects0) as f64 / per_record;
+    let index_bytes = index_bytes(&path, len0)? as f64 / per_record;
     let (first, capture) = split_first(times);
     let mut buf = vec![1u8; m];
     let open_read = timed(cfg.reps, || read_frame(&path, old, &mut buf))?;
@@ -118,7 +162,9 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
         PeerRun {
             capture,
             first_frame_ms: first,
-            disk_per_frame: Some((len - len0) as f64 / (frames as f64 - 1.0).max(1.0)),
+            disk_per_frame: Some((len - len0) as f64 / per_record),
+            page_bytes_per_frame: Some(page_bytes),
+            index_bytes_per_frame: Some(index_bytes),
             disk_first: Some(len0 as f64),
             open_read,
             open_read_pages,

@@ -72,6 +72,10 @@ pub struct PeerRun {
     pub window_note: &'static str,
     /// Bytes on disk per frame.
     pub disk_per_frame: Option<f64>,
+    /// Archive only: bytes of the page objects written per frame (frames 1..).
+    pub page_bytes_per_frame: Option<f64>,
+    /// Archive only: bytes of index runs, roots and trailers written per frame.
+    pub index_bytes_per_frame: Option<f64>,
     /// Open + read one old frame (all of its memory), ms per repetition.
     pub open_read: Vec<f64>,
     /// Total ingest wall time, s (archive and git).
@@ -95,6 +99,8 @@ impl PeerRun {
             window_bytes: None,
             window_note: "",
             disk_per_frame: None,
+            page_bytes_per_frame: None,
+            index_bytes_per_frame: None,
             open_read: Vec::new(),
             ingest_s: None,
             disk_first: None,
