@@ -11,6 +11,7 @@ mod crash;
 mod extra;
 mod fuzz;
 mod golden;
+mod lazy;
 mod locking;
 mod roundtrip;
 mod tail;
