@@ -54,6 +54,7 @@ mod cache;
 mod error;
 pub mod garage;
 mod head;
+mod reader;
 mod recorder;
 mod transfer;
 
@@ -69,6 +70,7 @@ pub use cache::{cache_dir, cache_file, sync_cache};
 pub use error::RemoteError;
 pub use head::{checksum, Head, Part, HEAD_FORMAT};
 pub use object_store;
+pub use reader::{cache_budget, evict, lazy_cache_file, open_archive, Eviction, DEFAULT_CACHE_BYTES};
 pub use recorder::RemoteRecorder;
 pub use transfer::{PullOptions, PushOptions, TransferReport};
 
