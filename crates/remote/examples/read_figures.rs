@@ -95,7 +95,7 @@ fn main() -> Result<()> {
     // and does the step; `cold` with an empty cache, `warm` with the cache the cold
     // run left.
     type Step = fn(&Archive, &Archive) -> Result<()>;
-    let steps: [(&'static str, Step); 6] = [
+    let steps: [(&'static str, Step); 7] = [
         ("open (head, header, tail)", |_, _| Ok(())),
         ("state hash of frame 100", |a, local| {
             assert_eq!(a.state_hash(100)?, local.state_hash(100)?);
@@ -115,6 +115,10 @@ fn main() -> Result<()> {
             let mut l = vec![0u8; MEM];
             local.read(100, 0, &mut l)?;
             assert!(m == l);
+            Ok(())
+        }),
+        ("global names, as `show` reads them (every commit's trailer)", |a, local| {
+            assert_eq!(a.global_names()?, local.global_names()?);
             Ok(())
         }),
         ("log (1,000 records)", |a, _| {
