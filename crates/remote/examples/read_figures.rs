@@ -117,10 +117,13 @@ fn main() -> Result<()> {
             assert!(m == l);
             Ok(())
         }),
-        ("global names, as `show` reads them (every commit's trailer)", |a, local| {
-            assert_eq!(a.global_names()?, local.global_names()?);
-            Ok(())
-        }),
+        (
+            "global names, as `show` reads them (every commit's trailer)",
+            |a, local| {
+                assert_eq!(a.global_names()?, local.global_names()?);
+                Ok(())
+            },
+        ),
         ("log (1,000 records)", |a, _| {
             assert_eq!(log(a)?, FRAMES as usize);
             Ok(())

@@ -1,6 +1,8 @@
 //! rewind archives in S3-compatible object storage: `push` a local archive to
-//! `s3://bucket/key.rwd`, `pull` it to another machine, and read a remote archive
-//! through a local cache file, moving only the bytes the other side lacks.
+//! `s3://bucket/key.rwd`, `pull` it to another machine, moving only the bytes the
+//! other side lacks, and read a remote archive in place ([`Remote::open_archive`]):
+//! the head, then ranged GETs of only the blocks a query touches, into a bounded
+//! local cache that later readers reuse.
 //!
 //! An archive is an append-only file whose commits end in trailers
 //! (`docs/format.md`), so a remote copy is a list of immutable **part** objects,

@@ -190,6 +190,33 @@ impl Remote {
     /// The archive must end exactly where the head says, with the head's record and
     /// state hash, or the remote is [`RemoteError::HeadMismatch`]; bytes that do not
     /// read as an archive are [`RemoteError::Read`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rewind_archive::{ArchiveWriter, Durability};
+    /// use rewind_history::{History, HistoryConfig};
+    /// use rewind_remote::{PushOptions, Remote};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let local = dir.path().join("a.rwd");
+    /// let mut history = History::new(HistoryConfig::new(1024)?.seed(3))?;
+    /// let mut writer = ArchiveWriter::create(&local, &history, Durability::Manual)?;
+    /// for frame in 0..20u64 {
+    ///     history.capture(frame, &vec![frame as u8; 8192], &[], None, None)?;
+    ///     writer.append(&history)?;
+    /// }
+    /// let store = Arc::new(object_store::memory::InMemory::new());
+    /// Remote::with_store(store.clone(), "s3://bucket/a.rwd")?.push(&local, PushOptions::default())?;
+    ///
+    /// let remote = Arc::new(Remote::with_store(store, "s3://bucket/a.rwd")?);
+    /// let archive = remote.open_archive(&dir.path().join("a.cache"))?;
+    /// assert_eq!(archive.state_hash(7)?, history.at(7)?.state_hash());
+    /// // A small archive: the head, then one ranged GET.
+    /// assert_eq!(remote.report().requests, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open_archive(self: &Arc<Self>, cache: &Path) -> Result<Archive, RemoteError> {
         let (head, _) = self.get_head()?.ok_or_else(|| RemoteError::NoArchive {
             url: self.url.clone(),
