@@ -218,6 +218,8 @@ impl Archive {
                         break;
                     }
                     Err(ArchiveError::ScanLimit { .. }) => return Err(ArchiveError::ScanLimit { limit }),
+                    // A lazily read archive whose source or cache failed: not damage.
+                    Err(e @ (ArchiveError::Fetch { .. } | ArchiveError::Io { .. })) => return Err(e),
                     Err(_) if mode == Scan::Strict => {
                         return Err(ArchiveError::DamagedTail {
                             offset: p,

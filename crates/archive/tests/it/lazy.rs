@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use rewind_archive::format::Trailer;
 use rewind_archive::{
     sidecar_path, Archive, ArchiveError, ArchiveWriter, Durability, LazyOptions, RangeSource, SourceError,
     LAZY_BLOCK,
@@ -22,6 +23,8 @@ struct Source {
     fetches: Arc<AtomicU64>,
     fetched: Arc<AtomicU64>,
     fail: bool,
+    /// Fail every fetch after this many.
+    fail_after: Option<u64>,
     short: bool,
     flip: Option<u64>,
 }
@@ -34,6 +37,7 @@ impl Source {
             fetches: Arc::default(),
             fetched: Arc::default(),
             fail: false,
+            fail_after: None,
             short: false,
             flip: None,
         }
@@ -46,8 +50,8 @@ impl RangeSource for Source {
     }
 
     fn fetch(&self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>, SourceError> {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
-        if self.fail {
+        let n = self.fetches.fetch_add(1, Ordering::Relaxed);
+        if self.fail || self.fail_after.is_some_and(|k| n >= k) {
             return Err("the network is down".into());
         }
         let mut out = Vec::new();
@@ -293,4 +297,34 @@ fn two_live_readers_of_one_cache_do_not_share_it() {
     check_same(&h, &b);
     let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
     assert_eq!(left.len(), 2, "the cache file and its sidecar only");
+}
+
+#[test]
+fn a_source_failing_during_open_is_a_fetch_error_never_a_damaged_tail() {
+    let (bytes, ends, _) = big(100);
+    // A commit whose root segment starts in an earlier block than its trailer, so
+    // that checking the commit needs a fetch of its own.
+    let end = ends
+        .iter()
+        .copied()
+        .find(|&e| {
+            let t = Trailer::decode(&bytes, e - 64, 5).expect("trailer");
+            t.root / LAZY_BLOCK < (e - 64) / LAZY_BLOCK
+        })
+        .expect("a root segment across a block boundary");
+    let dir = tmpdir();
+    // No tail at open: the header, then the trailer's block, then the root's.
+    let tiny = LazyOptions {
+        generation: "g".into(),
+        tail: 0,
+        ..LazyOptions::default()
+    };
+    for k in 1..5 {
+        let mut src = Source::new(&bytes, end);
+        src.fail_after = Some(k);
+        match Archive::open_lazy(&dir.path().join(format!("c{k}")), Box::new(src), &tiny) {
+            Ok(a) => assert_eq!(a.committed_end(), end),
+            Err(e) => assert!(matches!(e, ArchiveError::Fetch { .. }), "after {k} fetches: {e}"),
+        }
+    }
 }
