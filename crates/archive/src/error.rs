@@ -19,6 +19,18 @@ pub enum ArchiveError {
         #[source]
         source: std::io::Error,
     },
+    /// A lazily read archive could not fetch bytes from its source (see
+    /// [`Archive::open_lazy`](crate::Archive::open_lazy)).
+    #[error("cannot fetch {len} bytes at offset {offset} of the archive: {source}")]
+    Fetch {
+        /// The first byte asked for.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// What the source reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The file does not start with the archive magic.
     #[error("not a rewind archive (magic {found:02x?})")]
     BadMagic {

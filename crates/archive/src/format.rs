@@ -274,6 +274,26 @@ impl SegHeader {
                 needed: SEG_HEADER_LEN as u64,
                 file_len: file.len() as u64,
             })?;
+        Self::decode_at(b, offset, end, seed)
+    }
+
+    /// [`SegHeader::decode`] of the segment header `b` (its 32 bytes) read from
+    /// `offset`: the same checks, for a reader that holds only some of the file.
+    pub fn decode_at(b: &[u8], offset: u64, end: u64, seed: u64) -> Result<SegHeader, ArchiveError> {
+        let hdr_end = offset.saturating_add(SEG_HEADER_LEN as u64);
+        if !offset.is_multiple_of(ALIGN) {
+            return Err(ArchiveError::BadSegment {
+                offset,
+                reason: "segment offset is not 16-aligned",
+            });
+        }
+        if hdr_end > end || b.len() < SEG_HEADER_LEN {
+            return Err(ArchiveError::Truncated {
+                offset,
+                needed: SEG_HEADER_LEN as u64,
+                file_len: end,
+            });
+        }
         if b.get(..4) != Some(&SEG_MAGIC[..]) {
             return Err(ArchiveError::BadSegment {
                 offset,
@@ -362,6 +382,18 @@ impl Trailer {
                 needed: TRAILER_LEN as u64,
                 file_len: file.len() as u64,
             })?;
+        Self::decode_at(b, offset, seed)
+    }
+
+    /// [`Trailer::decode`] of the trailer `b` (its 64 bytes) read from `offset`.
+    pub fn decode_at(b: &[u8], offset: u64, seed: u64) -> Result<Trailer, ArchiveError> {
+        if b.len() < TRAILER_LEN {
+            return Err(ArchiveError::Truncated {
+                offset,
+                needed: TRAILER_LEN as u64,
+                file_len: offset.saturating_add(b.len() as u64),
+            });
+        }
         if b.get(..8) != Some(&TRAILER_MAGIC[..]) {
             return Err(ArchiveError::BadSegment {
                 offset,

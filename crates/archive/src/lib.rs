@@ -67,7 +67,10 @@ pub use collect::{collect_file, growth_reason, CollectReport, FileCounts};
 pub use error::ArchiveError;
 pub use format::ObjectKind;
 pub use lock::{lock_path, ArchiveLock};
-pub use reader::{Archive, ArchiveInfo, ObjectInfo, RecordDetail, RecordInfo, TornTail, VerifyReport};
+pub use reader::{
+    sidecar_path, Archive, ArchiveInfo, LazyOptions, LazyStats, ObjectInfo, RangeSource, RecordDetail,
+    RecordInfo, SourceError, TornTail, VerifyReport, LAZY_BLOCK,
+};
 pub use rewind_history::Blame;
 pub use writer::{AppendReport, ArchiveWriter, Durability, CHECKPOINT_HOPS, MERGE_FANOUT};
 

@@ -70,6 +70,14 @@ fn main() -> ExitCode {
             out.flush().context("cannot write to stdout")?;
             Ok(code)
         });
+    if std::env::var_os("REWIND_REMOTE_STATS").is_some_and(|v| v == "1") {
+        for (url, r) in rewind_cli::cmd::remote_stats() {
+            eprintln!(
+                "rewind: {url}: {} requests, {} bytes fetched",
+                r.requests, r.bytes_fetched
+            );
+        }
+    }
     match result {
         Ok(code) => code,
         // The reader of stdout (`| head`) has what it wanted.

@@ -1,5 +1,7 @@
-//! The read cache: a remote archive read by the CLI is pulled into a local file, kept
-//! up to date by incremental pulls, and opened with the ordinary zero-copy reader.
+//! The cache directory, and the whole-copy read cache: a remote archive pulled into a
+//! local file, kept up to date by incremental pulls, and opened with the ordinary
+//! zero-copy reader (the CLI's `REWIND_REMOTE_READ=copy`; reads in place are in
+//! `reader`).
 
 use std::path::PathBuf;
 

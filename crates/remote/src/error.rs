@@ -106,6 +106,35 @@ pub enum RemoteError {
         /// What does not match.
         reason: String,
     },
+    /// A remote archive read in place failed: its bytes could not be fetched (the
+    /// source error names the part) or do not read as an archive.
+    #[error("cannot read {url}")]
+    Read {
+        /// The remote URL.
+        url: String,
+        /// What the reader found.
+        #[source]
+        source: ArchiveError,
+    },
+    /// The archive a head names does not end where the head says, or its head record
+    /// or state hash differ from the head's.
+    #[error("the head of {url} does not describe its bytes: {reason}")]
+    HeadMismatch {
+        /// The remote URL.
+        url: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A setting from the environment is not valid.
+    #[error("{name}={value:?}: {reason}")]
+    BadSetting {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is expected.
+        reason: &'static str,
+    },
     /// The remote bytes, though they match their checksums, are not an archive.
     #[error("the bytes of {url} are not a readable archive")]
     NotAnArchive {

@@ -1,6 +1,8 @@
 //! rewind archives in S3-compatible object storage: `push` a local archive to
-//! `s3://bucket/key.rwd`, `pull` it to another machine, and read a remote archive
-//! through a local cache file, moving only the bytes the other side lacks.
+//! `s3://bucket/key.rwd`, `pull` it to another machine, moving only the bytes the
+//! other side lacks, and read a remote archive in place ([`Remote::open_archive`]):
+//! the head, then ranged GETs of only the blocks a query touches, into a bounded
+//! local cache that later readers reuse.
 //!
 //! An archive is an append-only file whose commits end in trailers
 //! (`docs/format.md`), so a remote copy is a list of immutable **part** objects,
@@ -55,6 +57,7 @@ mod error;
 pub mod garage;
 mod head;
 mod prune;
+mod reader;
 mod recorder;
 mod transfer;
 
@@ -71,6 +74,7 @@ pub use error::RemoteError;
 pub use head::{checksum, Head, Part, HEAD_FORMAT};
 pub use object_store;
 pub use prune::{PruneOptions, PruneReport, DEFAULT_PRUNE_GRACE};
+pub use reader::{cache_budget, evict, lazy_cache_file, open_archive, Eviction, DEFAULT_CACHE_BYTES};
 pub use recorder::RemoteRecorder;
 pub use transfer::{PullOptions, PushOptions, TransferReport};
 

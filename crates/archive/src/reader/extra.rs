@@ -93,7 +93,7 @@ impl Archive {
             }
             cur = match t.prev {
                 NONE => None,
-                p if p < off => Some((p, Trailer::decode(self.bytes(), p, self.header.seed)?)),
+                p if p < off => Some((p, self.trailer_at(p)?)),
                 p => {
                     return Err(ArchiveError::BadSegment {
                         offset: p,

@@ -28,6 +28,7 @@ use crate::ArchiveError;
 
 mod extra;
 mod inspect;
+mod lazy;
 mod load;
 mod open;
 mod query;
@@ -142,19 +143,46 @@ pub struct VerifyReport {
     pub objects: u64,
 }
 
+pub use lazy::{sidecar_path, LazyOptions, LazyStats, RangeSource, SourceError, LAZY_BLOCK};
+
 enum Backing {
     Map(Mmap),
     Owned(AlignedVec<16>),
     Empty,
+    /// Fetched on first touch into a sparse cache file (see `lazy`).
+    Lazy(Box<lazy::Lazy>),
 }
 
 impl Backing {
-    fn bytes(&self) -> &[u8] {
+    /// The file's length.
+    fn len(&self) -> u64 {
         match self {
+            Backing::Map(m) => m.len() as u64,
+            Backing::Owned(v) => v.len() as u64,
+            Backing::Empty => 0,
+            Backing::Lazy(l) => l.len(),
+        }
+    }
+
+    /// The bytes `off..off + len` ([`ArchiveError::Truncated`] past the end). A mapped
+    /// file is sliced in place; a lazy one fetches absent blocks first.
+    #[inline]
+    fn range(&self, off: u64, len: u64) -> Result<&[u8], ArchiveError> {
+        let whole: &[u8] = match self {
             Backing::Map(m) => m,
             Backing::Owned(v) => v.as_slice(),
             Backing::Empty => &[],
-        }
+            Backing::Lazy(l) => return l.slice(off, len),
+        };
+        usize::try_from(off)
+            .ok()
+            .zip(usize::try_from(off.saturating_add(len)).ok())
+            .and_then(|(a, b)| whole.get(a..b))
+            .ok_or(ArchiveError::Truncated {
+                offset: off,
+                needed: len,
+                file_len: whole.len() as u64,
+            })
     }
 }
 
@@ -342,8 +370,38 @@ fn global_of(g: &ArchivedGlobalRec, offset: u64) -> Result<GlobalValue, ArchiveE
 }
 
 impl Archive {
-    fn bytes(&self) -> &[u8] {
-        self.backing.bytes()
+    /// The file's bytes `off..off + len` (see `Backing::range`).
+    #[inline]
+    fn range(&self, off: u64, len: u64) -> Result<&[u8], ArchiveError> {
+        self.backing.range(off, len)
+    }
+
+    /// The file's length.
+    fn file_len(&self) -> u64 {
+        self.backing.len()
+    }
+
+    /// Whether a commit trailer's magic starts at `p` (false past the end).
+    fn magic_at(&self, p: u64) -> Result<bool, ArchiveError> {
+        if p.saturating_add(TRAILER_MAGIC.len() as u64) > self.file_len() {
+            return Ok(false);
+        }
+        Ok(self.range(p, TRAILER_MAGIC.len() as u64)? == TRAILER_MAGIC)
+    }
+
+    /// The commit trailer at `p`.
+    fn trailer_at(&self, p: u64) -> Result<Trailer, ArchiveError> {
+        let n = (TRAILER_LEN as u64).min(self.file_len().saturating_sub(p));
+        Trailer::decode_at(self.range(p, n)?, p, self.header.seed)
+    }
+
+    /// The segment header at `off`, whose payload must end by `end`.
+    fn seg_header(&self, off: u64, end: u64) -> Result<SegHeader, ArchiveError> {
+        let n = (SEG_HEADER_LEN as u64).min(end.saturating_sub(off));
+        if !off.is_multiple_of(ALIGN) || n < SEG_HEADER_LEN as u64 {
+            return SegHeader::decode_at(&[], off, end, self.header.seed);
+        }
+        SegHeader::decode_at(self.range(off, n)?, off, end, self.header.seed)
     }
 
     /// The payload of a segment whose header is known, checksummed on first touch.
@@ -362,14 +420,15 @@ impl Archive {
                 needed: h.len,
                 file_len: end,
             })?;
-        let p = self
-            .bytes()
-            .get(usize_of(start, off)?..usize_of(stop, off)?)
-            .ok_or(ArchiveError::Truncated {
+        usize_of(stop, off)?;
+        let p = self.range(start, h.len).map_err(|e| match e {
+            ArchiveError::Truncated { .. } => ArchiveError::Truncated {
                 offset: off,
                 needed: h.len,
                 file_len: end,
-            })?;
+            },
+            e => e,
+        })?;
         let done = self.checked.lock().map(|c| c.contains(&off)).unwrap_or(false);
         if !done {
             let found = checksum(p, self.header.seed);
@@ -389,7 +448,7 @@ impl Archive {
 
     fn payload(&self, off: u64, kind: SegKind) -> Result<&[u8], ArchiveError> {
         let end = self.committed_end();
-        let h = SegHeader::decode(self.bytes(), off, end, self.header.seed)?;
+        let h = self.seg_header(off, end)?;
         if h.kind != kind {
             return Err(ArchiveError::BadSegment {
                 offset: off,
@@ -426,10 +485,19 @@ impl Archive {
     /// The file's bytes up to the end of the last complete commit, as mapped at open:
     /// what a copy of the archive must hold (a torn tail excluded). These bytes never
     /// change while the archive is open (writers only append past them).
+    ///
+    /// A lazily opened archive ([`Archive::open_lazy`]) fetches every absent byte
+    /// first, and returns an empty slice when that fails: call
+    /// [`Archive::fetch_committed`] for the error.
     pub fn committed_bytes(&self) -> &[u8] {
-        let bytes = self.backing.bytes();
-        let end = usize::try_from(self.committed_end()).unwrap_or(usize::MAX);
-        bytes.get(..end).unwrap_or(bytes)
+        self.fetch_committed().unwrap_or(&[])
+    }
+
+    /// [`Archive::committed_bytes`], with the error of a lazily opened archive whose
+    /// source fails.
+    pub fn fetch_committed(&self) -> Result<&[u8], ArchiveError> {
+        let end = self.committed_end().min(self.file_len());
+        self.range(0, end)
     }
 
     /// The bytes after the last complete commit, when a crash tore the tail.
@@ -437,7 +505,16 @@ impl Archive {
         self.torn
     }
 
-    /// The file this archive was opened from.
+    /// What a lazily opened archive ([`Archive::open_lazy`]) has fetched and reused so
+    /// far; `None` for a file or bytes in memory.
+    pub fn lazy_stats(&self) -> Option<LazyStats> {
+        match &self.backing {
+            Backing::Lazy(l) => Some(l.stats()),
+            _ => None,
+        }
+    }
+
+    /// The file this archive was opened from (the cache file of a lazily opened one).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }

@@ -85,6 +85,77 @@ impl Archive {
         Self::from_backing(Some(path.to_path_buf()), backing, mode)
     }
 
+    /// Open an archive whose bytes come from `source` (an object store), fetched on
+    /// first touch into the sparse cache file `cache` (created when missing; its
+    /// directory must exist) and read in place from there.
+    ///
+    /// Opening fetches the header and the last `options.tail` bytes in one call of
+    /// [`RangeSource::fetch`] (the last trailer and, usually, its root segment), then
+    /// reads the rest only as queries touch it, in 64 KiB blocks ([`LAZY_BLOCK`]):
+    /// adjacent misses are fetched as one range, and a walk that continues the last
+    /// fetch reads ahead by a window that doubles up to `options.max_readahead`. The
+    /// cache file's sidecar (`<cache>.blocks`, [`sidecar_path`]) lists the blocks held,
+    /// so the next reader reuses them when `options.generation` is the same and the
+    /// archive has only grown; each listed block is rehashed on its first use, and one
+    /// found damaged is fetched again.
+    ///
+    /// Everything else is as for [`Archive::open`]: every segment is checksummed on
+    /// first touch, so a wrong byte from the source is an error, never a wrong answer.
+    /// A failing source is [`ArchiveError::Fetch`], from open or from the query that
+    /// needed the bytes. While open, the archive holds an exclusive `flock` on `cache`;
+    /// a second reader of the same cache file meanwhile fetches into a private file.
+    ///
+    /// ```
+    /// use std::ops::Range;
+    /// use rewind_archive::{Archive, ArchiveWriter, Durability, LazyOptions, RangeSource, SourceError};
+    /// use rewind_history::{History, HistoryConfig};
+    ///
+    /// /// Bytes in memory standing in for an object store.
+    /// struct Bytes(Vec<u8>);
+    /// impl RangeSource for Bytes {
+    ///     fn len(&self) -> u64 {
+    ///         self.0.len() as u64
+    ///     }
+    ///     fn fetch(&self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>, SourceError> {
+    ///         Ok(ranges.iter().map(|r| self.0[r.start as usize..r.end as usize].to_vec()).collect())
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("a.rwd");
+    /// let mut history = History::new(HistoryConfig::new(1024)?.seed(3))?;
+    /// let mut writer = ArchiveWriter::create(&file, &history, Durability::Manual)?;
+    /// for frame in 0..10u64 {
+    ///     history.capture(frame, &vec![frame as u8; 4096], &[], None, None)?;
+    ///     writer.append(&history)?;
+    /// }
+    /// let source = Box::new(Bytes(std::fs::read(&file)?));
+    /// let lazy = Archive::open_lazy(&dir.path().join("cache"), source, &LazyOptions::default())?;
+    /// assert_eq!(lazy.state_hash(4)?, history.at(4)?.state_hash());
+    /// assert_eq!(lazy.lazy_stats().map(|s| s.fetches), Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open_lazy(
+        cache: &Path,
+        source: Box<dyn RangeSource>,
+        options: &LazyOptions,
+    ) -> Result<Archive, ArchiveError> {
+        let len = source.len();
+        if len == 0 {
+            return Self::from_backing(Some(cache.to_path_buf()), Backing::Empty, Scan::Strict);
+        }
+        let lazy = lazy::Lazy::open(cache, source, options)?;
+        let tail = options.tail.min(len);
+        lazy.ensure(&[(0, (HEADER_LEN as u64).min(len)), (len - tail, tail)])?;
+        Self::from_backing(
+            Some(cache.to_path_buf()),
+            Backing::Lazy(Box::new(lazy)),
+            Scan::Strict,
+        )
+    }
+
     /// Open an archive held in memory (copied into an aligned buffer). Used by tests and
     /// the fuzz target; behaves exactly like [`Archive::open`] on a file of these bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Archive, ArchiveError> {
@@ -103,7 +174,8 @@ impl Archive {
         backing: Backing,
         mode: Scan,
     ) -> Result<Archive, ArchiveError> {
-        let header = Header::decode(backing.bytes())?;
+        let head_len = backing.len().min(HEADER_LEN as u64);
+        let header = Header::decode(backing.range(0, head_len)?)?;
         let page_size = PageSize::new(header.page_size as u64).map_err(|_| ArchiveError::BadHeader {
             reason: "page size is not a power of two from 1 KiB to 64 KiB",
         })?;
@@ -130,15 +202,13 @@ impl Archive {
     /// its commit is the last complete one, or the file is damaged. A salvage scan
     /// goes on past damaged commits, with a budget of checksummed root bytes.
     pub(super) fn find_commit(&mut self, mode: Scan) -> Result<(), ArchiveError> {
-        let len = self.bytes().len() as u64;
+        let len = self.file_len();
         let limit = len.saturating_mul(2).saturating_add(1 << 20);
         let mut budget = limit;
         let mut p = len.saturating_sub(TRAILER_LEN as u64) & !(ALIGN - 1);
         while p >= HEADER_LEN as u64 {
-            let at = usize_of(p, p)?;
-            if Trailer::has_magic(self.bytes(), at)
-                && Trailer::decode(self.bytes(), p, self.header.seed).is_ok()
-            {
+            usize_of(p, p)?;
+            if self.magic_at(p)? && self.trailer_at(p).is_ok() {
                 match self.check_commit(p, &mut budget) {
                     Ok(t) => {
                         self.commit = Some(Commit {
@@ -148,6 +218,8 @@ impl Archive {
                         break;
                     }
                     Err(ArchiveError::ScanLimit { .. }) => return Err(ArchiveError::ScanLimit { limit }),
+                    // A lazily read archive whose source or cache failed: not damage.
+                    Err(e @ (ArchiveError::Fetch { .. } | ArchiveError::Io { .. })) => return Err(e),
                     Err(_) if mode == Scan::Strict => {
                         return Err(ArchiveError::DamagedTail {
                             offset: p,
@@ -192,18 +264,16 @@ impl Archive {
         let mut expected = None;
         let mut extra = 0;
         while pos.saturating_add(SEG_HEADER_LEN as u64) <= len {
-            let Ok(h) = SegHeader::decode(self.bytes(), pos, len, seed) else {
+            let Ok(h) = self.seg_header(pos, len) else {
                 break;
             };
             let start = pos + SEG_HEADER_LEN as u64;
             let Some(next) = start.checked_add(h.len).and_then(align_up) else {
                 break;
             };
-            let payload = usize::try_from(start)
-                .ok()
-                .zip(usize::try_from(start + h.len).ok())
-                .and_then(|(a, b)| self.bytes().get(a..b));
-            let Some(payload) = payload else { break };
+            let Ok(payload) = self.range(start, h.len) else {
+                break;
+            };
             if h.kind == SegKind::Root && checksum(payload, seed) == h.sum {
                 if let Ok(root) = rkyv::access::<ArchivedRootSeg, rancor::Error>(payload) {
                     if root.seq.to_native() == next_seq {
@@ -232,7 +302,7 @@ impl Archive {
             if self.commit.is_none() {
                 let mut p = from;
                 while p.saturating_add(TRAILER_LEN as u64) <= len {
-                    if usize::try_from(p).is_ok_and(|at| Trailer::has_magic(self.bytes(), at)) {
+                    if self.magic_at(p).unwrap_or(false) {
                         return Some((p, "commit trailers are present but none checks"));
                     }
                     p += ALIGN;
@@ -241,8 +311,7 @@ impl Archive {
             return None;
         };
         let want = t.encode(seed);
-        let a = usize::try_from(at).ok()?;
-        let have = self.bytes().get(a..).unwrap_or(&[]);
+        let have = self.range(at, len.saturating_sub(at)).unwrap_or(&[]);
         let (trailer, rest) = have.split_at(have.len().min(TRAILER_LEN));
         if torn_copy(trailer, &want) && rest.iter().all(|b| *b == 0) {
             None
@@ -252,7 +321,7 @@ impl Archive {
     }
 
     pub(super) fn check_commit(&self, p: u64, budget: &mut u64) -> Result<Trailer, ArchiveError> {
-        let t = Trailer::decode(self.bytes(), p, self.header.seed)?;
+        let t = self.trailer_at(p)?;
         let bad = |reason| ArchiveError::BadSegment { offset: p, reason };
         if t.root >= p || t.start > t.root || t.start < HEADER_LEN as u64 {
             return Err(bad("trailer offsets out of order"));
@@ -263,7 +332,7 @@ impl Archive {
         if t.prev == NONE && (t.seq != 0 || t.start != HEADER_LEN as u64) {
             return Err(bad("first commit does not start after the header"));
         }
-        let h = SegHeader::decode(self.bytes(), t.root, p, self.header.seed)?;
+        let h = self.seg_header(t.root, p)?;
         if h.kind != SegKind::Root {
             return Err(bad("trailer does not point at a root segment"));
         }

@@ -269,8 +269,8 @@ impl Archive {
         let mut prev_trailer = NONE;
         let mut extra_seen = 0u64;
         while off < end {
-            let at = usize_of(off, off)?;
-            if Trailer::has_magic(self.bytes(), at) {
+            usize_of(off, off)?;
+            if self.magic_at(off)? {
                 let t = self.check_commit(off, &mut u64::MAX.clone())?;
                 if t.seq != rep.commits {
                     return Err(ArchiveError::BadSegment {
@@ -296,7 +296,7 @@ impl Archive {
                 off += TRAILER_LEN as u64;
                 continue;
             }
-            let h = SegHeader::decode(self.bytes(), off, end, self.header.seed)?;
+            let h = self.seg_header(off, end)?;
             let p = self.payload_at(off, h, end)?;
             match h.kind {
                 SegKind::Data => drop(rkyv::access::<ArchivedDataSeg, rancor::Error>(p).map_err(vmsg(off))?),
@@ -319,13 +319,16 @@ impl Archive {
                 offset: off,
                 reason: "segment length overflows",
             })?;
+            usize_of(next, off)?;
             let pad = self
-                .bytes()
-                .get(usize_of(payload_end, off)?..usize_of(next, off)?)
-                .ok_or(ArchiveError::Truncated {
-                    offset: off,
-                    needed: next - off,
-                    file_len: end,
+                .range(payload_end, next.saturating_sub(payload_end))
+                .map_err(|e| match e {
+                    ArchiveError::Truncated { .. } => ArchiveError::Truncated {
+                        offset: off,
+                        needed: next - off,
+                        file_len: end,
+                    },
+                    e => e,
                 })?;
             if pad.iter().any(|b| *b != 0) {
                 return Err(ArchiveError::BadSegment {

@@ -12,6 +12,7 @@ mod extra;
 mod fuzz;
 mod globals;
 mod golden;
+mod lazy;
 mod locking;
 mod roundtrip;
 mod tail;

@@ -188,9 +188,31 @@ pub fn num(s: &str) -> Result<u64, String> {
     crate::inspect::parse_u64(s)
 }
 
+/// How the CLI reads an `s3://` archive: in place (fetching only the blocks a command
+/// touches, the default) or, with `REWIND_REMOTE_READ=copy`, from a whole local copy
+/// kept up to date by incremental pulls.
+fn remote_copy_mode() -> bool {
+    std::env::var("REWIND_REMOTE_READ").is_ok_and(|v| v == "copy")
+}
+
+/// The remotes this process read in place, for the figures printed at exit with
+/// `REWIND_REMOTE_STATS=1` ([`remote_stats`]).
+static REMOTES: std::sync::Mutex<Vec<(String, std::sync::Arc<rewind_remote::Remote>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Requests and bytes each remote archive read in place by this process has cost so
+/// far: `(url, report)`.
+pub fn remote_stats() -> Vec<(String, rewind_remote::TransferReport)> {
+    REMOTES
+        .lock()
+        .map(|r| r.iter().map(|(u, r)| (u.clone(), r.report())).collect())
+        .unwrap_or_default()
+}
+
 /// The local file of an archive argument: the path itself, or for a remote archive
-/// (`s3://BUCKET/KEY`) its read cache file, first brought up to date by an
-/// incremental pull (only the missing suffix is fetched).
+/// (`s3://BUCKET/KEY`) its whole-copy cache file, first brought up to date by an
+/// incremental pull (only the missing suffix is fetched). Read commands use [`open`],
+/// which reads a remote archive in place instead.
 pub fn local_file(path: &Path) -> Result<std::path::PathBuf> {
     match path.to_str() {
         Some(url) if rewind_remote::is_remote(url) => {
@@ -213,11 +235,25 @@ pub fn local_only(path: &Path) -> Result<()> {
 }
 
 /// Open an archive for reading, warning on stderr about a torn tail. A remote archive
-/// (`s3://BUCKET/KEY`) is read from its cache file ([`local_file`]).
+/// (`s3://BUCKET/KEY`) is read in place through its read cache
+/// ([`rewind_remote::open_archive`]), or from a whole local copy ([`local_file`]) with
+/// `REWIND_REMOTE_READ=copy`.
 pub fn open(path: &Path) -> Result<Archive> {
-    let file = local_file(path)?;
-    std::fs::File::open(&file).with_context(|| format!("cannot open {}", path.display()))?;
-    let a = Archive::open(&file).with_context(|| format!("cannot open {}", path.display()))?;
+    let a = match path.to_str() {
+        Some(url) if rewind_remote::is_remote(url) && !remote_copy_mode() => {
+            let (a, remote) =
+                rewind_remote::open_archive(url).with_context(|| format!("cannot open {url}"))?;
+            if let Ok(mut r) = REMOTES.lock() {
+                r.push((url.to_string(), remote));
+            }
+            a
+        }
+        _ => {
+            let file = local_file(path)?;
+            std::fs::File::open(&file).with_context(|| format!("cannot open {}", path.display()))?;
+            Archive::open(&file).with_context(|| format!("cannot open {}", path.display()))?
+        }
+    };
     if let Some(t) = a.torn_tail() {
         eprintln!(
             "rewind: warning: {} has a torn tail of {} bytes at offset {} (an interrupted commit, ignored; `rewind repair` cuts it)",
@@ -230,10 +266,14 @@ pub fn open(path: &Path) -> Result<Archive> {
 }
 
 /// The size of a file, 0 when it cannot be read (for reports only).
-/// For a remote archive, the size of its read cache file.
+/// For a remote archive, the size of its read cache file (a sparse file of the
+/// archive's length when read in place).
 pub fn file_len(path: &Path) -> u64 {
     let file = match path.to_str() {
-        Some(url) if rewind_remote::is_remote(url) => rewind_remote::cache_file(url).unwrap_or_default(),
+        Some(url) if rewind_remote::is_remote(url) && remote_copy_mode() => {
+            rewind_remote::cache_file(url).unwrap_or_default()
+        }
+        Some(url) if rewind_remote::is_remote(url) => rewind_remote::lazy_cache_file(url).unwrap_or_default(),
         _ => path.to_path_buf(),
     };
     std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)

@@ -196,3 +196,136 @@ fn prune_deletes_the_generation_a_pushed_collection_left_and_reads_still_work() 
         .failure()
         .stderr(predicate::str::contains("older-than"));
 }
+
+/// `N requests, B bytes fetched` from the stderr line `REWIND_REMOTE_STATS=1` prints.
+fn fetch_stats(stderr: &[u8]) -> (u64, u64) {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains(" requests, "))
+        .unwrap_or_else(|| panic!("no stats line in {text:?}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let n = nums.len();
+    assert!(n >= 2, "{line}");
+    (nums[n - 2], nums[n - 1])
+}
+
+#[test]
+fn reads_of_an_s3_archive_fetch_only_what_they_touch_and_reuse_the_cache() {
+    let g = Garage::start().unwrap_or_else(|e| panic!("cannot start a Garage server for the S3 tests: {e}"));
+    let dir = tempfile::tempdir().expect("tmp");
+    // 400 frames of 32 KiB, two incompressible pages rewritten per frame, a commit each.
+    let (frame, n) = (32 * 1024usize, 400usize);
+    let mut mem = vec![0u8; frame];
+    let mut all = Vec::with_capacity(frame * n);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..n {
+        for _ in 0..2 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let page = (x % 32) as usize * 1024;
+            for k in 0..128 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                mem[page + k * 8..page + k * 8 + 8].copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        all.extend_from_slice(&mem);
+    }
+    let frames = dir.path().join("frames.bin");
+    std::fs::write(&frames, &all).expect("write frames");
+    let archive = dir.path().join("big.rwd");
+    rewind()
+        .args([
+            "import",
+            "--page-size",
+            "1024",
+            "--frame-size",
+            "32768",
+            "--batch",
+            "1",
+        ])
+        .arg(&frames)
+        .arg("-o")
+        .arg(&archive)
+        .assert()
+        .success();
+    let file_len = std::fs::metadata(&archive).expect("stat").len();
+    assert!(file_len > 1 << 20, "{file_len}");
+    let cache = dir.path().join("cache");
+    let url = format!("s3://{}/lazy/big.rwd", g.bucket);
+    remote_rewind(&g, &cache)
+        .arg("push")
+        .arg(&archive)
+        .arg(&url)
+        .assert()
+        .success();
+    let run = |args: &[&str]| {
+        let out = remote_rewind(&g, &cache)
+            .env("REWIND_REMOTE_STATS", "1")
+            .arg(args[0])
+            .arg(&url)
+            .args(&args[1..])
+            .output()
+            .expect("run rewind");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let local = stdout(rewind().arg(args[0]).arg(&archive).args(&args[1..]));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), local, "rewind {args:?}");
+        fetch_stats(&out.stderr)
+    };
+    // An old frame: a few requests and a small part of the file.
+    let (req, bytes) = run(&["cat", "5", "--addr", "0x1000", "--len", "64"]);
+    assert!(req <= 8, "{req} requests");
+    assert!(bytes < file_len / 2, "{bytes} of {file_len}");
+    // Again: the cache holds it, only the head is read.
+    let (req, bytes) = run(&["cat", "5", "--addr", "0x1000", "--len", "64"]);
+    assert_eq!(req, 1);
+    assert!(bytes < 16 * 1024, "{bytes}");
+    // The log walks every record; the reads ahead keep the requests few.
+    let (req, _) = run(&["log"]);
+    assert!(req <= 16, "{req} requests for log");
+    let (req, _) = run(&["blame", "300", "--addr", "0x800", "--len", "8"]);
+    assert!(req <= 16, "{req} requests for blame");
+    // The cache stays within its budget across commands.
+    let (cache_blocks, limit) = {
+        let out = remote_rewind(&g, &cache)
+            .env("REWIND_CACHE_BYTES", "256k")
+            .arg("cat")
+            .arg(format!("s3://{}/lazy/other.rwd", g.bucket))
+            .args(["7", "--addr", "0", "--len", "8"])
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "no archive there");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no archive at"), "{err}");
+        use std::os::unix::fs::MetadataExt;
+        let held: u64 = std::fs::read_dir(&cache)
+            .expect("cache dir")
+            .flatten()
+            .map(|e| e.metadata().map(|m| m.blocks() * 512).unwrap_or(0))
+            .sum();
+        (held, 256 * 1024)
+    };
+    assert!(cache_blocks <= limit, "{cache_blocks} bytes cached");
+    // A bad budget is a clear error; the whole-copy mode still reads.
+    remote_rewind(&g, &cache)
+        .env("REWIND_CACHE_BYTES", "lots")
+        .arg("log")
+        .arg(&url)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("REWIND_CACHE_BYTES"));
+    let copy = stdout(
+        remote_rewind(&g, &cache)
+            .env("REWIND_REMOTE_READ", "copy")
+            .arg("show")
+            .arg(&url)
+            .arg("17"),
+    );
+    assert_eq!(copy, stdout(rewind().arg("show").arg(&archive).arg("17")));
+}

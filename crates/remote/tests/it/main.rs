@@ -4,6 +4,7 @@
 
 mod faults;
 mod garage;
+mod lazy;
 mod proxy;
 mod prune;
 mod stores;
