@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rewind::Collector;
-use rewind_archive::{Archive, ArchiveWriter, Durability};
+use rewind_archive::{AppendReport, Archive, ArchiveWriter, Durability};
 
 use super::{drive, history, policy, split_first, thread_cpu_clock, GitRun, Peer, PeerRun};
 use crate::args::Config;
@@ -114,13 +114,36 @@ impl Batched {
     }
 }
 
-/// One timed append: wall ms and the thread's CPU ms, and whether it committed.
-fn timed_append(w: &mut ArchiveWriter, h: &rewind::layers::history::History) -> Res<(f64, f64, bool)> {
+/// The calling thread's minor page faults and involuntary context switches so far
+/// (`/proc/thread-self/stat` and `status`), for `COMPARE_TRACE`: what a slow append
+/// spent its CPU time on besides the append's own work.
+fn fault_and_switch_counts() -> (u64, u64) {
+    let minflt = std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; minflt is the 10th field.
+            let rest = s.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0);
+    let switches = std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (minflt, switches)
+}
+
+/// One timed append: wall ms and the thread's CPU ms, and what it wrote.
+fn timed_append(w: &mut ArchiveWriter, h: &rewind::layers::history::History) -> Res<(f64, f64, AppendReport)> {
     let (c0, t) = (thread_cpu_clock(), Instant::now());
     let rep = w.append(h)?;
     let wall = t.elapsed();
     let cpu = thread_cpu_clock().saturating_sub(c0);
-    Ok((ms(wall), ms(cpu), rep.committed))
+    Ok((ms(wall), ms(cpu), rep))
 }
 
 /// rewind's archive: capture (hinted) + append per frame + GC step; then open and read
@@ -163,7 +186,12 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
         let t = Instant::now();
         let g = globals.get(f as usize).map_or(&[][..], |g| &g[..]);
         h.capture(f, mem, g, hint, None)?;
-        let (append, append_cpu, _) = timed_append(&mut w, &h)?;
+        let counts0 = trace.then(fault_and_switch_counts);
+        let (append, append_cpu, rep) = timed_append(&mut w, &h)?;
+        let counts = counts0.map(|(f0, s0)| {
+            let (f1, s1) = fault_and_switch_counts();
+            (f1.saturating_sub(f0), s1.saturating_sub(s0))
+        });
         if f_done > 0 {
             appends.push(append);
             appends_cpu.push(append_cpu);
@@ -185,8 +213,13 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
         gc.collect_some(&mut h)?;
         if trace {
             eprintln!(
-                "trace archive frame {f} total_ms {:.4} append_ms {append:.4} append_cpu_ms {append_cpu:.4}",
+                "trace archive frame {f} total_ms {:.4} append_ms {append:.4} append_cpu_ms {append_cpu:.4} objects {} checkpoints {} bytes {} minor_faults {} preempted {}",
                 ms(t.elapsed() - aside),
+                rep.objects,
+                rep.checkpoints,
+                rep.bytes,
+                counts.map_or(0, |c| c.0),
+                counts.map_or(0, |c| c.1),
             );
         }
         f_done += 1;
@@ -218,8 +251,8 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
     let per_record = (frames as f64 - 1.0).max(1.0);
     if let Some(mut wb) = wb {
         // The frames left over since the last whole batch.
-        let (wall, cpu, committed) = timed_append(&mut wb, &h)?;
-        if committed {
+        let (wall, cpu, rep) = timed_append(&mut wb, &h)?;
+        if rep.committed {
             batched.commit.push(wall);
             batched.commit_cpu.push(cpu);
         }
