@@ -47,27 +47,38 @@ fn object_bytes(path: &Path) -> Res<u64> {
 }
 
 /// Bytes of the archive at `path` past offset `from` that are index and commit framing
-/// rather than data: runs and root segments, and trailers.
-fn index_bytes(path: &Path, from: u64) -> Res<u64> {
+/// rather than data: runs segments, root segments and trailers, apart.
+fn index_bytes(path: &Path, from: u64) -> Res<[u64; 3]> {
     use rewind_archive::format::{align_up, SegHeader, SegKind, Trailer, SEG_HEADER_LEN, TRAILER_LEN};
     let seed = Archive::open(path)?.info()?.seed;
     let bytes = std::fs::read(path)?;
     let end = bytes.len() as u64;
-    let (mut off, mut total) = (from, 0u64);
+    let (mut off, mut total) = (from, [0u64; 3]);
     while off < end {
         if Trailer::has_magic(&bytes, off as usize) {
-            total += TRAILER_LEN as u64;
+            total[2] += TRAILER_LEN as u64;
             off += TRAILER_LEN as u64;
             continue;
         }
         let h = SegHeader::decode(&bytes, off, end, seed)?;
         let next = align_up(off + SEG_HEADER_LEN as u64 + h.len).ok_or("segment length overflows")?;
-        if matches!(h.kind, SegKind::Runs | SegKind::Root) {
-            total += next - off;
+        match h.kind {
+            SegKind::Runs => total[0] += next - off,
+            SegKind::Root => total[1] += next - off,
+            _ => {}
         }
         off = next;
     }
     Ok(total)
+}
+
+/// The sum of [`index_bytes`] per record, logged apart (runs, roots, trailers).
+fn index_bytes_per_record(path: &Path, from: u64, records: f64, what: &str) -> Res<f64> {
+    let [runs, roots, trailers] = index_bytes(path, from)?.map(|b| b as f64 / records);
+    eprintln!(
+        "  archive, {what}: per record, index runs {runs:.0} B, root {roots:.0} B, trailer {trailers:.0} B"
+    );
+    Ok(runs + roots + trailers)
 }
 
 /// `reps` timed runs of `read` (ms each).
@@ -138,7 +149,10 @@ fn fault_and_switch_counts() -> (u64, u64) {
 }
 
 /// One timed append: wall ms and the thread's CPU ms, and what it wrote.
-fn timed_append(w: &mut ArchiveWriter, h: &rewind::layers::history::History) -> Res<(f64, f64, AppendReport)> {
+fn timed_append(
+    w: &mut ArchiveWriter,
+    h: &rewind::layers::history::History,
+) -> Res<(f64, f64, AppendReport)> {
     let (c0, t) = (thread_cpu_clock(), Instant::now());
     let rep = w.append(h)?;
     let wall = t.elapsed();
@@ -262,11 +276,12 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
         batched.frames = frames.saturating_sub(1);
         batched.disk_per_frame = (len_b - len0_b) as f64 / per_record;
         batched.page_bytes_per_frame = (object_bytes(&path_b)? - objects0_b) as f64 / per_record;
-        batched.index_bytes_per_frame = index_bytes(&path_b, len0_b)? as f64 / per_record;
+        batched.index_bytes_per_frame =
+            index_bytes_per_record(&path_b, len0_b, per_record, "committing every 8 frames")?;
         std::fs::remove_file(&path_b)?;
     }
     let page_bytes = (object_bytes(&path)? - objects0) as f64 / per_record;
-    let index_bytes = index_bytes(&path, len0)? as f64 / per_record;
+    let index_bytes = index_bytes_per_record(&path, len0, per_record, "committing every frame")?;
     let (first, capture) = split_first(times);
     let mut buf = vec![1u8; m];
     let open_read = timed(cfg.reps, || read_frame(&path, old, &mut buf))?;
