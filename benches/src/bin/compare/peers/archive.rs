@@ -47,13 +47,14 @@ fn object_bytes(path: &Path) -> Res<u64> {
 }
 
 /// Bytes of the archive at `path` past offset `from` that are index and commit framing
-/// rather than data: runs segments, root segments and trailers, apart.
-fn index_bytes(path: &Path, from: u64) -> Res<[u64; 3]> {
+/// rather than data: runs segments, root segments and trailers, apart; and the data
+/// segments' bytes (page objects, records, globals, inputs).
+fn index_bytes(path: &Path, from: u64) -> Res<[u64; 4]> {
     use rewind_archive::format::{align_up, SegHeader, SegKind, Trailer, SEG_HEADER_LEN, TRAILER_LEN};
     let seed = Archive::open(path)?.info()?.seed;
     let bytes = std::fs::read(path)?;
     let end = bytes.len() as u64;
-    let (mut off, mut total) = (from, [0u64; 3]);
+    let (mut off, mut total) = (from, [0u64; 4]);
     while off < end {
         if Trailer::has_magic(&bytes, off as usize) {
             total[2] += TRAILER_LEN as u64;
@@ -65,6 +66,7 @@ fn index_bytes(path: &Path, from: u64) -> Res<[u64; 3]> {
         match h.kind {
             SegKind::Runs => total[0] += next - off,
             SegKind::Root => total[1] += next - off,
+            SegKind::Data => total[3] += next - off,
             _ => {}
         }
         off = next;
@@ -74,9 +76,9 @@ fn index_bytes(path: &Path, from: u64) -> Res<[u64; 3]> {
 
 /// The sum of [`index_bytes`] per record, logged apart (runs, roots, trailers).
 fn index_bytes_per_record(path: &Path, from: u64, records: f64, what: &str) -> Res<f64> {
-    let [runs, roots, trailers] = index_bytes(path, from)?.map(|b| b as f64 / records);
+    let [runs, roots, trailers, data] = index_bytes(path, from)?.map(|b| b as f64 / records);
     eprintln!(
-        "  archive, {what}: per record, index runs {runs:.0} B, root {roots:.0} B, trailer {trailers:.0} B"
+        "  archive, {what}: per record, index runs {runs:.0} B, root {roots:.0} B, trailer {trailers:.0} B; data segments {data:.0} B"
     );
     Ok(runs + roots + trailers)
 }
