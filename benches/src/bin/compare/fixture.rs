@@ -3,7 +3,7 @@
 
 use rewind_bench::Placement;
 
-use crate::peers::{GitRun, Peer, PeerRun, Pipelined, Rewind, SerdeRun};
+use crate::peers::{Batched, GitRun, Peer, PeerRun, Pipelined, Rewind, SerdeRun};
 use crate::workload::{Spec, WorkloadResult};
 use crate::{MIB, PAGE};
 
@@ -74,6 +74,12 @@ pub fn results() -> Vec<WorkloadResult> {
     arch.open_read = v(30.0, 5);
     arch.open_read_pages = v(31.0, 5);
     arch.ingest_s = Some(1.25);
+    // Appends with one preempted (wall) and one checkpoint (CPU too); no batched file.
+    arch.append = v(0.4, 40);
+    arch.append[7] = 4.5;
+    arch.append[20] = 1.1;
+    arch.append_cpu = v(0.38, 40);
+    arch.append_cpu[20] = 1.05;
     let git_peer = PeerRun {
         disk_per_frame: Some(500_000.0),
         open_read: v(400.0, 5),
@@ -156,6 +162,17 @@ pub fn results() -> Vec<WorkloadResult> {
     arch.disk_first = Some(40_000.0);
     arch.page_bytes_per_frame = Some(31.0);
     arch.index_bytes_per_frame = Some(450.0);
+    arch.append = v(0.1, 40);
+    arch.append_cpu = v(0.09, 40);
+    arch.batched = Some(Batched {
+        every: 8,
+        commit: v(0.2, 5),
+        commit_cpu: v(0.18, 5),
+        frames: 40,
+        disk_per_frame: 300.0,
+        page_bytes_per_frame: 31.0,
+        index_bytes_per_frame: 110.0,
+    });
     let r4 = WorkloadResult {
         spec: Spec::synthetic(4 * MIB, 2, Placement::Clustered, 300, 0).with_globals(232, 8),
         memory: 4 * MIB,
@@ -164,7 +181,10 @@ pub fn results() -> Vec<WorkloadResult> {
         xxh3: v(0.2, 15),
         memcpy: v(0.3, 15),
         peers: vec![arch],
-        hinted: Rewind::default(),
+        hinted: Rewind {
+            growth: Vec::new(),
+            ..rewind(0.06, false)
+        },
         scan: Rewind::default(),
         git: None,
         serde: None,

@@ -129,7 +129,7 @@ const GOALS: &[Goal] = &[
     Goal {
         group: Group::Pipeline,
         scope: Scope::Every,
-        what: "worst archive append / append median",
+        what: "worst archive append / append median (appending thread's CPU time)",
         target: "≤ 2×",
         measure: worst_append,
     },
@@ -423,24 +423,65 @@ fn append_vs_capture(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
     if archive.append.is_empty() || r.hinted.capture_only.is_empty() {
         return None;
     }
-    ratio_of_medians(&archive.append, &r.hinted.capture_only, 1.2)
+    let (append, capture) = (med(&archive.append), med(&r.hinted.capture_only));
+    let ratio = append / capture;
+    let mut text = format!(
+        "{} ms / {} ms = {} (append CPU {} ms)",
+        fmt_ms(append),
+        fmt_ms(capture),
+        fmt_ratio(ratio),
+        fmt_ms(med(&archive.append_cpu))
+    );
+    if let Some(b) = &archive.batched {
+        // Means: a batched commit lands on one frame in `every`.
+        let mean = archive.append.iter().sum::<f64>() / archive.append.len() as f64;
+        let (wall, cpu) = b.per_frame();
+        let _ = write!(
+            text,
+            "; mean per frame, committing every frame {} ms, every {} frames {} ms ({} ms CPU) = {} the capture",
+            fmt_ms(mean),
+            b.every,
+            fmt_ms(wall),
+            fmt_ms(cpu),
+            fmt_ratio(wall / capture)
+        );
+    }
+    measured(text, Some(ratio <= 1.2))
 }
 
+/// Judged on the appending thread's CPU time, so a preemption (another process taking
+/// the core mid-append) does not decide it; the wall time is shown beside it.
 fn worst_append(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
     let archive = r.peer(Peer::Archive)?;
     if archive.append.is_empty() {
         return None;
     }
-    let s = Spread::of(&archive.append);
+    let wall = Spread::of(&archive.append);
+    let Some(cpu) = (!archive.append_cpu.is_empty()).then(|| Spread::of(&archive.append_cpu)) else {
+        return measured(
+            format!(
+                "wall {} ms / {} ms = {} (p99 {} ms); no CPU time measured",
+                fmt_ms(wall.max),
+                fmt_ms(wall.median),
+                fmt_ratio(wall.max / wall.median),
+                fmt_ms(p99(&archive.append))
+            ),
+            None,
+        );
+    };
     measured(
         format!(
-            "{} ms / {} ms = {} (p99 {} ms)",
-            fmt_ms(s.max),
-            fmt_ms(s.median),
-            fmt_ratio(s.max / s.median),
+            "CPU {} ms / {} ms = {} (p99 {} ms); wall {} ms / {} ms = {} (p99 {} ms)",
+            fmt_ms(cpu.max),
+            fmt_ms(cpu.median),
+            fmt_ratio(cpu.max / cpu.median),
+            fmt_ms(p99(&archive.append_cpu)),
+            fmt_ms(wall.max),
+            fmt_ms(wall.median),
+            fmt_ratio(wall.max / wall.median),
             fmt_ms(p99(&archive.append))
         ),
-        Some(s.max <= 2.0 * s.median),
+        Some(cpu.max <= 2.0 * cpu.median),
     )
 }
 
@@ -448,17 +489,26 @@ fn archive_vs_page_bytes(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
     let archive = r.peer(Peer::Archive)?;
     let (total, pages) = (archive.disk_per_frame?, archive.page_bytes_per_frame?);
     let ratio = total / pages.max(1.0);
-    measured(
-        format!(
-            "{} / {} = {} ({} globals; index runs, root and trailer {} a record)",
-            fmt_bytes(total),
-            fmt_bytes(pages),
-            fmt_ratio(ratio),
-            r.spec.globals.map_or(0, |g| g.count),
-            archive.index_bytes_per_frame.map_or("—".into(), fmt_bytes)
-        ),
-        Some(ratio <= 2.0),
-    )
+    let mut text = format!(
+        "{} / {} = {} ({} globals; index runs, root and trailer {} a record)",
+        fmt_bytes(total),
+        fmt_bytes(pages),
+        fmt_ratio(ratio),
+        r.spec.globals.map_or(0, |g| g.count),
+        archive.index_bytes_per_frame.map_or("—".into(), fmt_bytes)
+    );
+    if let Some(b) = &archive.batched {
+        let _ = write!(
+            text,
+            "; committing every {} frames: {} / {} = {} (index runs, root and trailer {} a record)",
+            b.every,
+            fmt_bytes(b.disk_per_frame),
+            fmt_bytes(b.page_bytes_per_frame),
+            fmt_ratio(b.disk_per_frame / b.page_bytes_per_frame.max(1.0)),
+            fmt_bytes(b.index_bytes_per_frame)
+        );
+    }
+    measured(text, Some(ratio <= 2.0))
 }
 
 // ---------------------------------------------------------------------------------------

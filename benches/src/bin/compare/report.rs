@@ -324,6 +324,33 @@ fn details(s: &mut String, r: &WorkloadResult) {
             spread_cell(&p.open_read),
             spread_cell(&p.open_read_pages)
         );
+        if !p.append.is_empty() {
+            let _ = write!(
+                s,
+                "- archive append, committing every frame: wall {} (p99 {}), appending thread's CPU {} (p99 {})",
+                spread_cell(&p.append),
+                fmt_ms(p99(&p.append)),
+                spread_cell(&p.append_cpu),
+                fmt_ms(p99(&p.append_cpu))
+            );
+            if let Some(b) = &p.batched {
+                let (wall, cpu) = b.per_frame();
+                let _ = write!(
+                    s,
+                    "; committing every {} frames (the same history, a second file): {} commits, wall {}, CPU {}, {} ms wall ({} ms CPU) a frame, {} a record (page objects {}, index runs, root and trailer {})",
+                    b.every,
+                    b.commit.len(),
+                    spread_cell(&b.commit),
+                    spread_cell(&b.commit_cpu),
+                    fmt_ms(wall),
+                    fmt_ms(cpu),
+                    fmt_bytes(b.disk_per_frame),
+                    fmt_bytes(b.page_bytes_per_frame),
+                    fmt_bytes(b.index_bytes_per_frame)
+                );
+            }
+            s.push('\n');
+        }
     }
     if let Some(g) = &r.git {
         let _ = writeln!(

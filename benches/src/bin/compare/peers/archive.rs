@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rewind::Collector;
-use rewind_archive::{Archive, ArchiveWriter, Durability};
+use rewind_archive::{AppendReport, Archive, ArchiveWriter, Durability};
 
-use super::{drive, history, policy, split_first, GitRun, Peer, PeerRun};
+use super::{drive, history, policy, split_first, thread_cpu_clock, GitRun, Peer, PeerRun};
 use crate::args::Config;
 use crate::workload::Spec;
 use crate::{ms, Res};
@@ -47,27 +47,40 @@ fn object_bytes(path: &Path) -> Res<u64> {
 }
 
 /// Bytes of the archive at `path` past offset `from` that are index and commit framing
-/// rather than data: runs and root segments, and trailers.
-fn index_bytes(path: &Path, from: u64) -> Res<u64> {
+/// rather than data: runs segments, root segments and trailers, apart; and the data
+/// segments' bytes (page objects, records, globals, inputs).
+fn index_bytes(path: &Path, from: u64) -> Res<[u64; 4]> {
     use rewind_archive::format::{align_up, SegHeader, SegKind, Trailer, SEG_HEADER_LEN, TRAILER_LEN};
     let seed = Archive::open(path)?.info()?.seed;
     let bytes = std::fs::read(path)?;
     let end = bytes.len() as u64;
-    let (mut off, mut total) = (from, 0u64);
+    let (mut off, mut total) = (from, [0u64; 4]);
     while off < end {
         if Trailer::has_magic(&bytes, off as usize) {
-            total += TRAILER_LEN as u64;
+            total[2] += TRAILER_LEN as u64;
             off += TRAILER_LEN as u64;
             continue;
         }
         let h = SegHeader::decode(&bytes, off, end, seed)?;
         let next = align_up(off + SEG_HEADER_LEN as u64 + h.len).ok_or("segment length overflows")?;
-        if matches!(h.kind, SegKind::Runs | SegKind::Root) {
-            total += next - off;
+        match h.kind {
+            SegKind::Runs => total[0] += next - off,
+            SegKind::Root => total[1] += next - off,
+            SegKind::Data => total[3] += next - off,
+            _ => {}
         }
         off = next;
     }
     Ok(total)
+}
+
+/// The sum of [`index_bytes`] per record, logged apart (runs, roots, trailers).
+fn index_bytes_per_record(path: &Path, from: u64, records: f64, what: &str) -> Res<f64> {
+    let [runs, roots, trailers, data] = index_bytes(path, from)?.map(|b| b as f64 / records);
+    eprintln!(
+        "  archive, {what}: per record, index runs {runs:.0} B, root {roots:.0} B, trailer {trailers:.0} B; data segments {data:.0} B"
+    );
+    Ok(runs + roots + trailers)
 }
 
 /// `reps` timed runs of `read` (ms each).
@@ -81,43 +94,148 @@ fn timed(reps: usize, mut read: impl FnMut() -> Res<()>) -> Res<Vec<f64>> {
     Ok(out)
 }
 
+/// Frames per commit of the archive run beside the per-frame one ([`Batched`]).
+pub const BATCH: u64 = 8;
+
+/// The same history appended to a second archive once every [`BATCH`] frames (one
+/// commit holds the records of [`BATCH`] captures), beside the per-frame archive in the
+/// same run: what the per-commit index and framing cost, per record and per frame.
+#[derive(Clone, Debug, Default)]
+pub struct Batched {
+    /// Frames per commit.
+    pub every: u64,
+    /// Each commit after frame 0's (the last one takes the frames left over): wall ms
+    /// and the appending thread's CPU ms.
+    pub commit: Vec<f64>,
+    pub commit_cpu: Vec<f64>,
+    /// Frames those commits hold (frames 1..).
+    pub frames: usize,
+    /// Bytes on disk, of page objects, and of index runs, roots and trailers per record.
+    pub disk_per_frame: f64,
+    pub page_bytes_per_frame: f64,
+    pub index_bytes_per_frame: f64,
+}
+
+impl Batched {
+    /// Append wall ms and CPU ms per frame (the commits' sum over the frames they hold).
+    pub fn per_frame(&self) -> (f64, f64) {
+        let n = self.frames.max(1) as f64;
+        (
+            self.commit.iter().sum::<f64>() / n,
+            self.commit_cpu.iter().sum::<f64>() / n,
+        )
+    }
+}
+
+/// The calling thread's minor page faults and involuntary context switches so far
+/// (`/proc/thread-self/stat` and `status`), for `COMPARE_TRACE`: what a slow append
+/// spent its CPU time on besides the append's own work.
+fn fault_and_switch_counts() -> (u64, u64) {
+    let minflt = std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; minflt is the 10th field.
+            let rest = s.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0);
+    let switches = std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (minflt, switches)
+}
+
+/// One timed append: wall ms and the thread's CPU ms, and what it wrote.
+fn timed_append(
+    w: &mut ArchiveWriter,
+    h: &rewind::layers::history::History,
+) -> Res<(f64, f64, AppendReport)> {
+    let (c0, t) = (thread_cpu_clock(), Instant::now());
+    let rep = w.append(h)?;
+    let wall = t.elapsed();
+    let cpu = thread_cpu_clock().saturating_sub(c0);
+    Ok((ms(wall), ms(cpu), rep))
+}
+
 /// rewind's archive: capture (hinted) + append per frame + GC step; then open and read
 /// frame [`Spec::old_frame`]. The size and ingest time after [`Spec::git_window`]
 /// frames go to the returned [`GitRun`] (git's run over the same frames fills the
-/// rest). Also runs the postcard-vs-rkyv open comparison on the finished file.
+/// rest). Also runs the postcard-vs-rkyv open comparison on the finished file, and
+/// appends the same history every [`BATCH`] frames to a second file ([`Batched`];
+/// outside the per-frame figures).
 pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, SerdeRun)> {
     let (git_frames, old) = (spec.git_window(), spec.old_frame());
     let mut src = spec.source()?;
     let page = src.page_size();
     let m = src.memory().len();
     let path = dir.join("frames.rwd");
+    let path_b = dir.join("frames-batched.rwd");
     let mut h = history(page)?;
     let mut w = ArchiveWriter::create(&path, &h, Durability::Manual)?;
+    // The batched file needs the records of a whole batch still in the history.
+    let mut wb = if cfg.window as u64 >= BATCH {
+        Some(ArchiveWriter::create(&path_b, &h, Durability::Manual)?)
+    } else {
+        None
+    };
+    let mut batched = Batched {
+        every: BATCH,
+        ..Batched::default()
+    };
+    let (mut len0_b, mut objects0_b) = (0u64, 0u64);
+    let mut side = Vec::new();
     let mut gc = Collector::new(policy(cfg.window));
     let mut git = GitRun::default();
     let mut ingest = Duration::ZERO;
     let mut len0 = 0u64;
     let trace = std::env::var_os("COMPARE_TRACE").is_some();
     let mut f_done = 0usize;
-    let mut appends = Vec::new();
+    let (mut appends, mut appends_cpu) = (Vec::new(), Vec::new());
     let globals: Vec<_> = (0..spec.frames as u64).map(|f| spec.globals_at(f)).collect();
     let mut objects0 = 0u64;
     let times = drive(src.as_mut(), spec.frames, |f, mem, hint| {
         let t = Instant::now();
         let g = globals.get(f as usize).map_or(&[][..], |g| &g[..]);
         h.capture(f, mem, g, hint, None)?;
-        let ta = Instant::now();
-        w.append(&h)?;
-        let append = ta.elapsed();
+        let counts0 = trace.then(fault_and_switch_counts);
+        let (append, append_cpu, rep) = timed_append(&mut w, &h)?;
+        let counts = counts0.map(|(f0, s0)| {
+            let (f1, s1) = fault_and_switch_counts();
+            (f1.saturating_sub(f0), s1.saturating_sub(s0))
+        });
         if f_done > 0 {
-            appends.push(ms(append));
+            appends.push(append);
+            appends_cpu.push(append_cpu);
         }
+        // The batched file: timed apart and left out of this frame's time.
+        let tb = Instant::now();
+        if let Some(wb) = wb.as_mut().filter(|_| f % BATCH == 0) {
+            let (wall, cpu, _) = timed_append(wb, &h)?;
+            if f_done == 0 {
+                len0_b = wb.len();
+                objects0_b = object_bytes(&path_b)?;
+            } else {
+                batched.commit.push(wall);
+                batched.commit_cpu.push(cpu);
+            }
+        }
+        let aside = tb.elapsed();
+        side.push(ms(aside));
         gc.collect_some(&mut h)?;
         if trace {
             eprintln!(
-                "trace archive frame {f} total_ms {:.4} append_ms {:.4}",
-                ms(t.elapsed()),
-                ms(append)
+                "trace archive frame {f} total_ms {:.4} append_ms {append:.4} append_cpu_ms {append_cpu:.4} objects {} checkpoints {} bytes {} minor_faults {} preempted {}",
+                ms(t.elapsed() - aside),
+                rep.objects,
+                rep.checkpoints,
+                rep.bytes,
+                counts.map_or(0, |c| c.0),
+                counts.map_or(0, |c| c.1),
             );
         }
         f_done += 1;
@@ -126,11 +244,11 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
         }
         if f_done == git_frames {
             w.sync()?;
-            ingest += t.elapsed();
+            ingest += t.elapsed() - aside;
             git.archive_ingest_s = ingest.as_secs_f64();
             git.archive_bytes = w.len();
         } else {
-            ingest += t.elapsed();
+            ingest += t.elapsed() - aside;
         }
         if f_done == 1 {
             // Outside the ingest time: the page bytes of the first frame, so the bytes
@@ -139,6 +257,7 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
         }
         Ok(())
     })?;
+    let times: Vec<f64> = times.iter().zip(&side).map(|(t, s)| t - s).collect();
     let t = Instant::now();
     w.sync()?;
     ingest += t.elapsed();
@@ -146,8 +265,25 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
     let len = w.len();
     drop(w);
     let per_record = (frames as f64 - 1.0).max(1.0);
+    if let Some(mut wb) = wb {
+        // The frames left over since the last whole batch.
+        let (wall, cpu, rep) = timed_append(&mut wb, &h)?;
+        if rep.committed {
+            batched.commit.push(wall);
+            batched.commit_cpu.push(cpu);
+        }
+        wb.sync()?;
+        let len_b = wb.len();
+        drop(wb);
+        batched.frames = frames.saturating_sub(1);
+        batched.disk_per_frame = (len_b - len0_b) as f64 / per_record;
+        batched.page_bytes_per_frame = (object_bytes(&path_b)? - objects0_b) as f64 / per_record;
+        batched.index_bytes_per_frame =
+            index_bytes_per_record(&path_b, len0_b, per_record, "committing every 8 frames")?;
+        std::fs::remove_file(&path_b)?;
+    }
     let page_bytes = (object_bytes(&path)? - objects0) as f64 / per_record;
-    let index_bytes = index_bytes(&path, len0)? as f64 / per_record;
+    let index_bytes = index_bytes_per_record(&path, len0, per_record, "committing every frame")?;
     let (first, capture) = split_first(times);
     let mut buf = vec![1u8; m];
     let open_read = timed(cfg.reps, || read_frame(&path, old, &mut buf))?;
@@ -169,6 +305,8 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
             open_read,
             open_read_pages,
             append: appends,
+            append_cpu: appends_cpu,
+            batched: (batched.frames > 0).then_some(batched),
             ingest_s: Some(ingest.as_secs_f64()),
             ..PeerRun::new(Peer::Archive)
         },

@@ -8,7 +8,7 @@ pub mod memory;
 pub mod pipeline;
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rewind::layers::history::{History, HistoryConfig};
 use rewind::Policy;
@@ -17,7 +17,7 @@ use rewind_bench::FrameSource;
 use crate::workload::Spec;
 use crate::{ms, Res, ROLLBACK};
 
-pub use archive::SerdeRun;
+pub use archive::{Batched, SerdeRun};
 pub use git::GitRun;
 pub use memory::Rewind;
 pub use pipeline::Pipelined;
@@ -84,8 +84,12 @@ pub struct PeerRun {
     pub disk_first: Option<f64>,
     /// Archive only: the same read through `pages` + `read_page` (one walk per frame).
     pub open_read_pages: Vec<f64>,
-    /// Archive only: the append of each frame, ms (frames 1..).
+    /// Archive only: the append of each frame, ms (frames 1..): wall time, and the
+    /// appending thread's CPU time ([`thread_cpu_clock`]).
     pub append: Vec<f64>,
+    pub append_cpu: Vec<f64>,
+    /// Archive only: the same history committed every [`archive::BATCH`] frames, beside it.
+    pub batched: Option<Batched>,
 }
 
 impl PeerRun {
@@ -106,6 +110,8 @@ impl PeerRun {
             disk_first: None,
             open_read_pages: Vec::new(),
             append: Vec::new(),
+            append_cpu: Vec::new(),
+            batched: None,
         }
     }
 }
@@ -157,6 +163,18 @@ pub fn rollbacks<S>(
         head = target;
     }
     Ok(out)
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): exact at the moment of
+/// the call (the kernel adds the running slice), unlike `/proc/thread-self/schedstat`,
+/// which the scheduler updates only at ticks and switches. So it times one short call
+/// (an archive append) without the time other processes held the core.
+pub fn thread_cpu_clock() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// Frame 0's time apart from the others'.
