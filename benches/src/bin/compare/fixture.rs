@@ -156,7 +156,13 @@ pub fn results() -> Vec<WorkloadResult> {
         serde: None,
         pipe: None,
     };
-    // A guest whose state is mostly globals, with the archive peer only.
+    let r4 = globals_heavy();
+    vec![r1, r2, r3, r4]
+}
+
+/// A guest whose state is mostly globals, with the archive peer only (and its
+/// every-8-frames file).
+fn globals_heavy() -> WorkloadResult {
     let mut arch = peer(Peer::Archive, 0.05);
     arch.disk_per_frame = Some(620.0);
     arch.disk_first = Some(40_000.0);
@@ -173,7 +179,7 @@ pub fn results() -> Vec<WorkloadResult> {
         page_bytes_per_frame: 31.0,
         index_bytes_per_frame: 110.0,
     });
-    let r4 = WorkloadResult {
+    WorkloadResult {
         spec: Spec::synthetic(4 * MIB, 2, Placement::Clustered, 300, 0).with_globals(232, 8),
         memory: 4 * MIB,
         pages: 1024,
@@ -189,6 +195,5 @@ pub fn results() -> Vec<WorkloadResult> {
         git: None,
         serde: None,
         pipe: None,
-    };
-    vec![r1, r2, r3, r4]
+    }
 }

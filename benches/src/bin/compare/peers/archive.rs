@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rewind::Collector;
+use rewind::History;
 use rewind_archive::{AppendReport, Archive, ArchiveWriter, Durability};
 
 use super::{drive, history, policy, split_first, thread_cpu_clock, GitRun, Peer, PeerRun};
@@ -116,6 +117,79 @@ pub struct Batched {
     pub index_bytes_per_frame: f64,
 }
 
+/// The second archive of [`run`], appended every [`BATCH`] frames, with what it
+/// measured so far.
+struct BatchedFile {
+    writer: Option<ArchiveWriter>,
+    path: std::path::PathBuf,
+    len0: u64,
+    objects0: u64,
+    stats: Batched,
+}
+
+impl BatchedFile {
+    /// A batched file beside the per-frame one, or none when the history does not keep
+    /// the records of a whole batch.
+    fn create(dir: &Path, h: &History, window: usize) -> Res<BatchedFile> {
+        let path = dir.join("frames-batched.rwd");
+        let writer = if window as u64 >= BATCH {
+            Some(ArchiveWriter::create(&path, h, Durability::Manual)?)
+        } else {
+            None
+        };
+        Ok(BatchedFile {
+            writer,
+            path,
+            len0: 0,
+            objects0: 0,
+            stats: Batched {
+                every: BATCH,
+                ..Batched::default()
+            },
+        })
+    }
+
+    /// After the capture of frame `f` (`first`: the first frame of the run): a commit
+    /// every [`BATCH`] frames.
+    fn on_frame(&mut self, f: u64, first: bool, h: &History) -> Res<()> {
+        let Some(wb) = self.writer.as_mut().filter(|_| f.is_multiple_of(BATCH)) else {
+            return Ok(());
+        };
+        let (wall, cpu, _) = timed_append(wb, h)?;
+        if first {
+            self.len0 = wb.len();
+            self.objects0 = object_bytes(&self.path)?;
+        } else {
+            self.stats.commit.push(wall);
+            self.stats.commit_cpu.push(cpu);
+        }
+        Ok(())
+    }
+
+    /// Commit the frames left over, measure the file and remove it.
+    fn finish(mut self, h: &History, frames: usize, per_record: f64) -> Res<Option<Batched>> {
+        let Some(mut wb) = self.writer.take() else {
+            return Ok(None);
+        };
+        let (wall, cpu, rep) = timed_append(&mut wb, h)?;
+        if rep.committed {
+            self.stats.commit.push(wall);
+            self.stats.commit_cpu.push(cpu);
+        }
+        wb.sync()?;
+        let len = wb.len();
+        drop(wb);
+        let b = &mut self.stats;
+        b.frames = frames.saturating_sub(1);
+        b.disk_per_frame = (len - self.len0) as f64 / per_record;
+        b.page_bytes_per_frame = (object_bytes(&self.path)? - self.objects0) as f64 / per_record;
+        b.index_bytes_per_frame =
+            index_bytes_per_record(&self.path, self.len0, per_record, "committing every 8 frames")?;
+        std::fs::remove_file(&self.path)?;
+        Ok((self.stats.frames > 0).then(|| self.stats.clone()))
+    }
+}
+
 impl Batched {
     /// Append wall ms and CPU ms per frame (the commits' sum over the frames they hold).
     pub fn per_frame(&self) -> (f64, f64) {
@@ -162,6 +236,25 @@ fn timed_append(
     Ok((ms(wall), ms(cpu), rep))
 }
 
+/// One `COMPARE_TRACE` line: a frame's time, its append (wall, CPU ms) and what the
+/// append wrote, with the minor faults and involuntary switches it took.
+fn trace_frame(
+    f: u64,
+    total: f64,
+    (append, cpu): (f64, f64),
+    rep: &AppendReport,
+    counts: Option<(u64, u64)>,
+) {
+    eprintln!(
+        "trace archive frame {f} total_ms {total:.4} append_ms {append:.4} append_cpu_ms {cpu:.4} objects {} checkpoints {} bytes {} minor_faults {} preempted {}",
+        rep.objects,
+        rep.checkpoints,
+        rep.bytes,
+        counts.map_or(0, |c| c.0),
+        counts.map_or(0, |c| c.1),
+    );
+}
+
 /// rewind's archive: capture (hinted) + append per frame + GC step; then open and read
 /// frame [`Spec::old_frame`]. The size and ingest time after [`Spec::git_window`]
 /// frames go to the returned [`GitRun`] (git's run over the same frames fills the
@@ -174,20 +267,9 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
     let page = src.page_size();
     let m = src.memory().len();
     let path = dir.join("frames.rwd");
-    let path_b = dir.join("frames-batched.rwd");
     let mut h = history(page)?;
     let mut w = ArchiveWriter::create(&path, &h, Durability::Manual)?;
-    // The batched file needs the records of a whole batch still in the history.
-    let mut wb = if cfg.window as u64 >= BATCH {
-        Some(ArchiveWriter::create(&path_b, &h, Durability::Manual)?)
-    } else {
-        None
-    };
-    let mut batched = Batched {
-        every: BATCH,
-        ..Batched::default()
-    };
-    let (mut len0_b, mut objects0_b) = (0u64, 0u64);
+    let mut batched = BatchedFile::create(dir, &h, cfg.window)?;
     let mut side = Vec::new();
     let mut gc = Collector::new(policy(cfg.window));
     let mut git = GitRun::default();
@@ -214,29 +296,12 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
         }
         // The batched file: timed apart and left out of this frame's time.
         let tb = Instant::now();
-        if let Some(wb) = wb.as_mut().filter(|_| f % BATCH == 0) {
-            let (wall, cpu, _) = timed_append(wb, &h)?;
-            if f_done == 0 {
-                len0_b = wb.len();
-                objects0_b = object_bytes(&path_b)?;
-            } else {
-                batched.commit.push(wall);
-                batched.commit_cpu.push(cpu);
-            }
-        }
+        batched.on_frame(f, f_done == 0, &h)?;
         let aside = tb.elapsed();
         side.push(ms(aside));
         gc.collect_some(&mut h)?;
         if trace {
-            eprintln!(
-                "trace archive frame {f} total_ms {:.4} append_ms {append:.4} append_cpu_ms {append_cpu:.4} objects {} checkpoints {} bytes {} minor_faults {} preempted {}",
-                ms(t.elapsed() - aside),
-                rep.objects,
-                rep.checkpoints,
-                rep.bytes,
-                counts.map_or(0, |c| c.0),
-                counts.map_or(0, |c| c.1),
-            );
+            trace_frame(f, ms(t.elapsed() - aside), (append, append_cpu), &rep, counts);
         }
         f_done += 1;
         if f_done == 1 {
@@ -265,23 +330,7 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
     let len = w.len();
     drop(w);
     let per_record = (frames as f64 - 1.0).max(1.0);
-    if let Some(mut wb) = wb {
-        // The frames left over since the last whole batch.
-        let (wall, cpu, rep) = timed_append(&mut wb, &h)?;
-        if rep.committed {
-            batched.commit.push(wall);
-            batched.commit_cpu.push(cpu);
-        }
-        wb.sync()?;
-        let len_b = wb.len();
-        drop(wb);
-        batched.frames = frames.saturating_sub(1);
-        batched.disk_per_frame = (len_b - len0_b) as f64 / per_record;
-        batched.page_bytes_per_frame = (object_bytes(&path_b)? - objects0_b) as f64 / per_record;
-        batched.index_bytes_per_frame =
-            index_bytes_per_record(&path_b, len0_b, per_record, "committing every 8 frames")?;
-        std::fs::remove_file(&path_b)?;
-    }
+    let batched = batched.finish(&h, frames, per_record)?;
     let page_bytes = (object_bytes(&path)? - objects0) as f64 / per_record;
     let index_bytes = index_bytes_per_record(&path, len0, per_record, "committing every frame")?;
     let (first, capture) = split_first(times);
@@ -306,7 +355,7 @@ pub fn run(spec: &Spec, cfg: &Config, dir: &Path) -> Res<(PeerRun, GitRun, Serde
             open_read_pages,
             append: appends,
             append_cpu: appends_cpu,
-            batched: (batched.frames > 0).then_some(batched),
+            batched,
             ingest_s: Some(ingest.as_secs_f64()),
             ..PeerRun::new(Peer::Archive)
         },
