@@ -36,6 +36,12 @@ pub struct StoreConfig {
     /// Frames a raw page waits before [`PageStore::compress_aged`] compresses it
     /// (pages replaced sooner become deltas and are never compressed).
     pub compress_after: u64,
+    /// Frames of progress a replaced page is held whole and raw (at most
+    /// `delta_after`): the rollback window. A rollback of up to this many frames
+    /// writes back the pages replaced since its target, and holding them raw makes
+    /// each one a copy; one that had been compressed is inflated when it is replaced,
+    /// on the capture. Leaving the window it becomes a delta, or is compressed.
+    pub rollback_window: u64,
     /// The fewest pages one [`PageStore::compress_aged`] call may compress; the budget
     /// rises with the rate raw pages are stored at ([`PageStore::compress_budget`]), so
     /// a per-frame call costs in proportion to what the frame wrote;
@@ -56,6 +62,7 @@ impl StoreConfig {
             delta_after: 10,
             compress_after: 16,
             compress_budget: 16,
+            rollback_window: 10,
         }
     }
 
@@ -81,6 +88,13 @@ impl StoreConfig {
     /// Set how many frames a raw page waits before it is compressed.
     pub fn compress_after(mut self, frames: u64) -> Self {
         self.compress_after = frames;
+        self
+    }
+
+    /// Set how many frames of progress a replaced page is held whole and raw (the
+    /// rollback window, at most `delta_after`; 0 holds nothing).
+    pub fn rollback_window(mut self, frames: u64) -> Self {
+        self.rollback_window = frames;
         self
     }
 }
@@ -179,6 +193,12 @@ pub struct StoreStats {
     pub deltas_made: u64,
     /// Raw pages compressed with lz4 after aging.
     pub compressed: u64,
+    /// Compressed pages made raw again when replaced, to be written back by a copy
+    /// while they are inside the rollback window ([`StoreConfig::delta_after`]).
+    pub inflated: u64,
+    /// Replaced pages compressed with lz4 on leaving the rollback window because no
+    /// small delta against their replacement could be made.
+    pub compressed_on_demotion: u64,
     /// Objects freed.
     pub freed_objects: u64,
     /// Encoded bytes freed.
@@ -229,6 +249,11 @@ struct Entry {
     children: Vec<PageHash>,
     /// An upper bound of the longest chain of deltas that ends at this object.
     height: u8,
+    /// The frame until which this page is held whole and raw: a page replaced in the
+    /// last [`StoreConfig::delta_after`] frames is what a rollback inside that window
+    /// writes back, so it is not compressed (and was inflated if it had been) until
+    /// it leaves the window.
+    hold: u64,
 }
 
 /// The content-addressed store of pages of one history.
@@ -240,6 +265,8 @@ pub struct PageStore {
     delta_after: u64,
     compress_after: u64,
     compress_budget: usize,
+    /// Frames a replaced page is held raw: `rollback_window`, at most `delta_after`.
+    hold_frames: u64,
     /// Whether the compression budget follows the store rate.
     follow_rate: bool,
     /// Raw pages stored in the current frame, and a running average per frame
@@ -263,7 +290,8 @@ pub struct PageStore {
     stats: StoreStats,
 }
 
-/// The most bytes of spare page buffers a store keeps.
+/// The fewest bytes of spare page buffers a store keeps; the bound rises with the rate
+/// raw pages are stored at ([`PageStore::spare_cap`]).
 const SPARE_BYTES: usize = 8 << 20;
 
 impl PageStore {
@@ -279,6 +307,7 @@ impl PageStore {
             delta_after: config.delta_after,
             compress_after: config.compress_after,
             compress_budget: config.compress_budget,
+            hold_frames: config.rollback_window.min(config.delta_after),
             follow_rate: false,
             stored_this_frame: 0,
             store_rate_x16: 0,
@@ -372,7 +401,15 @@ impl PageStore {
                 break;
             }
             self.replaced.pop_front();
-            self.demote(old, new, None);
+            match self.demote(old, new, None) {
+                Demotion::Done | Demotion::Gone | Demotion::Held => {}
+                // A replaced page that cannot be a small delta leaves the window as an
+                // lz4 page (it is history: its replacement is stored).
+                Demotion::Failed { new_stored: true } => self.compress_one(old),
+                // Its replacement was freed (an abandoned branch): the slot may hold it
+                // again, so it is left to age in the compression queue.
+                Demotion::Failed { new_stored: false } => {}
+            }
         }
     }
 
@@ -386,42 +423,107 @@ impl PageStore {
         if hash.is_zero() {
             return Ok(Put::Zero);
         }
-        let put = if let Some(e) = self.objects.get_mut(&hash) {
-            e.refs += 1;
-            self.stats.dedup_hits += 1;
-            Put::Dedup
-        } else {
-            let bytes = match self.spare.pop() {
-                Some(mut b) => {
-                    b.copy_from_slice(page);
-                    b
-                }
-                None => page.into(),
-            };
-            let object = Object::Full {
-                encoding: Encoding::Raw,
-                bytes,
-            };
-            self.insert_entry(hash, object, 1);
-            self.stats.new_objects += 1;
-            self.young.push_back((hash, self.frame));
-            self.stored_this_frame += 1;
-            Put::Full(page.len())
+        let put = match self.objects.entry(hash) {
+            griddle::hash_map::Entry::Occupied(mut o) => {
+                o.get_mut().refs += 1;
+                self.stats.dedup_hits += 1;
+                Put::Dedup
+            }
+            griddle::hash_map::Entry::Vacant(v) => {
+                let bytes = match self.spare.pop() {
+                    Some(mut b) => {
+                        b.copy_from_slice(page);
+                        b
+                    }
+                    None => page.into(),
+                };
+                let object = Object::Full {
+                    encoding: Encoding::Raw,
+                    bytes,
+                };
+                count_in(&mut self.stats, &object);
+                v.insert(Entry {
+                    object,
+                    refs: 1,
+                    children: Vec::new(),
+                    height: 0,
+                    hold: 0,
+                });
+                self.stats.new_objects += 1;
+                self.young.push_back((hash, self.frame));
+                self.stored_this_frame += 1;
+                Put::Full(page.len())
+            }
         };
         if self.delta_after == 0 {
             self.demote(base, hash, Some(page));
         } else if !base.is_zero() && base != hash {
             self.replaced.push_back((base, hash, self.frame));
+            if self.hold_frames > 0 {
+                self.hold_raw(base);
+            }
         }
         Ok(put)
     }
 
+    /// Hold `old`, just replaced, whole and raw for [`StoreConfig::rollback_window`]
+    /// frames: a rollback inside the window writes it back, and a raw
+    /// page is written with one copy. A page compressed earlier (it had not been
+    /// replaced for [`StoreConfig::compress_after`] frames) is inflated here, on the
+    /// capture, rather than on every rollback that writes it back.
+    fn hold_raw(&mut self, old: PageHash) {
+        let until = self.frame.saturating_add(self.hold_frames);
+        let PageStore {
+            objects,
+            spare,
+            stats,
+            page_size,
+            young,
+            compress_after,
+            ..
+        } = self;
+        let Some(e) = objects.get_mut(&old) else {
+            return;
+        };
+        e.hold = until;
+        let Object::Full {
+            encoding: Encoding::Lz4,
+            bytes,
+        } = &e.object
+        else {
+            return;
+        };
+        let mut raw = match spare.pop() {
+            Some(b) => b,
+            None => vec![0u8; page_size.bytes()].into_boxed_slice(),
+        };
+        if codec::decode_full(Encoding::Lz4, bytes, &mut raw).is_err() {
+            // Left as it is: a read reports the corruption.
+            spare.push(raw);
+            return;
+        }
+        let before = std::mem::replace(
+            &mut e.object,
+            Object::Full {
+                encoding: Encoding::Raw,
+                bytes: raw,
+            },
+        );
+        count_out(stats, &before);
+        count_in(stats, &e.object);
+        stats.inflated += 1;
+        // Compressed again once it leaves the window, if it is not a delta by then.
+        young.push_back((old, until.saturating_sub(*compress_after)));
+    }
+
     /// Re-encode `old` as a delta against `new` (whose bytes are `new_bytes`, or read
     /// from the store when `None`: a raw page is borrowed, not copied) when both are
-    /// whole pages, the chain bound allows it, and the delta is small.
-    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: Option<&[u8]>) {
+    /// whole pages, `old` is not held raw by a later replacement, the chain bound allows
+    /// it, and the delta is small (at most 1/4 page, and at most half of what lz4 makes
+    /// of the page when that is more than 1/8 page).
+    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: Option<&[u8]>) -> Demotion {
         if old.is_zero() || old == new {
-            return;
+            return Demotion::Gone;
         }
         let PageStore {
             objects,
@@ -433,13 +535,22 @@ impl PageStore {
             stats,
             spare,
             page_size,
+            frame,
+            store_rate_x16,
             ..
         } = self;
-        let Some(new_entry) = objects.get(&new) else {
-            return;
+        let Some(old_entry) = objects.get(&old) else {
+            return Demotion::Gone;
         };
+        if old_entry.hold > *frame && new_bytes.is_none() {
+            return Demotion::Held;
+        }
+        let Some(new_entry) = objects.get(&new) else {
+            return Demotion::Failed { new_stored: false };
+        };
+        let failed = Demotion::Failed { new_stored: true };
         let new_bytes: &[u8] = match (new_bytes, &new_entry.object) {
-            (_, Object::Delta { .. }) => return,
+            (_, Object::Delta { .. }) => return failed,
             (Some(b), _) => b,
             (
                 None,
@@ -450,45 +561,50 @@ impl PageStore {
             ) => bytes,
             (None, Object::Full { encoding, bytes }) => {
                 if codec::decode_full(*encoding, bytes, buf_b).is_err() {
-                    return;
+                    return failed;
                 }
                 buf_b
             }
         };
-        let Some(old_entry) = objects.get(&old) else {
-            return;
-        };
         if old_entry.height >= *max_chain {
-            return;
+            return failed;
         }
-        let (old_bytes, limit): (&[u8], usize) = match &old_entry.object {
+        let (old_bytes, limit, raw): (&[u8], usize, bool) = match &old_entry.object {
             Object::Full {
                 encoding: Encoding::Raw,
                 bytes,
-            } => (bytes, *delta_limit),
+            } => (bytes, *delta_limit, true),
             Object::Full {
                 encoding: Encoding::Lz4,
                 bytes,
             } => {
                 if codec::decode_full(Encoding::Lz4, bytes, buf_a).is_err() {
-                    return;
+                    return failed;
                 }
-                (buf_a.as_slice(), (*delta_limit).min(bytes.len() / 2))
+                (buf_a.as_slice(), (*delta_limit).min(bytes.len() / 2), false)
             }
-            Object::Delta { .. } => return,
+            Object::Delta { .. } => return Demotion::Gone,
         };
         let Some(runs) = codec::encode_delta(new_bytes, old_bytes, limit, scratch) else {
-            return;
+            return failed;
         };
         let runs: Box<[u8]> = runs.into();
+        // A large delta of a raw page is kept only if lz4 does not do much better.
+        if raw && runs.len() > *delta_limit / 2 {
+            let (encoding, packed) = codec::encode_full(old_bytes, scratch);
+            if encoding == Encoding::Lz4 && runs.len() > packed.len() / 2 {
+                return failed;
+            }
+        }
         let old_height = old_entry.height;
         let Some(old_entry) = objects.get_mut(&old) else {
-            return;
+            return Demotion::Gone;
         };
         let before = std::mem::replace(&mut old_entry.object, Object::Delta { parent: new, runs });
         let after_len = old_entry.object.stored_len();
         count_out(stats, &before);
-        Self::keep_spare(spare, page_size.bytes(), before);
+        let cap = spare_cap(*store_rate_x16, page_size.bytes());
+        Self::keep_spare(spare, cap, page_size.bytes(), before);
         stats.objects += 1;
         stats.delta_pages += 1;
         stats.stored_bytes += after_len as u64;
@@ -497,6 +613,60 @@ impl PageStore {
             n.children.push(old);
             n.height = n.height.max(old_height + 1);
         }
+        Demotion::Done
+    }
+
+    /// Compress one raw page now, if lz4 pays (a replaced page leaving the window).
+    fn compress_one(&mut self, hash: PageHash) {
+        let cap = self.spare_cap();
+        let Some(e) = self.objects.get_mut(&hash) else {
+            return;
+        };
+        if Self::compress_entry(e, &mut self.scratch, &mut self.stats, &mut self.spare, cap) {
+            self.stats.compressed_on_demotion += 1;
+        }
+    }
+
+    /// lz4-compress a raw entry in place when that pays; true when it did.
+    fn compress_entry(
+        e: &mut Entry,
+        scratch: &mut Scratch,
+        stats: &mut StoreStats,
+        spare: &mut Vec<Box<[u8]>>,
+        spare_cap: usize,
+    ) -> bool {
+        let Object::Full {
+            encoding: Encoding::Raw,
+            bytes,
+        } = &e.object
+        else {
+            return false;
+        };
+        let page_size = bytes.len();
+        let (encoding, packed) = codec::encode_full(bytes, scratch);
+        if encoding != Encoding::Lz4 {
+            return false;
+        }
+        let saved = (bytes.len() - packed.len()) as u64;
+        let raw = std::mem::replace(
+            &mut e.object,
+            Object::Full {
+                encoding,
+                bytes: packed,
+            },
+        );
+        Self::keep_spare(spare, spare_cap, page_size, raw);
+        stats.raw_pages -= 1;
+        stats.stored_bytes -= saved;
+        stats.compressed += 1;
+        true
+    }
+
+    /// The most spare page buffers kept: [`SPARE_BYTES`], or more when raw pages are
+    /// stored faster (a rollback game at a high write rate frees and stores a frame's
+    /// worth of pages every frame; the buffers it frees serve the next frame's pages).
+    fn spare_cap(&self) -> usize {
+        spare_cap(self.store_rate_x16, self.page_size.bytes())
     }
 
     /// The most pages one [`PageStore::compress_aged`] call examines: the configured
@@ -543,6 +713,7 @@ impl PageStore {
             self.young.pop_front();
         }
         let mut n = 0;
+        let cap = self.spare_cap();
         while let Some(&(h, f)) = self.young.front() {
             if n >= budget || f.saturating_add(self.compress_after) > self.frame {
                 break;
@@ -553,28 +724,14 @@ impl PageStore {
                 continue;
             };
             n += 1;
-            let Object::Full {
-                encoding: Encoding::Raw,
-                bytes,
-            } = &e.object
-            else {
+            // A page held raw inside the rollback window waits until it leaves it
+            // (queued again, due then; by then it may be a delta).
+            if e.hold > self.frame {
+                self.young
+                    .push_back((h, e.hold.saturating_sub(self.compress_after)));
                 continue;
-            };
-            let (encoding, packed) = codec::encode_full(bytes, &mut self.scratch);
-            if encoding == Encoding::Lz4 {
-                let saved = (bytes.len() - packed.len()) as u64;
-                let raw = std::mem::replace(
-                    &mut e.object,
-                    Object::Full {
-                        encoding,
-                        bytes: packed,
-                    },
-                );
-                Self::keep_spare(&mut self.spare, self.page_size.bytes(), raw);
-                self.stats.raw_pages -= 1;
-                self.stats.stored_bytes -= saved;
-                self.stats.compressed += 1;
             }
+            Self::compress_entry(e, &mut self.scratch, &mut self.stats, &mut self.spare, cap);
         }
         n
     }
@@ -594,6 +751,7 @@ impl PageStore {
                 refs,
                 children: Vec::new(),
                 height: 0,
+                hold: 0,
             },
         );
     }
@@ -718,19 +876,20 @@ impl PageStore {
         self.stats.freed_objects += 1;
         self.stats.freed_bytes += entry.object.stored_len() as u64;
         freed.objects += 1;
-        Self::keep_spare(&mut self.spare, self.page_size.bytes(), entry.object);
+        let cap = self.spare_cap();
+        Self::keep_spare(&mut self.spare, cap, self.page_size.bytes(), entry.object);
         Ok(freed)
     }
 
     /// Keep the buffer of a raw page that is no longer stored for reuse by
-    /// [`PageStore::put`], up to [`SPARE_BYTES`].
-    fn keep_spare(spare: &mut Vec<Box<[u8]>>, page_size: usize, object: Object) {
+    /// [`PageStore::put`], up to `cap` buffers.
+    fn keep_spare(spare: &mut Vec<Box<[u8]>>, cap: usize, page_size: usize, object: Object) {
         if let Object::Full {
             encoding: Encoding::Raw,
             bytes,
         } = object
         {
-            if bytes.len() == page_size && (spare.len() + 1) * page_size <= SPARE_BYTES {
+            if bytes.len() == page_size && spare.len() < cap {
                 spare.push(bytes);
             }
         }
@@ -836,6 +995,26 @@ impl PageStore {
         }
         Ok(n)
     }
+}
+
+/// What [`PageStore::demote`] did with a replaced page.
+enum Demotion {
+    /// It is now a delta against its replacement.
+    Done,
+    /// Nothing to do: freed, zero, or already a delta.
+    Gone,
+    /// A later replacement holds it raw: that one's turn comes later.
+    Held,
+    /// No small delta could be made (or the chain bound forbids one); whether its
+    /// replacement is still stored.
+    Failed { new_stored: bool },
+}
+
+/// Spare page buffers to keep for a store rate of `rate_x16`/16 raw pages per frame:
+/// the floor of [`SPARE_BYTES`], or 5/4 of a frame's pages.
+fn spare_cap(rate_x16: u64, page_size: usize) -> usize {
+    let rate = usize::try_from(rate_x16.div_ceil(16)).unwrap_or(usize::MAX);
+    (SPARE_BYTES / page_size.max(1)).max(rate.saturating_add(rate / 4))
 }
 
 fn count_in(stats: &mut StoreStats, object: &Object) {
@@ -1147,6 +1326,129 @@ mod tests {
         // With a fixed budget of 16 it could not have.
         assert!(s.stats().compressed >= 12 * 100 - 300);
         assert!(s.verify().is_empty());
+    }
+
+    /// A page of a repeating pattern: lz4 compresses it.
+    fn compressible(tag: u8) -> Vec<u8> {
+        (0..1024u32).map(|i| ((i / 32) as u8) ^ tag).collect()
+    }
+
+    fn is_raw(s: &PageStore, h: PageHash) -> bool {
+        matches!(
+            s.get(h),
+            Some(ObjectRef::Full {
+                encoding: Encoding::Raw,
+                ..
+            })
+        )
+    }
+
+    fn is_lz4(s: &PageStore, h: PageHash) -> bool {
+        matches!(
+            s.get(h),
+            Some(ObjectRef::Full {
+                encoding: Encoding::Lz4,
+                ..
+            })
+        )
+    }
+
+    #[test]
+    fn a_replaced_page_is_held_raw_inside_the_rollback_window() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(4)
+                .delta_after(4)
+                .rollback_window(4)
+                .compress_after(1),
+        );
+        let a = compressible(1);
+        let ha = s.hash(&a);
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.advance_frame();
+        s.compress_aged();
+        assert!(is_lz4(&s, ha), "a page nobody replaced is compressed once aged");
+        // b replaces a: a is what a rollback to before b writes back, so it is made
+        // raw again on the capture, not on every rollback.
+        let mut b = a.clone();
+        b[7] ^= 0x55;
+        let hb = s.hash(&b);
+        s.put(hb, &b, ha).unwrap();
+        assert!(is_raw(&s, ha));
+        assert_eq!(s.stats().inflated, 1);
+        // Inside the window, compression leaves it raw whatever its age.
+        for _ in 0..3 {
+            s.advance_frame();
+            s.compress_all_aged();
+            assert!(is_raw(&s, ha), "held raw inside the window");
+        }
+        // Leaving the window it becomes a small delta against b.
+        s.advance_frame();
+        s.compress_all_aged();
+        assert!(matches!(s.get(ha), Some(ObjectRef::Delta { parent, .. }) if parent == hb));
+        let mut out = vec![0u8; 1024];
+        s.read(ha, &mut out).unwrap();
+        assert_eq!(out, a);
+        assert!(s.verify().is_empty());
+    }
+
+    #[test]
+    fn a_replaced_page_without_a_small_delta_is_compressed_on_leaving_the_window() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(4)
+                .delta_after(2)
+                .compress_after(100),
+        );
+        let a = compressible(1);
+        let b = compressible(0x80); // every byte differs: no small delta
+        let (ha, hb) = (s.hash(&a), s.hash(&b));
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.put(hb, &b, ha).unwrap();
+        s.advance_frame();
+        assert!(is_raw(&s, ha));
+        s.advance_frame();
+        assert!(
+            is_lz4(&s, ha),
+            "history that is no delta leaves the window compressed"
+        );
+        assert!(is_raw(&s, hb), "the newest version stays raw");
+        assert_eq!(s.stats().compressed_on_demotion, 1);
+        let mut out = vec![0u8; 1024];
+        s.read(ha, &mut out).unwrap();
+        assert_eq!(out, a);
+        assert!(s.verify().is_empty());
+    }
+
+    #[test]
+    fn a_zero_window_holds_nothing_raw() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(4)
+                .delta_after(u64::MAX)
+                .rollback_window(0)
+                .compress_after(1),
+        );
+        let a = compressible(1);
+        let ha = s.hash(&a);
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.advance_frame();
+        s.compress_aged();
+        let mut b = a.clone();
+        b[7] ^= 0x55;
+        s.put(s.hash(&b), &b, ha).unwrap();
+        assert!(is_lz4(&s, ha), "no window: left compressed");
+        assert_eq!(s.stats().inflated, 0);
+    }
+
+    #[test]
+    fn spare_buffers_follow_the_store_rate() {
+        let floor = SPARE_BYTES / 4096;
+        assert_eq!(spare_cap(0, 4096), floor);
+        assert_eq!(spare_cap(16 * 100, 4096), floor, "a slow rate keeps the floor");
+        let fast = 16 * 10_000;
+        assert_eq!(spare_cap(fast, 4096), 12_500, "5/4 of a frame's pages");
+        assert!(spare_cap(u64::MAX, 4096) > 12_500, "no overflow");
     }
 
     #[test]
