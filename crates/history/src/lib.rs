@@ -392,8 +392,12 @@ fn meta_bytes(changes: usize, globals: usize) -> u64 {
 impl History {
     /// An empty history.
     pub fn new(config: HistoryConfig) -> Result<Self, HistoryError> {
+        let mut store = PageStore::new(config.store);
+        // Pages dropped with an abandoned branch wait for the next frame of progress:
+        // the re-simulated captures that follow a rollback mostly write them again.
+        store.set_deferred_frees(true);
         Ok(History {
-            store: PageStore::new(config.store),
+            store,
             records: BTreeMap::new(),
             timeline: BTreeMap::new(),
             head: None,
@@ -868,8 +872,10 @@ impl History {
         self.store.set_compress_follows_rate(on);
     }
 
-    /// Compress every raw page that has aged, with no per-call limit.
+    /// Free the pages released since the last frame of progress and compress every
+    /// raw page that has aged, with no per-call limit.
     pub fn maintain_all(&mut self) -> usize {
+        self.store.free_retired();
         self.store.compress_all_aged()
     }
 

@@ -10,7 +10,9 @@
 //! delta made against a page that is freed a few frames later would have to be
 //! compacted back into a full page, so the newest few frames are left whole. Raw pages that nobody replaced for
 //! [`StoreConfig::compress_after`] frames are compressed with lz4 by
-//! [`PageStore::compress_aged`].
+//! [`PageStore::compress_aged`]. A replaced page is held raw for
+//! [`StoreConfig::rollback_window`] frames (inflated if it had been compressed): a
+//! rollback inside that window writes it back with one copy.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher as StdHasher};
@@ -199,6 +201,9 @@ pub struct StoreStats {
     /// Replaced pages compressed with lz4 on leaving the rollback window because no
     /// small delta against their replacement could be made.
     pub compressed_on_demotion: u64,
+    /// Pages put again while waiting to be freed, taken back instead of stored anew
+    /// ([`PageStore::set_deferred_frees`]; also counted in `new_objects`).
+    pub revived: u64,
     /// Objects freed.
     pub freed_objects: u64,
     /// Encoded bytes freed.
@@ -287,6 +292,12 @@ pub struct PageStore {
     /// rollback game frees and stores the same number of pages every frame, and
     /// reusing their buffers spares the allocator and the kernel's page faults.
     spare: Vec<Box<[u8]>>,
+    /// Whether objects whose last reference goes wait for the next frame before they
+    /// are freed ([`PageStore::set_deferred_frees`]).
+    defer_frees: bool,
+    /// Objects released to zero references, still held until the next frame: a put of
+    /// the same page revives one. Counted as freed in the stats.
+    retired: Vec<PageHash>,
     stats: StoreStats,
 }
 
@@ -319,6 +330,8 @@ impl PageStore {
             buf_a: vec![0; ps],
             buf_b: vec![0; ps],
             spare: Vec::new(),
+            defer_frees: false,
+            retired: Vec::new(),
             stats: StoreStats::default(),
         }
     }
@@ -349,9 +362,9 @@ impl PageStore {
         self.stats
     }
 
-    /// True when an object with this hash is stored.
+    /// True when an object with this hash is stored (and referenced).
     pub fn contains(&self, hash: PageHash) -> bool {
-        self.objects.contains_key(&hash)
+        self.objects.get(&hash).is_some_and(|e| e.refs > 0)
     }
 
     /// The reference count of an object (0 when absent).
@@ -366,7 +379,10 @@ impl PageStore {
 
     /// All objects with their reference counts, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (PageHash, ObjectRef<'_>, u32)> + '_ {
-        self.objects.iter().map(|(h, e)| (*h, e.object.as_ref(), e.refs))
+        self.objects
+            .iter()
+            .filter(|(_, e)| e.refs > 0)
+            .map(|(h, e)| (*h, e.object.as_ref(), e.refs))
     }
 
     fn check_len(&self, page: &[u8]) -> Result<(), StoreError> {
@@ -387,6 +403,7 @@ impl PageStore {
     /// abandoned branch, leaves its predecessor whole).
     pub fn advance_frame(&mut self) {
         self.frame += 1;
+        self.free_retired();
         // An exponential average over ~4 frames of the raw pages stored per frame.
         self.store_rate_x16 = (self.store_rate_x16 * 3 + self.stored_this_frame * 16) / 4;
         self.stored_this_frame = 0;
@@ -425,9 +442,22 @@ impl PageStore {
         }
         let put = match self.objects.entry(hash) {
             griddle::hash_map::Entry::Occupied(mut o) => {
-                o.get_mut().refs += 1;
-                self.stats.dedup_hits += 1;
-                Put::Dedup
+                let e = o.get_mut();
+                e.refs += 1;
+                if e.refs == 1 {
+                    // Released this frame and not freed yet (an abandoned branch's page
+                    // that a re-simulated capture wrote again): revived, not copied. It
+                    // counts as a new page, as when it was freed and stored again.
+                    count_in(&mut self.stats, &e.object);
+                    self.stats.new_objects += 1;
+                    self.stats.revived += 1;
+                    self.young.push_back((hash, self.frame));
+                    self.stored_this_frame += 1;
+                    Put::Full(page.len())
+                } else {
+                    self.stats.dedup_hits += 1;
+                    Put::Dedup
+                }
             }
             griddle::hash_map::Entry::Vacant(v) => {
                 let bytes = match self.spare.pop() {
@@ -482,7 +512,7 @@ impl PageStore {
             compress_after,
             ..
         } = self;
-        let Some(e) = objects.get_mut(&old) else {
+        let Some(e) = objects.get_mut(&old).filter(|e| e.refs > 0) else {
             return;
         };
         e.hold = until;
@@ -539,13 +569,13 @@ impl PageStore {
             store_rate_x16,
             ..
         } = self;
-        let Some(old_entry) = objects.get(&old) else {
+        let Some(old_entry) = objects.get(&old).filter(|e| e.refs > 0) else {
             return Demotion::Gone;
         };
         if old_entry.hold > *frame && new_bytes.is_none() {
             return Demotion::Held;
         }
-        let Some(new_entry) = objects.get(&new) else {
+        let Some(new_entry) = objects.get(&new).filter(|e| e.refs > 0) else {
             return Demotion::Failed { new_stored: false };
         };
         let failed = Demotion::Failed { new_stored: true };
@@ -619,7 +649,7 @@ impl PageStore {
     /// Compress one raw page now, if lz4 pays (a replaced page leaving the window).
     fn compress_one(&mut self, hash: PageHash) {
         let cap = self.spare_cap();
-        let Some(e) = self.objects.get_mut(&hash) else {
+        let Some(e) = self.objects.get_mut(&hash).filter(|e| e.refs > 0) else {
             return;
         };
         if Self::compress_entry(e, &mut self.scratch, &mut self.stats, &mut self.spare, cap) {
@@ -720,7 +750,7 @@ impl PageStore {
             }
             self.young.pop_front();
             // A page freed since (an abandoned branch's) costs nothing: not counted.
-            let Some(e) = self.objects.get_mut(&h) else {
+            let Some(e) = self.objects.get_mut(&h).filter(|e| e.refs > 0) else {
                 continue;
             };
             n += 1;
@@ -825,6 +855,7 @@ impl PageStore {
         let e = self
             .objects
             .get_mut(&hash)
+            .filter(|e| e.refs > 0)
             .ok_or(StoreError::Object(RebuildError::MissingObject { hash }))?;
         e.refs += 1;
         Ok(())
@@ -836,21 +867,108 @@ impl PageStore {
         if hash.is_zero() {
             return Ok(Freed::default());
         }
+        let defer = self.defer_frees;
         let e = self
             .objects
             .get_mut(&hash)
             .ok_or(StoreError::Object(RebuildError::MissingObject { hash }))?;
         if e.refs == 0 {
+            if defer {
+                // Retired: freed as far as anyone outside the store can tell.
+                return Err(StoreError::Object(RebuildError::MissingObject { hash }));
+            }
             return Err(StoreError::RefUnderflow { hash });
         }
         e.refs -= 1;
         if e.refs > 0 {
             return Ok(Freed::default());
         }
+        if defer {
+            let len = e.object.stored_len() as u64;
+            count_out(&mut self.stats, &e.object);
+            self.stats.freed_objects += 1;
+            self.stats.freed_bytes += len;
+            self.retired.push(hash);
+            if self.retired.len() > self.spare_cap() {
+                self.free_retired();
+            }
+            return Ok(Freed {
+                objects: 1,
+                bytes: len,
+                compacted: 0,
+            });
+        }
         let before = self.stats.stored_bytes;
         let mut freed = self.free(hash)?;
         freed.bytes = before.saturating_sub(self.stats.stored_bytes);
         Ok(freed)
+    }
+
+    /// Let objects whose last reference is released wait until the next frame
+    /// ([`PageStore::advance_frame`]) before they are freed, or free them at once (the
+    /// default). A history turns this on: after a rollback the collector drops the
+    /// abandoned branch, and the re-simulated captures then mostly write the very
+    /// pages that branch held; a put of a page waiting to be freed takes it back (no
+    /// copy, no table insert, no free). The stats count a waiting object as freed and a
+    /// revived one as new, as if it had been freed and stored again; [`PageStore::iter`]
+    /// and [`PageStore::contains`] do not see waiting objects.
+    pub fn set_deferred_frees(&mut self, on: bool) {
+        self.defer_frees = on;
+        if !on {
+            self.free_retired();
+        }
+    }
+
+    /// Free the objects released to zero references since the last call that were not
+    /// revived since.
+    pub fn free_retired(&mut self) {
+        let retired = std::mem::take(&mut self.retired);
+        for &h in &retired {
+            self.free_now(h);
+        }
+        // Keep the vector's buffer for the next frame.
+        let mut retired = retired;
+        retired.clear();
+        if self.retired.is_empty() {
+            self.retired = retired;
+        }
+    }
+
+    /// Free a retired object (zero references, already counted out of the stats):
+    /// retired deltas that depend on it go with it, live ones are compacted.
+    fn free_now(&mut self, hash: PageHash) {
+        let children = match self.objects.get_mut(&hash) {
+            Some(e) if e.refs == 0 => std::mem::take(&mut e.children),
+            _ => return,
+        };
+        let mut live = Vec::new();
+        for c in children {
+            match self.objects.get(&c) {
+                Some(e) if e.refs == 0 => self.free_now(c),
+                Some(_) => live.push(c),
+                None => {}
+            }
+        }
+        if !live.is_empty() && self.compact_children(hash, &live).is_err() {
+            // The object does not rebuild (corrupt): keep it, so its children stay
+            // as readable as they were; verify reports it.
+            if let Some(e) = self.objects.get_mut(&hash) {
+                e.children = live;
+            }
+            return;
+        }
+        let Some(entry) = self.objects.remove(&hash) else {
+            return;
+        };
+        if let Object::Delta { parent, .. } = &entry.object {
+            if let Some(p) = self.objects.get_mut(parent) {
+                if let Some(i) = p.children.iter().position(|c| *c == hash) {
+                    p.children.swap_remove(i);
+                }
+            }
+        }
+        let cap = self.spare_cap();
+        Self::keep_spare(&mut self.spare, cap, self.page_size.bytes(), entry.object);
     }
 
     fn free(&mut self, hash: PageHash) -> Result<Freed, StoreError> {
@@ -898,8 +1016,12 @@ impl PageStore {
     /// Rewrite the deltas `children` of `hash` so they no longer need it.
     fn compact_children(&mut self, hash: PageHash, children: &[PageHash]) -> Result<u64, StoreError> {
         // The grandparent, when `hash` is itself a delta: children may be re-based on it.
+        // Never one that is itself waiting to be freed (released to zero references):
+        // it may be freed along with `hash` ([`PageStore::free_retired`]).
         let grand = match self.objects.get(&hash).map(|e| &e.object) {
-            Some(Object::Delta { parent, .. }) => Some(*parent),
+            Some(Object::Delta { parent, .. }) if self.objects.get(parent).is_some_and(|g| g.refs > 0) => {
+                Some(*parent)
+            }
             _ => None,
         };
         let mut grand_bytes = std::mem::take(&mut self.buf_b);
@@ -990,7 +1112,7 @@ impl PageStore {
             }
             cur = parent;
         }
-        if !cur.is_zero() && !self.contains(cur) {
+        if !cur.is_zero() && !self.objects.contains_key(&cur) {
             return Err(StoreError::Object(RebuildError::MissingObject { hash: cur }));
         }
         Ok(n)
@@ -1439,6 +1561,69 @@ mod tests {
         s.put(s.hash(&b), &b, ha).unwrap();
         assert!(is_lz4(&s, ha), "no window: left compressed");
         assert_eq!(s.stats().inflated, 0);
+    }
+
+    #[test]
+    fn a_released_page_waits_for_the_next_frame_and_a_put_takes_it_back() {
+        let mut s = PageStore::new(StoreConfig::new(PageSize::new(1024).unwrap()).seed(4));
+        s.set_deferred_frees(true);
+        let (a, b) = (compressible(1), compressible(2));
+        let (ha, hb) = (s.hash(&a), s.hash(&b));
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.put(hb, &b, PageHash::ZERO).unwrap();
+        let freed = s.release(ha).unwrap();
+        assert_eq!(freed.objects, 1);
+        // Freed as far as anyone can tell: not contained, not listed, not counted.
+        assert!(!s.contains(ha));
+        assert_eq!(s.iter().count(), 1);
+        assert_eq!(s.stats().objects, 1);
+        assert!(matches!(
+            s.retain(ha),
+            Err(StoreError::Object(RebuildError::MissingObject { .. }))
+        ));
+        assert!(matches!(
+            s.release(ha),
+            Err(StoreError::Object(RebuildError::MissingObject { .. }))
+        ));
+        // A put of the same page takes it back without storing it again.
+        assert_eq!(s.put(ha, &a, PageHash::ZERO).unwrap(), Put::Full(1024));
+        assert_eq!(s.stats().revived, 1);
+        assert_eq!(s.stats().objects, 2);
+        assert!(s.contains(ha));
+        // One not taken back is freed at the next frame.
+        s.release(hb).unwrap();
+        s.advance_frame();
+        assert!(!s.contains(hb) && s.get(hb).is_none());
+        let mut out = vec![0u8; 1024];
+        s.read(ha, &mut out).unwrap();
+        assert_eq!(out, a);
+        assert!(s.verify().is_empty());
+    }
+
+    /// Regression (found by the GC model test): freeing a waiting page whose delta
+    /// child was also waiting re-based that child's live child onto the page being
+    /// freed, which then dangled.
+    #[test]
+    fn freeing_waiting_pages_never_rebases_onto_one_of_them() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(1)
+                .delta_after(0),
+        );
+        s.set_deferred_frees(true);
+        let v = versions(&mut s, 3);
+        // v0 -> v1 -> v2 (whole); v2 and v1 lose their references, v0 stays.
+        assert!(matches!(s.get(v[1].0), Some(ObjectRef::Delta { parent, .. }) if parent == v[2].0));
+        s.release(v[2].0).unwrap();
+        s.release(v[1].0).unwrap();
+        s.advance_frame();
+        assert!(!s.contains(v[1].0) && s.get(v[1].0).is_none());
+        assert!(s.get(v[2].0).is_none());
+        let mut out = vec![0u8; 1024];
+        s.read(v[0].0, &mut out).unwrap();
+        assert_eq!(out, v[0].1);
+        assert!(s.verify().is_empty());
+        assert_eq!(s.stats().objects, 1);
     }
 
     #[test]
