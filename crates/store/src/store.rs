@@ -198,9 +198,6 @@ pub struct StoreStats {
     /// Compressed pages made raw again when replaced, to be written back by a copy
     /// while they are inside the rollback window ([`StoreConfig::delta_after`]).
     pub inflated: u64,
-    /// Replaced pages compressed with lz4 on leaving the rollback window because no
-    /// small delta against their replacement could be made.
-    pub compressed_on_demotion: u64,
     /// Pages put again while waiting to be freed, taken back instead of stored anew
     /// ([`PageStore::set_deferred_frees`]; also counted in `new_objects`).
     pub revived: u64,
@@ -284,6 +281,9 @@ pub struct PageStore {
     replaced: VecDeque<(PageHash, PageHash, u64)>,
     /// Raw pages in the order they were stored, with their frame, awaiting compression.
     young: VecDeque<(PageHash, u64)>,
+    /// Replaced pages that left the rollback window without becoming deltas: history,
+    /// compressed by the next [`PageStore::compress_aged`] calls before `young`.
+    due: VecDeque<PageHash>,
     frame: u64,
     scratch: Scratch,
     buf_a: Vec<u8>,
@@ -325,6 +325,7 @@ impl PageStore {
             objects: KeyMap::default(),
             replaced: VecDeque::new(),
             young: VecDeque::new(),
+            due: VecDeque::new(),
             frame: 0,
             scratch: Scratch::new(),
             buf_a: vec![0; ps],
@@ -420,9 +421,10 @@ impl PageStore {
             self.replaced.pop_front();
             match self.demote(old, new, None) {
                 Demotion::Done | Demotion::Gone | Demotion::Held => {}
-                // A replaced page that cannot be a small delta leaves the window as an
-                // lz4 page (it is history: its replacement is stored).
-                Demotion::Failed { new_stored: true } => self.compress_one(old),
+                // A replaced page that cannot be a small delta is history (its
+                // replacement is stored): due for compression now, within the
+                // compression budget of the next GC steps.
+                Demotion::Failed { new_stored: true } => self.due.push_back(old),
                 // Its replacement was freed (an abandoned branch): the slot may hold it
                 // again, so it is left to age in the compression queue.
                 Demotion::Failed { new_stored: false } => {}
@@ -646,17 +648,6 @@ impl PageStore {
         Demotion::Done
     }
 
-    /// Compress one raw page now, if lz4 pays (a replaced page leaving the window).
-    fn compress_one(&mut self, hash: PageHash) {
-        let cap = self.spare_cap();
-        let Some(e) = self.objects.get_mut(&hash).filter(|e| e.refs > 0) else {
-            return;
-        };
-        if Self::compress_entry(e, &mut self.scratch, &mut self.stats, &mut self.spare, cap) {
-            self.stats.compressed_on_demotion += 1;
-        }
-    }
-
     /// lz4-compress a raw entry in place when that pays; true when it did.
     fn compress_entry(
         e: &mut Entry,
@@ -742,8 +733,22 @@ impl PageStore {
         while self.young.len() > QUEUE_CAP {
             self.young.pop_front();
         }
+        while self.due.len() > QUEUE_CAP {
+            self.due.pop_front();
+        }
         let mut n = 0;
         let cap = self.spare_cap();
+        while n < budget {
+            let Some(h) = self.due.pop_front() else { break };
+            let Some(e) = self.objects.get_mut(&h).filter(|e| e.refs > 0) else {
+                continue;
+            };
+            n += 1;
+            // Replaced again since (held inside the window): not history yet.
+            if e.hold <= self.frame {
+                Self::compress_entry(e, &mut self.scratch, &mut self.stats, &mut self.spare, cap);
+            }
+        }
         while let Some(&(h, f)) = self.young.front() {
             if n >= budget || f.saturating_add(self.compress_after) > self.frame {
                 break;
@@ -1530,12 +1535,14 @@ mod tests {
         s.advance_frame();
         assert!(is_raw(&s, ha));
         s.advance_frame();
+        // Due for compression at once (not compress_after later), by the next GC step.
+        assert!(is_raw(&s, ha));
+        assert_eq!(s.compress_aged(), 1);
         assert!(
             is_lz4(&s, ha),
             "history that is no delta leaves the window compressed"
         );
         assert!(is_raw(&s, hb), "the newest version stays raw");
-        assert_eq!(s.stats().compressed_on_demotion, 1);
         let mut out = vec![0u8; 1024];
         s.read(ha, &mut out).unwrap();
         assert_eq!(out, a);
