@@ -224,6 +224,12 @@ impl Collector {
                 None => Vec::new(),
             },
         };
+        // Newest first: a record's children are newer than it, so a dropped branch
+        // goes leaf by leaf, each releasing only its own change list. Oldest first, each
+        // removal handed its changes down to the next record of the branch (a merge and
+        // a reference per page), which cost O(branch length × changes) per branch.
+        let mut old = old;
+        old.sort_unstable_by(|a, b| b.cmp(a));
         for id in old {
             report.examined += 1;
             if !self.protected(history, id) {

@@ -184,6 +184,14 @@ impl HistoryConfig {
         self
     }
 
+    /// Frames of progress a replaced page is held whole and raw, so that a rollback
+    /// of up to this many frames writes back copies ([`StoreConfig::rollback_window`],
+    /// default 10, at most `delta_after`).
+    pub fn rollback_window(mut self, frames: u64) -> Self {
+        self.store.rollback_window = frames;
+        self
+    }
+
     /// Frames a raw page waits before it is compressed, and the most pages one GC step
     /// compresses ([`StoreConfig::compress_after`], [`StoreConfig::compress_budget`]).
     pub fn compression(mut self, after_frames: u64, budget: usize) -> Self {
@@ -384,8 +392,12 @@ fn meta_bytes(changes: usize, globals: usize) -> u64 {
 impl History {
     /// An empty history.
     pub fn new(config: HistoryConfig) -> Result<Self, HistoryError> {
+        let mut store = PageStore::new(config.store);
+        // Pages dropped with an abandoned branch wait for the next frame of progress:
+        // the re-simulated captures that follow a rollback mostly write them again.
+        store.set_deferred_frees(true);
         Ok(History {
-            store: PageStore::new(config.store),
+            store,
             records: BTreeMap::new(),
             timeline: BTreeMap::new(),
             head: None,
@@ -860,8 +872,10 @@ impl History {
         self.store.set_compress_follows_rate(on);
     }
 
-    /// Compress every raw page that has aged, with no per-call limit.
+    /// Free the pages released since the last frame of progress and compress every
+    /// raw page that has aged, with no per-call limit.
     pub fn maintain_all(&mut self) -> usize {
+        self.store.free_retired();
         self.store.compress_all_aged()
     }
 
@@ -1046,6 +1060,7 @@ impl Lineage for History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rewind_store::{Encoding, ObjectRef};
 
     fn history(frames: u64) -> History {
         let config = HistoryConfig::new(1024).expect("page size").seed(5);
@@ -1072,6 +1087,7 @@ mod tests {
             .expect("page size")
             .seed(5)
             .delta_after(u64::MAX)
+            .rollback_window(0)
             .compression(3, 1_000);
         let mut h = History::new(config).expect("history");
         let mut memory = vec![0u8; 4096];
@@ -1108,6 +1124,93 @@ mod tests {
             frame(&mut h, &mut memory, it);
         }
         assert_eq!(h.store().stats().compressed, 6);
+    }
+
+    /// Frames 0..=20 leave pages 1..8 alone (compressed 2 frames after frame 0), then
+    /// frames 21..=27 write one of them each; returns memory as of frame 20.
+    fn idle_then_written(h: &mut History, memory: &mut [u8]) -> Vec<u8> {
+        for (i, p) in memory.chunks_mut(1024).enumerate() {
+            p.copy_from_slice(&compressible(i as u64 + 1));
+        }
+        let mut at_20 = Vec::new();
+        for it in 0..=27u64 {
+            if it > 20 {
+                let page = (it - 20) as usize * 1024;
+                memory[page + 5] ^= 0x5a;
+            } else {
+                memory[3] = it as u8;
+            }
+            h.capture(it, memory, &[], None, None).expect("capture");
+            h.maintain();
+            if it == 20 {
+                at_20 = memory.to_vec();
+            }
+        }
+        at_20
+    }
+
+    #[test]
+    fn a_rollback_inside_the_window_writes_back_raw_pages() {
+        let config = HistoryConfig::new(1024)
+            .expect("page size")
+            .seed(5)
+            .compression(2, 1_000)
+            .rollback_window(8);
+        let mut h = History::new(config).expect("history");
+        let mut memory = vec![0u8; 8 * 1024];
+        let at_20 = idle_then_written(&mut h, &mut memory);
+        // The pages a rollback to 20 writes back were compressed long before 20, and
+        // made raw again when frames 21..=27 replaced them.
+        let target = h.at(20).expect("retained").snapshot().clone();
+        for i in 1..8 {
+            let object = h.store().get(target.page(i));
+            assert!(
+                matches!(
+                    object,
+                    Some(ObjectRef::Full {
+                        encoding: Encoding::Raw,
+                        ..
+                    })
+                ),
+                "page {i}: {object:?}"
+            );
+        }
+        assert!(h.store().stats().inflated >= 7);
+        let back = h
+            .rollback_to(20, &mut memory, LiveMemory::AtHead)
+            .expect("rollback");
+        assert_eq!(back.restored.pages_written, 7);
+        assert_eq!(memory, at_20);
+        assert_eq!(h.check(), Ok(()));
+    }
+
+    #[test]
+    fn without_a_window_the_same_rollback_decodes_compressed_pages() {
+        let config = HistoryConfig::new(1024)
+            .expect("page size")
+            .seed(5)
+            .compression(2, 1_000)
+            .rollback_window(0);
+        let mut h = History::new(config).expect("history");
+        let mut memory = vec![0u8; 8 * 1024];
+        let at_20 = idle_then_written(&mut h, &mut memory);
+        let target = h.at(20).expect("retained").snapshot().clone();
+        let lz4 = (1..8)
+            .filter(|&i| {
+                matches!(
+                    h.store().get(target.page(i)),
+                    Some(ObjectRef::Full {
+                        encoding: Encoding::Lz4,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!(lz4, 7);
+        h.rollback_to(20, &mut memory, LiveMemory::AtHead)
+            .expect("rollback");
+        assert_eq!(memory, at_20);
+        assert_eq!(h.check(), Ok(()));
     }
 
     #[test]

@@ -396,14 +396,35 @@ impl Options {
     /// use rewind::*;
     ///
     /// # fn main() -> Result<(), rewind::Error> {
-    /// // GGRS with a 12-frame prediction window: keep 13 frames of replaced pages whole.
-    /// let options = Options::new(4096)?.delta_after(13);
+    /// // GGRS with a 12-frame prediction window: keep 13 frames of replaced pages whole
+    /// // (and raw: see `rollback_window`).
+    /// let options = Options::new(4096)?.delta_after(13).rollback_window(13);
     /// # let _ = options;
     /// # Ok(())
     /// # }
     /// ```
     pub fn delta_after(mut self, frames: u64) -> Self {
         self.history = self.history.delta_after(frames);
+        self
+    }
+    /// Frames of progress a replaced page is held whole and raw, at most `delta_after`
+    /// (default 10; see [`StoreConfig::rollback_window`]): a rollback of up to this many
+    /// frames writes back copies, never decodes. A page compressed while idle is made
+    /// raw again when it is replaced; leaving the window it becomes a delta or is
+    /// compressed. 0 holds nothing raw.
+    ///
+    /// ```
+    /// use rewind::*;
+    ///
+    /// # fn main() -> Result<(), rewind::Error> {
+    /// // GGRS with a 12-frame prediction window: rollbacks of 12 frames restore by copies.
+    /// let options = Options::new(4096)?.delta_after(13).rollback_window(13);
+    /// # let _ = options;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn rollback_window(mut self, frames: u64) -> Self {
+        self.history = self.history.rollback_window(frames);
         self
     }
     /// Frames a raw page waits before a GC step compresses it, and the most pages one

@@ -37,9 +37,9 @@ use std::sync::Arc;
 
 pub use global::{GlobalType, GlobalValue};
 pub use merkle::Merkle;
-use rewind_store::codec::ChangedRuns;
+use rewind_store::codec::{decode_full, ChangedRuns};
 pub use rewind_store::StateHash;
-use rewind_store::{Hasher, PageHash, PageSize, PageStore, RebuildError, StoreError};
+use rewind_store::{Hasher, ObjectRef, PageHash, PageSize, PageStore, RebuildError, StoreError};
 
 /// The persistent vector of page hashes of a snapshot. `imbl` (the maintained fork of
 /// `im`) is used only through this alias (see `docs/architecture.md` for why).
@@ -530,18 +530,31 @@ pub fn restore(
         }
     };
     to_write.retain(|&i| (i as usize) < n);
-    // Every page to write must be stored before the first write.
-    for &i in &to_write {
-        let h = target.page(i as usize);
-        if !h.is_zero() && !store.contains(h) {
-            return Err(StoreError::Object(RebuildError::MissingObject { hash: h }).into());
-        }
-    }
+    // Every page to write must be stored before the first write. The objects found
+    // here are the ones written: one lookup per page.
     let mut focus = target.pages.focus();
+    let mut plan: Vec<(u32, PageHash, Option<ObjectRef<'_>>)> = Vec::with_capacity(to_write.len());
     for &i in &to_write {
         let h = focus.get(i as usize).copied().unwrap_or_default();
+        if h.is_zero() {
+            plan.push((i, h, None));
+            continue;
+        }
+        match store.get(h) {
+            Some(object) => plan.push((i, h, Some(object))),
+            None => return Err(StoreError::Object(RebuildError::MissingObject { hash: h }).into()),
+        }
+    }
+    for (i, h, object) in plan {
         let start = i as usize * page;
-        store.read(h, &mut memory[start..start + page])?;
+        let dst = &mut memory[start..start + page];
+        match object {
+            None => dst.fill(0),
+            // A whole page (raw inside the rollback window: a copy) is decoded in place.
+            Some(ObjectRef::Full { encoding, bytes }) => decode_full(encoding, bytes, dst)
+                .map_err(|source| StoreError::Object(RebuildError::Corrupt { hash: h, source }))?,
+            Some(ObjectRef::Delta { .. }) => store.read(h, dst)?,
+        }
         out.pages_written += 1;
     }
     Ok(out)

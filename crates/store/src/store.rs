@@ -10,7 +10,9 @@
 //! delta made against a page that is freed a few frames later would have to be
 //! compacted back into a full page, so the newest few frames are left whole. Raw pages that nobody replaced for
 //! [`StoreConfig::compress_after`] frames are compressed with lz4 by
-//! [`PageStore::compress_aged`].
+//! [`PageStore::compress_aged`]. A replaced page is held raw for
+//! [`StoreConfig::rollback_window`] frames (inflated if it had been compressed): a
+//! rollback inside that window writes it back with one copy.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher as StdHasher};
@@ -36,6 +38,12 @@ pub struct StoreConfig {
     /// Frames a raw page waits before [`PageStore::compress_aged`] compresses it
     /// (pages replaced sooner become deltas and are never compressed).
     pub compress_after: u64,
+    /// Frames of progress a replaced page is held whole and raw (at most
+    /// `delta_after`): the rollback window. A rollback of up to this many frames
+    /// writes back the pages replaced since its target, and holding them raw makes
+    /// each one a copy; one that had been compressed is inflated when it is replaced,
+    /// on the capture. Leaving the window it becomes a delta, or is compressed.
+    pub rollback_window: u64,
     /// The fewest pages one [`PageStore::compress_aged`] call may compress; the budget
     /// rises with the rate raw pages are stored at ([`PageStore::compress_budget`]), so
     /// a per-frame call costs in proportion to what the frame wrote;
@@ -56,6 +64,7 @@ impl StoreConfig {
             delta_after: 10,
             compress_after: 16,
             compress_budget: 16,
+            rollback_window: 10,
         }
     }
 
@@ -81,6 +90,13 @@ impl StoreConfig {
     /// Set how many frames a raw page waits before it is compressed.
     pub fn compress_after(mut self, frames: u64) -> Self {
         self.compress_after = frames;
+        self
+    }
+
+    /// Set how many frames of progress a replaced page is held whole and raw (the
+    /// rollback window, at most `delta_after`; 0 holds nothing).
+    pub fn rollback_window(mut self, frames: u64) -> Self {
+        self.rollback_window = frames;
         self
     }
 }
@@ -179,6 +195,12 @@ pub struct StoreStats {
     pub deltas_made: u64,
     /// Raw pages compressed with lz4 after aging.
     pub compressed: u64,
+    /// Compressed pages made raw again when replaced, to be written back by a copy
+    /// while they are inside the rollback window ([`StoreConfig::delta_after`]).
+    pub inflated: u64,
+    /// Pages put again while waiting to be freed, taken back instead of stored anew
+    /// ([`PageStore::set_deferred_frees`]; also counted in `new_objects`).
+    pub revived: u64,
     /// Objects freed.
     pub freed_objects: u64,
     /// Encoded bytes freed.
@@ -229,6 +251,11 @@ struct Entry {
     children: Vec<PageHash>,
     /// An upper bound of the longest chain of deltas that ends at this object.
     height: u8,
+    /// The frame until which this page is held whole and raw: a page replaced in the
+    /// last [`StoreConfig::delta_after`] frames is what a rollback inside that window
+    /// writes back, so it is not compressed (and was inflated if it had been) until
+    /// it leaves the window.
+    hold: u64,
 }
 
 /// The content-addressed store of pages of one history.
@@ -240,6 +267,8 @@ pub struct PageStore {
     delta_after: u64,
     compress_after: u64,
     compress_budget: usize,
+    /// Frames a replaced page is held raw: `rollback_window`, at most `delta_after`.
+    hold_frames: u64,
     /// Whether the compression budget follows the store rate.
     follow_rate: bool,
     /// Raw pages stored in the current frame, and a running average per frame
@@ -252,6 +281,9 @@ pub struct PageStore {
     replaced: VecDeque<(PageHash, PageHash, u64)>,
     /// Raw pages in the order they were stored, with their frame, awaiting compression.
     young: VecDeque<(PageHash, u64)>,
+    /// Replaced pages that left the rollback window without becoming deltas: history,
+    /// compressed by the next [`PageStore::compress_aged`] calls before `young`.
+    due: VecDeque<PageHash>,
     frame: u64,
     scratch: Scratch,
     buf_a: Vec<u8>,
@@ -260,10 +292,17 @@ pub struct PageStore {
     /// rollback game frees and stores the same number of pages every frame, and
     /// reusing their buffers spares the allocator and the kernel's page faults.
     spare: Vec<Box<[u8]>>,
+    /// Whether objects whose last reference goes wait for the next frame before they
+    /// are freed ([`PageStore::set_deferred_frees`]).
+    defer_frees: bool,
+    /// Objects released to zero references, still held until the next frame: a put of
+    /// the same page revives one. Counted as freed in the stats.
+    retired: Vec<PageHash>,
     stats: StoreStats,
 }
 
-/// The most bytes of spare page buffers a store keeps.
+/// The fewest bytes of spare page buffers a store keeps; the bound rises with the rate
+/// raw pages are stored at ([`PageStore::spare_cap`]).
 const SPARE_BYTES: usize = 8 << 20;
 
 impl PageStore {
@@ -279,17 +318,21 @@ impl PageStore {
             delta_after: config.delta_after,
             compress_after: config.compress_after,
             compress_budget: config.compress_budget,
+            hold_frames: config.rollback_window.min(config.delta_after),
             follow_rate: false,
             stored_this_frame: 0,
             store_rate_x16: 0,
             objects: KeyMap::default(),
             replaced: VecDeque::new(),
             young: VecDeque::new(),
+            due: VecDeque::new(),
             frame: 0,
             scratch: Scratch::new(),
             buf_a: vec![0; ps],
             buf_b: vec![0; ps],
             spare: Vec::new(),
+            defer_frees: false,
+            retired: Vec::new(),
             stats: StoreStats::default(),
         }
     }
@@ -320,9 +363,9 @@ impl PageStore {
         self.stats
     }
 
-    /// True when an object with this hash is stored.
+    /// True when an object with this hash is stored (and referenced).
     pub fn contains(&self, hash: PageHash) -> bool {
-        self.objects.contains_key(&hash)
+        self.objects.get(&hash).is_some_and(|e| e.refs > 0)
     }
 
     /// The reference count of an object (0 when absent).
@@ -337,7 +380,10 @@ impl PageStore {
 
     /// All objects with their reference counts, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (PageHash, ObjectRef<'_>, u32)> + '_ {
-        self.objects.iter().map(|(h, e)| (*h, e.object.as_ref(), e.refs))
+        self.objects
+            .iter()
+            .filter(|(_, e)| e.refs > 0)
+            .map(|(h, e)| (*h, e.object.as_ref(), e.refs))
     }
 
     fn check_len(&self, page: &[u8]) -> Result<(), StoreError> {
@@ -358,6 +404,7 @@ impl PageStore {
     /// abandoned branch, leaves its predecessor whole).
     pub fn advance_frame(&mut self) {
         self.frame += 1;
+        self.free_retired();
         // An exponential average over ~4 frames of the raw pages stored per frame.
         self.store_rate_x16 = (self.store_rate_x16 * 3 + self.stored_this_frame * 16) / 4;
         self.stored_this_frame = 0;
@@ -372,7 +419,16 @@ impl PageStore {
                 break;
             }
             self.replaced.pop_front();
-            self.demote(old, new, None);
+            match self.demote(old, new, None) {
+                Demotion::Done | Demotion::Gone | Demotion::Held => {}
+                // A replaced page that cannot be a small delta is history (its
+                // replacement is stored): due for compression now, within the
+                // compression budget of the next GC steps.
+                Demotion::Failed { new_stored: true } => self.due.push_back(old),
+                // Its replacement was freed (an abandoned branch): the slot may hold it
+                // again, so it is left to age in the compression queue.
+                Demotion::Failed { new_stored: false } => {}
+            }
         }
     }
 
@@ -386,42 +442,120 @@ impl PageStore {
         if hash.is_zero() {
             return Ok(Put::Zero);
         }
-        let put = if let Some(e) = self.objects.get_mut(&hash) {
-            e.refs += 1;
-            self.stats.dedup_hits += 1;
-            Put::Dedup
-        } else {
-            let bytes = match self.spare.pop() {
-                Some(mut b) => {
-                    b.copy_from_slice(page);
-                    b
+        let put = match self.objects.entry(hash) {
+            griddle::hash_map::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
+                e.refs += 1;
+                if e.refs == 1 {
+                    // Released this frame and not freed yet (an abandoned branch's page
+                    // that a re-simulated capture wrote again): revived, not copied. It
+                    // counts as a new page, as when it was freed and stored again.
+                    count_in(&mut self.stats, &e.object);
+                    self.stats.new_objects += 1;
+                    self.stats.revived += 1;
+                    self.young.push_back((hash, self.frame));
+                    self.stored_this_frame += 1;
+                    Put::Full(page.len())
+                } else {
+                    self.stats.dedup_hits += 1;
+                    Put::Dedup
                 }
-                None => page.into(),
-            };
-            let object = Object::Full {
-                encoding: Encoding::Raw,
-                bytes,
-            };
-            self.insert_entry(hash, object, 1);
-            self.stats.new_objects += 1;
-            self.young.push_back((hash, self.frame));
-            self.stored_this_frame += 1;
-            Put::Full(page.len())
+            }
+            griddle::hash_map::Entry::Vacant(v) => {
+                let bytes = match self.spare.pop() {
+                    Some(mut b) => {
+                        b.copy_from_slice(page);
+                        b
+                    }
+                    None => page.into(),
+                };
+                let object = Object::Full {
+                    encoding: Encoding::Raw,
+                    bytes,
+                };
+                count_in(&mut self.stats, &object);
+                v.insert(Entry {
+                    object,
+                    refs: 1,
+                    children: Vec::new(),
+                    height: 0,
+                    hold: 0,
+                });
+                self.stats.new_objects += 1;
+                self.young.push_back((hash, self.frame));
+                self.stored_this_frame += 1;
+                Put::Full(page.len())
+            }
         };
         if self.delta_after == 0 {
             self.demote(base, hash, Some(page));
         } else if !base.is_zero() && base != hash {
             self.replaced.push_back((base, hash, self.frame));
+            if self.hold_frames > 0 {
+                self.hold_raw(base);
+            }
         }
         Ok(put)
     }
 
+    /// Hold `old`, just replaced, whole and raw for [`StoreConfig::rollback_window`]
+    /// frames: a rollback inside the window writes it back, and a raw
+    /// page is written with one copy. A page compressed earlier (it had not been
+    /// replaced for [`StoreConfig::compress_after`] frames) is inflated here, on the
+    /// capture, rather than on every rollback that writes it back.
+    fn hold_raw(&mut self, old: PageHash) {
+        let until = self.frame.saturating_add(self.hold_frames);
+        let PageStore {
+            objects,
+            spare,
+            stats,
+            page_size,
+            young,
+            compress_after,
+            ..
+        } = self;
+        let Some(e) = objects.get_mut(&old).filter(|e| e.refs > 0) else {
+            return;
+        };
+        e.hold = until;
+        let Object::Full {
+            encoding: Encoding::Lz4,
+            bytes,
+        } = &e.object
+        else {
+            return;
+        };
+        let mut raw = match spare.pop() {
+            Some(b) => b,
+            None => vec![0u8; page_size.bytes()].into_boxed_slice(),
+        };
+        if codec::decode_full(Encoding::Lz4, bytes, &mut raw).is_err() {
+            // Left as it is: a read reports the corruption.
+            spare.push(raw);
+            return;
+        }
+        let before = std::mem::replace(
+            &mut e.object,
+            Object::Full {
+                encoding: Encoding::Raw,
+                bytes: raw,
+            },
+        );
+        count_out(stats, &before);
+        count_in(stats, &e.object);
+        stats.inflated += 1;
+        // Compressed again once it leaves the window, if it is not a delta by then.
+        young.push_back((old, until.saturating_sub(*compress_after)));
+    }
+
     /// Re-encode `old` as a delta against `new` (whose bytes are `new_bytes`, or read
     /// from the store when `None`: a raw page is borrowed, not copied) when both are
-    /// whole pages, the chain bound allows it, and the delta is small.
-    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: Option<&[u8]>) {
+    /// whole pages, `old` is not held raw by a later replacement, the chain bound allows
+    /// it, and the delta is small (at most 1/4 page, and at most half of what lz4 makes
+    /// of the page when that is more than 1/8 page).
+    fn demote(&mut self, old: PageHash, new: PageHash, new_bytes: Option<&[u8]>) -> Demotion {
         if old.is_zero() || old == new {
-            return;
+            return Demotion::Gone;
         }
         let PageStore {
             objects,
@@ -433,13 +567,22 @@ impl PageStore {
             stats,
             spare,
             page_size,
+            frame,
+            store_rate_x16,
             ..
         } = self;
-        let Some(new_entry) = objects.get(&new) else {
-            return;
+        let Some(old_entry) = objects.get(&old).filter(|e| e.refs > 0) else {
+            return Demotion::Gone;
         };
+        if old_entry.hold > *frame && new_bytes.is_none() {
+            return Demotion::Held;
+        }
+        let Some(new_entry) = objects.get(&new).filter(|e| e.refs > 0) else {
+            return Demotion::Failed { new_stored: false };
+        };
+        let failed = Demotion::Failed { new_stored: true };
         let new_bytes: &[u8] = match (new_bytes, &new_entry.object) {
-            (_, Object::Delta { .. }) => return,
+            (_, Object::Delta { .. }) => return failed,
             (Some(b), _) => b,
             (
                 None,
@@ -450,45 +593,50 @@ impl PageStore {
             ) => bytes,
             (None, Object::Full { encoding, bytes }) => {
                 if codec::decode_full(*encoding, bytes, buf_b).is_err() {
-                    return;
+                    return failed;
                 }
                 buf_b
             }
         };
-        let Some(old_entry) = objects.get(&old) else {
-            return;
-        };
         if old_entry.height >= *max_chain {
-            return;
+            return failed;
         }
-        let (old_bytes, limit): (&[u8], usize) = match &old_entry.object {
+        let (old_bytes, limit, raw): (&[u8], usize, bool) = match &old_entry.object {
             Object::Full {
                 encoding: Encoding::Raw,
                 bytes,
-            } => (bytes, *delta_limit),
+            } => (bytes, *delta_limit, true),
             Object::Full {
                 encoding: Encoding::Lz4,
                 bytes,
             } => {
                 if codec::decode_full(Encoding::Lz4, bytes, buf_a).is_err() {
-                    return;
+                    return failed;
                 }
-                (buf_a.as_slice(), (*delta_limit).min(bytes.len() / 2))
+                (buf_a.as_slice(), (*delta_limit).min(bytes.len() / 2), false)
             }
-            Object::Delta { .. } => return,
+            Object::Delta { .. } => return Demotion::Gone,
         };
         let Some(runs) = codec::encode_delta(new_bytes, old_bytes, limit, scratch) else {
-            return;
+            return failed;
         };
         let runs: Box<[u8]> = runs.into();
+        // A large delta of a raw page is kept only if lz4 does not do much better.
+        if raw && runs.len() > *delta_limit / 2 {
+            let (encoding, packed) = codec::encode_full(old_bytes, scratch);
+            if encoding == Encoding::Lz4 && runs.len() > packed.len() / 2 {
+                return failed;
+            }
+        }
         let old_height = old_entry.height;
         let Some(old_entry) = objects.get_mut(&old) else {
-            return;
+            return Demotion::Gone;
         };
         let before = std::mem::replace(&mut old_entry.object, Object::Delta { parent: new, runs });
         let after_len = old_entry.object.stored_len();
         count_out(stats, &before);
-        Self::keep_spare(spare, page_size.bytes(), before);
+        let cap = spare_cap(*store_rate_x16, page_size.bytes());
+        Self::keep_spare(spare, cap, page_size.bytes(), before);
         stats.objects += 1;
         stats.delta_pages += 1;
         stats.stored_bytes += after_len as u64;
@@ -497,6 +645,49 @@ impl PageStore {
             n.children.push(old);
             n.height = n.height.max(old_height + 1);
         }
+        Demotion::Done
+    }
+
+    /// lz4-compress a raw entry in place when that pays; true when it did.
+    fn compress_entry(
+        e: &mut Entry,
+        scratch: &mut Scratch,
+        stats: &mut StoreStats,
+        spare: &mut Vec<Box<[u8]>>,
+        spare_cap: usize,
+    ) -> bool {
+        let Object::Full {
+            encoding: Encoding::Raw,
+            bytes,
+        } = &e.object
+        else {
+            return false;
+        };
+        let page_size = bytes.len();
+        let (encoding, packed) = codec::encode_full(bytes, scratch);
+        if encoding != Encoding::Lz4 {
+            return false;
+        }
+        let saved = (bytes.len() - packed.len()) as u64;
+        let raw = std::mem::replace(
+            &mut e.object,
+            Object::Full {
+                encoding,
+                bytes: packed,
+            },
+        );
+        Self::keep_spare(spare, spare_cap, page_size, raw);
+        stats.raw_pages -= 1;
+        stats.stored_bytes -= saved;
+        stats.compressed += 1;
+        true
+    }
+
+    /// The most spare page buffers kept: [`SPARE_BYTES`], or more when raw pages are
+    /// stored faster (a rollback game at a high write rate frees and stores a frame's
+    /// worth of pages every frame; the buffers it frees serve the next frame's pages).
+    fn spare_cap(&self) -> usize {
+        spare_cap(self.store_rate_x16, self.page_size.bytes())
     }
 
     /// The most pages one [`PageStore::compress_aged`] call examines: the configured
@@ -542,39 +733,40 @@ impl PageStore {
         while self.young.len() > QUEUE_CAP {
             self.young.pop_front();
         }
+        while self.due.len() > QUEUE_CAP {
+            self.due.pop_front();
+        }
         let mut n = 0;
+        let cap = self.spare_cap();
+        while n < budget {
+            let Some(h) = self.due.pop_front() else { break };
+            let Some(e) = self.objects.get_mut(&h).filter(|e| e.refs > 0) else {
+                continue;
+            };
+            n += 1;
+            // Replaced again since (held inside the window): not history yet.
+            if e.hold <= self.frame {
+                Self::compress_entry(e, &mut self.scratch, &mut self.stats, &mut self.spare, cap);
+            }
+        }
         while let Some(&(h, f)) = self.young.front() {
             if n >= budget || f.saturating_add(self.compress_after) > self.frame {
                 break;
             }
             self.young.pop_front();
             // A page freed since (an abandoned branch's) costs nothing: not counted.
-            let Some(e) = self.objects.get_mut(&h) else {
+            let Some(e) = self.objects.get_mut(&h).filter(|e| e.refs > 0) else {
                 continue;
             };
             n += 1;
-            let Object::Full {
-                encoding: Encoding::Raw,
-                bytes,
-            } = &e.object
-            else {
+            // A page held raw inside the rollback window waits until it leaves it
+            // (queued again, due then; by then it may be a delta).
+            if e.hold > self.frame {
+                self.young
+                    .push_back((h, e.hold.saturating_sub(self.compress_after)));
                 continue;
-            };
-            let (encoding, packed) = codec::encode_full(bytes, &mut self.scratch);
-            if encoding == Encoding::Lz4 {
-                let saved = (bytes.len() - packed.len()) as u64;
-                let raw = std::mem::replace(
-                    &mut e.object,
-                    Object::Full {
-                        encoding,
-                        bytes: packed,
-                    },
-                );
-                Self::keep_spare(&mut self.spare, self.page_size.bytes(), raw);
-                self.stats.raw_pages -= 1;
-                self.stats.stored_bytes -= saved;
-                self.stats.compressed += 1;
             }
+            Self::compress_entry(e, &mut self.scratch, &mut self.stats, &mut self.spare, cap);
         }
         n
     }
@@ -594,6 +786,7 @@ impl PageStore {
                 refs,
                 children: Vec::new(),
                 height: 0,
+                hold: 0,
             },
         );
     }
@@ -667,6 +860,7 @@ impl PageStore {
         let e = self
             .objects
             .get_mut(&hash)
+            .filter(|e| e.refs > 0)
             .ok_or(StoreError::Object(RebuildError::MissingObject { hash }))?;
         e.refs += 1;
         Ok(())
@@ -678,21 +872,108 @@ impl PageStore {
         if hash.is_zero() {
             return Ok(Freed::default());
         }
+        let defer = self.defer_frees;
         let e = self
             .objects
             .get_mut(&hash)
             .ok_or(StoreError::Object(RebuildError::MissingObject { hash }))?;
         if e.refs == 0 {
+            if defer {
+                // Retired: freed as far as anyone outside the store can tell.
+                return Err(StoreError::Object(RebuildError::MissingObject { hash }));
+            }
             return Err(StoreError::RefUnderflow { hash });
         }
         e.refs -= 1;
         if e.refs > 0 {
             return Ok(Freed::default());
         }
+        if defer {
+            let len = e.object.stored_len() as u64;
+            count_out(&mut self.stats, &e.object);
+            self.stats.freed_objects += 1;
+            self.stats.freed_bytes += len;
+            self.retired.push(hash);
+            if self.retired.len() > self.spare_cap() {
+                self.free_retired();
+            }
+            return Ok(Freed {
+                objects: 1,
+                bytes: len,
+                compacted: 0,
+            });
+        }
         let before = self.stats.stored_bytes;
         let mut freed = self.free(hash)?;
         freed.bytes = before.saturating_sub(self.stats.stored_bytes);
         Ok(freed)
+    }
+
+    /// Let objects whose last reference is released wait until the next frame
+    /// ([`PageStore::advance_frame`]) before they are freed, or free them at once (the
+    /// default). A history turns this on: after a rollback the collector drops the
+    /// abandoned branch, and the re-simulated captures then mostly write the very
+    /// pages that branch held; a put of a page waiting to be freed takes it back (no
+    /// copy, no table insert, no free). The stats count a waiting object as freed and a
+    /// revived one as new, as if it had been freed and stored again; [`PageStore::iter`]
+    /// and [`PageStore::contains`] do not see waiting objects.
+    pub fn set_deferred_frees(&mut self, on: bool) {
+        self.defer_frees = on;
+        if !on {
+            self.free_retired();
+        }
+    }
+
+    /// Free the objects released to zero references since the last call that were not
+    /// revived since.
+    pub fn free_retired(&mut self) {
+        let retired = std::mem::take(&mut self.retired);
+        for &h in &retired {
+            self.free_now(h);
+        }
+        // Keep the vector's buffer for the next frame.
+        let mut retired = retired;
+        retired.clear();
+        if self.retired.is_empty() {
+            self.retired = retired;
+        }
+    }
+
+    /// Free a retired object (zero references, already counted out of the stats):
+    /// retired deltas that depend on it go with it, live ones are compacted.
+    fn free_now(&mut self, hash: PageHash) {
+        let children = match self.objects.get_mut(&hash) {
+            Some(e) if e.refs == 0 => std::mem::take(&mut e.children),
+            _ => return,
+        };
+        let mut live = Vec::new();
+        for c in children {
+            match self.objects.get(&c) {
+                Some(e) if e.refs == 0 => self.free_now(c),
+                Some(_) => live.push(c),
+                None => {}
+            }
+        }
+        if !live.is_empty() && self.compact_children(hash, &live).is_err() {
+            // The object does not rebuild (corrupt): keep it, so its children stay
+            // as readable as they were; verify reports it.
+            if let Some(e) = self.objects.get_mut(&hash) {
+                e.children = live;
+            }
+            return;
+        }
+        let Some(entry) = self.objects.remove(&hash) else {
+            return;
+        };
+        if let Object::Delta { parent, .. } = &entry.object {
+            if let Some(p) = self.objects.get_mut(parent) {
+                if let Some(i) = p.children.iter().position(|c| *c == hash) {
+                    p.children.swap_remove(i);
+                }
+            }
+        }
+        let cap = self.spare_cap();
+        Self::keep_spare(&mut self.spare, cap, self.page_size.bytes(), entry.object);
     }
 
     fn free(&mut self, hash: PageHash) -> Result<Freed, StoreError> {
@@ -718,19 +999,20 @@ impl PageStore {
         self.stats.freed_objects += 1;
         self.stats.freed_bytes += entry.object.stored_len() as u64;
         freed.objects += 1;
-        Self::keep_spare(&mut self.spare, self.page_size.bytes(), entry.object);
+        let cap = self.spare_cap();
+        Self::keep_spare(&mut self.spare, cap, self.page_size.bytes(), entry.object);
         Ok(freed)
     }
 
     /// Keep the buffer of a raw page that is no longer stored for reuse by
-    /// [`PageStore::put`], up to [`SPARE_BYTES`].
-    fn keep_spare(spare: &mut Vec<Box<[u8]>>, page_size: usize, object: Object) {
+    /// [`PageStore::put`], up to `cap` buffers.
+    fn keep_spare(spare: &mut Vec<Box<[u8]>>, cap: usize, page_size: usize, object: Object) {
         if let Object::Full {
             encoding: Encoding::Raw,
             bytes,
         } = object
         {
-            if bytes.len() == page_size && (spare.len() + 1) * page_size <= SPARE_BYTES {
+            if bytes.len() == page_size && spare.len() < cap {
                 spare.push(bytes);
             }
         }
@@ -739,8 +1021,12 @@ impl PageStore {
     /// Rewrite the deltas `children` of `hash` so they no longer need it.
     fn compact_children(&mut self, hash: PageHash, children: &[PageHash]) -> Result<u64, StoreError> {
         // The grandparent, when `hash` is itself a delta: children may be re-based on it.
+        // Never one that is itself waiting to be freed (released to zero references):
+        // it may be freed along with `hash` ([`PageStore::free_retired`]).
         let grand = match self.objects.get(&hash).map(|e| &e.object) {
-            Some(Object::Delta { parent, .. }) => Some(*parent),
+            Some(Object::Delta { parent, .. }) if self.objects.get(parent).is_some_and(|g| g.refs > 0) => {
+                Some(*parent)
+            }
             _ => None,
         };
         let mut grand_bytes = std::mem::take(&mut self.buf_b);
@@ -831,11 +1117,31 @@ impl PageStore {
             }
             cur = parent;
         }
-        if !cur.is_zero() && !self.contains(cur) {
+        if !cur.is_zero() && !self.objects.contains_key(&cur) {
             return Err(StoreError::Object(RebuildError::MissingObject { hash: cur }));
         }
         Ok(n)
     }
+}
+
+/// What [`PageStore::demote`] did with a replaced page.
+enum Demotion {
+    /// It is now a delta against its replacement.
+    Done,
+    /// Nothing to do: freed, zero, or already a delta.
+    Gone,
+    /// A later replacement holds it raw: that one's turn comes later.
+    Held,
+    /// No small delta could be made (or the chain bound forbids one); whether its
+    /// replacement is still stored.
+    Failed { new_stored: bool },
+}
+
+/// Spare page buffers to keep for a store rate of `rate_x16`/16 raw pages per frame:
+/// the floor of [`SPARE_BYTES`], or 5/4 of a frame's pages.
+fn spare_cap(rate_x16: u64, page_size: usize) -> usize {
+    let rate = usize::try_from(rate_x16.div_ceil(16)).unwrap_or(usize::MAX);
+    (SPARE_BYTES / page_size.max(1)).max(rate.saturating_add(rate / 4))
 }
 
 fn count_in(stats: &mut StoreStats, object: &Object) {
@@ -1147,6 +1453,194 @@ mod tests {
         // With a fixed budget of 16 it could not have.
         assert!(s.stats().compressed >= 12 * 100 - 300);
         assert!(s.verify().is_empty());
+    }
+
+    /// A page of a repeating pattern: lz4 compresses it.
+    fn compressible(tag: u8) -> Vec<u8> {
+        (0..1024u32).map(|i| ((i / 32) as u8) ^ tag).collect()
+    }
+
+    fn is_raw(s: &PageStore, h: PageHash) -> bool {
+        matches!(
+            s.get(h),
+            Some(ObjectRef::Full {
+                encoding: Encoding::Raw,
+                ..
+            })
+        )
+    }
+
+    fn is_lz4(s: &PageStore, h: PageHash) -> bool {
+        matches!(
+            s.get(h),
+            Some(ObjectRef::Full {
+                encoding: Encoding::Lz4,
+                ..
+            })
+        )
+    }
+
+    #[test]
+    fn a_replaced_page_is_held_raw_inside_the_rollback_window() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(4)
+                .delta_after(4)
+                .rollback_window(4)
+                .compress_after(1),
+        );
+        let a = compressible(1);
+        let ha = s.hash(&a);
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.advance_frame();
+        s.compress_aged();
+        assert!(is_lz4(&s, ha), "a page nobody replaced is compressed once aged");
+        // b replaces a: a is what a rollback to before b writes back, so it is made
+        // raw again on the capture, not on every rollback.
+        let mut b = a.clone();
+        b[7] ^= 0x55;
+        let hb = s.hash(&b);
+        s.put(hb, &b, ha).unwrap();
+        assert!(is_raw(&s, ha));
+        assert_eq!(s.stats().inflated, 1);
+        // Inside the window, compression leaves it raw whatever its age.
+        for _ in 0..3 {
+            s.advance_frame();
+            s.compress_all_aged();
+            assert!(is_raw(&s, ha), "held raw inside the window");
+        }
+        // Leaving the window it becomes a small delta against b.
+        s.advance_frame();
+        s.compress_all_aged();
+        assert!(matches!(s.get(ha), Some(ObjectRef::Delta { parent, .. }) if parent == hb));
+        let mut out = vec![0u8; 1024];
+        s.read(ha, &mut out).unwrap();
+        assert_eq!(out, a);
+        assert!(s.verify().is_empty());
+    }
+
+    #[test]
+    fn a_replaced_page_without_a_small_delta_is_compressed_on_leaving_the_window() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(4)
+                .delta_after(2)
+                .compress_after(100),
+        );
+        let a = compressible(1);
+        let b = compressible(0x80); // every byte differs: no small delta
+        let (ha, hb) = (s.hash(&a), s.hash(&b));
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.put(hb, &b, ha).unwrap();
+        s.advance_frame();
+        assert!(is_raw(&s, ha));
+        s.advance_frame();
+        // Due for compression at once (not compress_after later), by the next GC step.
+        assert!(is_raw(&s, ha));
+        assert_eq!(s.compress_aged(), 1);
+        assert!(
+            is_lz4(&s, ha),
+            "history that is no delta leaves the window compressed"
+        );
+        assert!(is_raw(&s, hb), "the newest version stays raw");
+        let mut out = vec![0u8; 1024];
+        s.read(ha, &mut out).unwrap();
+        assert_eq!(out, a);
+        assert!(s.verify().is_empty());
+    }
+
+    #[test]
+    fn a_zero_window_holds_nothing_raw() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(4)
+                .delta_after(u64::MAX)
+                .rollback_window(0)
+                .compress_after(1),
+        );
+        let a = compressible(1);
+        let ha = s.hash(&a);
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.advance_frame();
+        s.compress_aged();
+        let mut b = a.clone();
+        b[7] ^= 0x55;
+        s.put(s.hash(&b), &b, ha).unwrap();
+        assert!(is_lz4(&s, ha), "no window: left compressed");
+        assert_eq!(s.stats().inflated, 0);
+    }
+
+    #[test]
+    fn a_released_page_waits_for_the_next_frame_and_a_put_takes_it_back() {
+        let mut s = PageStore::new(StoreConfig::new(PageSize::new(1024).unwrap()).seed(4));
+        s.set_deferred_frees(true);
+        let (a, b) = (compressible(1), compressible(2));
+        let (ha, hb) = (s.hash(&a), s.hash(&b));
+        s.put(ha, &a, PageHash::ZERO).unwrap();
+        s.put(hb, &b, PageHash::ZERO).unwrap();
+        let freed = s.release(ha).unwrap();
+        assert_eq!(freed.objects, 1);
+        // Freed as far as anyone can tell: not contained, not listed, not counted.
+        assert!(!s.contains(ha));
+        assert_eq!(s.iter().count(), 1);
+        assert_eq!(s.stats().objects, 1);
+        assert!(matches!(
+            s.retain(ha),
+            Err(StoreError::Object(RebuildError::MissingObject { .. }))
+        ));
+        assert!(matches!(
+            s.release(ha),
+            Err(StoreError::Object(RebuildError::MissingObject { .. }))
+        ));
+        // A put of the same page takes it back without storing it again.
+        assert_eq!(s.put(ha, &a, PageHash::ZERO).unwrap(), Put::Full(1024));
+        assert_eq!(s.stats().revived, 1);
+        assert_eq!(s.stats().objects, 2);
+        assert!(s.contains(ha));
+        // One not taken back is freed at the next frame.
+        s.release(hb).unwrap();
+        s.advance_frame();
+        assert!(!s.contains(hb) && s.get(hb).is_none());
+        let mut out = vec![0u8; 1024];
+        s.read(ha, &mut out).unwrap();
+        assert_eq!(out, a);
+        assert!(s.verify().is_empty());
+    }
+
+    /// Regression (found by the GC model test): freeing a waiting page whose delta
+    /// child was also waiting re-based that child's live child onto the page being
+    /// freed, which then dangled.
+    #[test]
+    fn freeing_waiting_pages_never_rebases_onto_one_of_them() {
+        let mut s = PageStore::new(
+            StoreConfig::new(PageSize::new(1024).unwrap())
+                .seed(1)
+                .delta_after(0),
+        );
+        s.set_deferred_frees(true);
+        let v = versions(&mut s, 3);
+        // v0 -> v1 -> v2 (whole); v2 and v1 lose their references, v0 stays.
+        assert!(matches!(s.get(v[1].0), Some(ObjectRef::Delta { parent, .. }) if parent == v[2].0));
+        s.release(v[2].0).unwrap();
+        s.release(v[1].0).unwrap();
+        s.advance_frame();
+        assert!(!s.contains(v[1].0) && s.get(v[1].0).is_none());
+        assert!(s.get(v[2].0).is_none());
+        let mut out = vec![0u8; 1024];
+        s.read(v[0].0, &mut out).unwrap();
+        assert_eq!(out, v[0].1);
+        assert!(s.verify().is_empty());
+        assert_eq!(s.stats().objects, 1);
+    }
+
+    #[test]
+    fn spare_buffers_follow_the_store_rate() {
+        let floor = SPARE_BYTES / 4096;
+        assert_eq!(spare_cap(0, 4096), floor);
+        assert_eq!(spare_cap(16 * 100, 4096), floor, "a slow rate keeps the floor");
+        let fast = 16 * 10_000;
+        assert_eq!(spare_cap(fast, 4096), 12_500, "5/4 of a frame's pages");
+        assert!(spare_cap(u64::MAX, 4096) > 12_500, "no overflow");
     }
 
     #[test]
