@@ -1216,7 +1216,9 @@ impl<'w> Encoder<'w> {
     /// when its outcome is predictable: a page takes about as many bytes as a full
     /// object as the version of it in its slot's parent did (`Known::full`), so a delta
     /// well under that estimate is written without compressing the page to compare, and
-    /// no delta is built past the estimate (the full page would win). The compressed
+    /// no delta is built past the estimate (the full page would win); a page whose
+    /// parent was stored raw, with no delta and few zero words, is stored raw without
+    /// trying lz4 (it may then take up to 1/8 more than lz4 would have). The compressed
     /// bytes are taken from the encoder's scratch buffer, not copied into an allocation.
     fn ensure(&mut self, hash: PageHash, base: PageHash) -> Result<(), ArchiveError> {
         if hash.is_zero() || self.known(hash).is_some() {
@@ -1279,7 +1281,16 @@ impl<'w> Encoder<'w> {
         });
         let mut full_estimate = estimate.unwrap_or(0);
         if !small {
-            let (enc, full) = match codec::compress(page, scratch) {
+            // The page's previous version did not compress, no delta is at hand, and
+            // the page has few zero words (where lz4 finds most of its matches): it
+            // is written raw without trying.
+            let predicted_raw = chosen.is_none() && estimate == Some(ps) && !zero_rich(page);
+            let compressed = if predicted_raw {
+                None
+            } else {
+                codec::compress(page, scratch)
+            };
+            let (enc, full) = match compressed {
                 Some(block) => (Encoding::Lz4, block),
                 None => (Encoding::Raw, page),
             };
@@ -1317,6 +1328,14 @@ impl<'w> Encoder<'w> {
         staged.objects.insert(hash, Known::new(c.depth, full_estimate));
         Ok(())
     }
+}
+
+/// Whether at least 1/32 of `page`'s aligned words are zero: lz4 may then pay even
+/// where the page's previous version did not compress.
+fn zero_rich(page: &[u8]) -> bool {
+    let (words, _) = page.as_chunks::<8>();
+    let zeros = words.iter().filter(|w| u64::from_ne_bytes(**w) == 0).count();
+    zeros * 32 >= words.len()
 }
 
 /// Build into `out` the forward delta (`page` over its base) from `reverse`, a delta of
@@ -1381,6 +1400,21 @@ mod tests {
             let built = reverse.as_deref().is_some_and(|r| forward_runs(r, &page, limit, &mut out));
             prop_assert_eq!(built.then_some(out), fresh);
         }
+    }
+
+    #[test]
+    fn zero_rich_counts_zero_words() {
+        let mut page = vec![0xA5u8; 4096];
+        assert!(!zero_rich(&page));
+        // 15 of 512 words zero: under 1/32.
+        page[..15 * 8].fill(0);
+        assert!(!zero_rich(&page));
+        page[..16 * 8].fill(0);
+        assert!(zero_rich(&page));
+        // Zero bytes that do not fill an aligned word do not count.
+        let mut scattered = vec![0xA5u8; 4096];
+        scattered.iter_mut().step_by(2).for_each(|b| *b = 0);
+        assert!(!zero_rich(&scattered));
     }
 
     #[test]
