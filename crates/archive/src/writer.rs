@@ -664,7 +664,32 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), ArchiveError> {
 /// Every object written, with its chain depth. It grows with the archive (hundreds of
 /// thousands of entries); `griddle`'s map spreads each doubling over later inserts,
 /// so no append stalls on moving the whole table (see `rewind-store`'s object table).
-type ObjectIndex = griddle::HashMap<PageHash, u8, std::collections::hash_map::RandomState>;
+type ObjectIndex = griddle::HashMap<PageHash, Known, std::collections::hash_map::RandomState>;
+
+/// What the writer knows of a written object: its chain depth in the file, and an
+/// estimate of the bytes the page takes as a full object (lz4 or raw), which predicts
+/// what the next version of the same page would take without compressing it.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    depth: u8,
+    /// Estimated full-object bytes, saturated to `u16`; 0 when unknown (objects of a
+    /// reopened file, whose sizes the writer did not see encoded).
+    full: u16,
+}
+
+impl Known {
+    fn new(depth: u8, full: usize) -> Self {
+        Known {
+            depth,
+            full: u16::try_from(full).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// The estimate, if there is one.
+    fn full(self) -> Option<usize> {
+        (self.full != 0).then_some(self.full as usize)
+    }
+}
 
 /// What the writer keeps of a written record: enough to place its children.
 #[derive(Clone, Copy, Debug)]
@@ -726,7 +751,7 @@ impl Written {
         w.tables.inputs = load_runs::<ArchivedInputEntry, _>(archive, &inputs)?;
         w.tables.timeline = load_runs::<ArchivedTlEntry, _>(archive, &tl)?;
         for e in w.tables.objects.iter().flat_map(|r| r.used()) {
-            w.objects.insert(PageHash(e.hash), e.depth);
+            w.objects.insert(PageHash(e.hash), Known::new(e.depth, 0));
         }
         for e in w.tables.records.iter().flat_map(|r| r.used()) {
             w.records.insert(e.id, RecState::from(e));
@@ -869,7 +894,7 @@ where
 /// the new objects, records and inputs by key, and their index entries.
 struct Staged {
     data: DataSeg,
-    objects: HashMap<PageHash, u8>,
+    objects: HashMap<PageHash, Known>,
     obj_entries: Vec<ObjEntry>,
     records: HashMap<u64, RecState>,
     rec_entries: Vec<RecEntry>,
@@ -1166,7 +1191,7 @@ impl<'w> Encoder<'w> {
         Ok(())
     }
 
-    fn depth(&self, h: PageHash) -> Option<u8> {
+    fn known(&self, h: PageHash) -> Option<Known> {
         self.written
             .objects
             .get(&h)
@@ -1186,13 +1211,22 @@ impl<'w> Encoder<'w> {
     /// and when the store has just re-encoded `base` as a reverse delta against this
     /// page, the forward delta has exactly the same runs, so it is built from those runs
     /// and this page's bytes without rebuilding `base` or comparing the pages again.
+    ///
+    /// Compressing a page costs more than the rest of its encoding, so it is skipped
+    /// when its outcome is predictable: a page takes about as many bytes as a full
+    /// object as the version of it in its slot's parent did (`Known::full`), so a delta
+    /// well under that estimate is written without compressing the page to compare, and
+    /// no delta is built past the estimate (the full page would win); a page whose
+    /// parent was stored raw, with no delta and few zero words, is stored raw without
+    /// trying lz4 (it may then take up to 1/8 more than lz4 would have). The compressed
+    /// bytes are taken from the encoder's scratch buffer, not copied into an allocation.
     fn ensure(&mut self, hash: PageHash, base: PageHash) -> Result<(), ArchiveError> {
-        if hash.is_zero() || self.depth(hash).is_some() {
+        if hash.is_zero() || self.known(hash).is_some() {
             return Ok(());
         }
-        let base_depth = self
-            .depth(base)
-            .filter(|d| !base.is_zero() && *d < self.header.max_chain);
+        let base_known = if base.is_zero() { None } else { self.known(base) };
+        let base_depth = base_known.map(|k| k.depth).filter(|d| *d < self.header.max_chain);
+        let estimate = base_known.and_then(Known::full);
         let Encoder {
             history,
             scratch,
@@ -1213,14 +1247,16 @@ impl<'w> Encoder<'w> {
                 buf.as_slice()
             }
         };
+        // A delta over the estimate would lose to the full page.
+        let limit = estimate.map_or(ps / 2, |e| e.min(ps / 2));
         let mut chosen: Option<Chosen<'_>> = None;
         if let Some(bd) = base_depth {
             let found = match store.get(base) {
                 Some(ObjectRef::Delta { parent, runs }) if parent == hash => {
-                    forward_runs(runs, page, ps / 2, delta_buf)
+                    forward_runs(runs, page, limit, delta_buf)
                 }
                 _ if store.read(base, base_buf).is_ok() => {
-                    match codec::encode_delta(base_buf, page, ps / 2, scratch) {
+                    match codec::encode_delta(base_buf, page, limit, scratch) {
                         Some(d) => {
                             delta_buf.clear();
                             delta_buf.extend_from_slice(d);
@@ -1240,17 +1276,31 @@ impl<'w> Encoder<'w> {
                 });
             }
         }
-        let small = chosen.as_ref().is_some_and(|c| c.bytes.len() <= ps / 16);
-        let full;
+        let small = chosen.as_ref().is_some_and(|c| {
+            c.bytes.len() <= ps / 16 || estimate.is_some_and(|e| c.bytes.len() * 4 <= e * 3)
+        });
+        let mut full_estimate = estimate.unwrap_or(0);
         if !small {
-            let (enc, bytes) = codec::encode_full(page, scratch);
-            full = bytes;
+            // The page's previous version did not compress, no delta is at hand, and
+            // the page has few zero words (where lz4 finds most of its matches): it
+            // is written raw without trying.
+            let predicted_raw = chosen.is_none() && estimate == Some(ps) && !zero_rich(page);
+            let compressed = if predicted_raw {
+                None
+            } else {
+                codec::compress(page, scratch)
+            };
+            let (enc, full) = match compressed {
+                Some(block) => (Encoding::Lz4, block),
+                None => (Encoding::Raw, page),
+            };
+            full_estimate = full.len();
             if chosen.as_ref().is_none_or(|c| full.len() < c.bytes.len()) {
                 chosen = Some(Chosen {
                     kind: ObjectKind::from(enc),
                     depth: 0,
                     parent: PageHash::ZERO,
-                    bytes: &full,
+                    bytes: full,
                 });
             }
         }
@@ -1275,9 +1325,17 @@ impl<'w> Encoder<'w> {
             kind: c.kind.tag(),
             depth: c.depth,
         });
-        staged.objects.insert(hash, c.depth);
+        staged.objects.insert(hash, Known::new(c.depth, full_estimate));
         Ok(())
     }
+}
+
+/// Whether at least 1/32 of `page`'s aligned words are zero: lz4 may then pay even
+/// where the page's previous version did not compress.
+fn zero_rich(page: &[u8]) -> bool {
+    let (words, _) = page.as_chunks::<8>();
+    let zeros = words.iter().filter(|w| u64::from_ne_bytes(**w) == 0).count();
+    zeros * 32 >= words.len()
 }
 
 /// Build into `out` the forward delta (`page` over its base) from `reverse`, a delta of
@@ -1342,6 +1400,23 @@ mod tests {
             let built = reverse.as_deref().is_some_and(|r| forward_runs(r, &page, limit, &mut out));
             prop_assert_eq!(built.then_some(out), fresh);
         }
+    }
+
+    #[test]
+    fn zero_rich_counts_zero_words() {
+        let page = |zero_words: usize| {
+            let mut p = vec![0u8; zero_words * 8];
+            p.resize(4096, 0xA5);
+            p
+        };
+        assert!(!zero_rich(&page(0)));
+        // 15 of 512 words zero: under 1/32.
+        assert!(!zero_rich(&page(15)));
+        assert!(zero_rich(&page(16)));
+        // Zero bytes that do not fill an aligned word do not count.
+        let mut scattered = vec![0xA5u8; 4096];
+        scattered.iter_mut().step_by(2).for_each(|b| *b = 0);
+        assert!(!zero_rich(&scattered));
     }
 
     #[test]

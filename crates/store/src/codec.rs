@@ -59,18 +59,24 @@ impl Scratch {
 /// The returned bytes are always what the returned encoding says: when compression
 /// fails or does not pay, the page is returned raw and tagged [`Encoding::Raw`].
 pub fn encode_full(page: &[u8], scratch: &mut Scratch) -> (Encoding, Box<[u8]>) {
+    match compress(page, scratch) {
+        Some(block) => (Encoding::Lz4, block.into()),
+        None => (Encoding::Raw, page.into()),
+    }
+}
+
+/// The lz4 block of `page` when it saves at least 1/8 of the page (the bytes
+/// [`encode_full`] tags [`Encoding::Lz4`]), else `None` (the page is to be stored raw).
+/// The block borrows `scratch`: nothing is allocated once it has grown to the page size.
+pub fn compress<'s>(page: &[u8], scratch: &'s mut Scratch) -> Option<&'s [u8]> {
     let max = lz4_flex::block::get_maximum_output_size(page.len());
     if scratch.lz4.len() < max {
         scratch.lz4.resize(max, 0);
     }
-    let compressed = lz4_flex::block::compress_into_with_table(page, &mut scratch.lz4, &mut scratch.table)
+    lz4_flex::block::compress_into_with_table(page, &mut scratch.lz4, &mut scratch.table)
         .ok()
         .filter(|n| *n < page.len() - page.len() / 8)
-        .and_then(|n| scratch.lz4.get(..n));
-    match compressed {
-        Some(block) => (Encoding::Lz4, block.into()),
-        None => (Encoding::Raw, page.into()),
-    }
+        .and_then(|n| scratch.lz4.get(..n))
 }
 
 /// Decode a full page into `out` (whose length is the page size).
@@ -491,6 +497,31 @@ mod tests {
             let mut out = vec![0u8; 1024];
             decode_full(enc, &bytes, &mut out).unwrap();
             prop_assert_eq!(out, page);
+        }
+
+        /// `compress` gives exactly the lz4 block `encode_full` stores, and nothing
+        /// exactly when `encode_full` stores the page raw.
+        #[test]
+        fn compress_is_the_lz4_block_of_encode_full(
+            seed in any::<u64>(),
+            runs in 0usize..64,
+        ) {
+            let mut x = seed | 1;
+            let page: Vec<u8> = (0..1024)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if i % 64 < runs { x as u8 } else { 0 }
+                })
+                .collect();
+            let mut s = Scratch::new();
+            let (enc, bytes) = encode_full(&page, &mut s);
+            let block = compress(&page, &mut s).map(<[u8]>::to_vec);
+            match enc {
+                Encoding::Lz4 => prop_assert_eq!(block.as_deref(), Some(&bytes[..])),
+                Encoding::Raw => prop_assert_eq!(block, None),
+            }
         }
 
         #[test]

@@ -40,7 +40,8 @@ fn mutate(base: &[u8], segs: &[(u64, u64, bool)], rng: &mut u64) -> Vec<u8> {
                 }
                 let o = off as usize;
                 let len = u64::from_le_bytes(b[o + 8..o + 16].try_into().expect("8 bytes")) as usize;
-                if len < 8 {
+                // An earlier mutation may have rewritten this length field.
+                if len < 8 || len > b.len().saturating_sub(o + SEG_HEADER_LEN) {
                     continue;
                 }
                 let p = o + SEG_HEADER_LEN + (next() % (len as u64 - 7)) as usize;
