@@ -400,6 +400,24 @@ mod tests {
         assert!(encode_delta(&a, &a, 100, &mut s).is_none());
     }
 
+    /// A 1 KiB page whose first `runs` bytes of every 64 are pseudo-random (from
+    /// `seed`) and the rest zero: from incompressible to all zeros.
+    fn runs_page(seed: u64, runs: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..1024)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 64 < runs {
+                    x as u8
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn delta_round_trip(base in proptest::collection::vec(any::<u8>(), 1024),
@@ -483,15 +501,7 @@ mod tests {
             seed in any::<u64>(),
             runs in 0usize..64,
         ) {
-            let mut x = seed | 1;
-            let page: Vec<u8> = (0..1024)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if i % 64 < runs { x as u8 } else { 0 }
-                })
-                .collect();
+            let page = runs_page(seed, runs);
             let mut s = Scratch::new();
             let (enc, bytes) = encode_full(&page, &mut s);
             let mut out = vec![0u8; 1024];
@@ -506,15 +516,7 @@ mod tests {
             seed in any::<u64>(),
             runs in 0usize..64,
         ) {
-            let mut x = seed | 1;
-            let page: Vec<u8> = (0..1024)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if i % 64 < runs { x as u8 } else { 0 }
-                })
-                .collect();
+            let page = runs_page(seed, runs);
             let mut s = Scratch::new();
             let (enc, bytes) = encode_full(&page, &mut s);
             let block = compress(&page, &mut s).map(<[u8]>::to_vec);
