@@ -54,6 +54,25 @@ fn stored_parts(store: &Arc<dyn ObjectStore>, r: &Remote, generation: &str) -> V
     metas.into_iter().map(|m| m.location.to_string()).collect()
 }
 
+/// A three-node Garage cluster, and a store through its node 0 that kills the nodes
+/// `victims` (in order, with SIGKILL) when armed ([`stores::OnPut::arm`]).
+fn cluster_killing(victims: &'static [usize]) -> (Arc<GarageCluster>, Arc<stores::OnPut>) {
+    let cluster = match GarageCluster::start(3) {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("cannot start a three-node Garage cluster: {e}"),
+    };
+    let killer = cluster.clone();
+    let fault = Arc::new(stores::OnPut::new(
+        cluster.store(0).expect("store"),
+        Box::new(move || {
+            for &i in victims {
+                killer.kill(i).unwrap_or_else(|e| panic!("kill node {i}: {e}"));
+            }
+        }),
+    ));
+    (cluster, fault)
+}
+
 fn copy(from: &Path, to: &Path) {
     std::fs::copy(from, to).expect("copy");
 }
@@ -170,20 +189,12 @@ fn garage_network_cut_during_a_first_push_publishes_nothing() {
 
 #[test]
 fn garage_cluster_losing_a_node_during_pushes_loses_nothing_acknowledged() {
-    let cluster = match GarageCluster::start(3) {
-        Ok(c) => Arc::new(c),
-        Err(e) => panic!("cannot start a three-node Garage cluster: {e}"),
-    };
+    // The writer goes through node 0; node 2 is killed in the middle of the third
+    // push, just before its second part PUT.
+    let (cluster, fault) = cluster_killing(&[2]);
     let dir = tempfile::tempdir().expect("tmp");
     let mut rec = Recording::new(&dir.path().join("a.rwd"), 43);
     let url = format!("s3://{}/games/cluster.rwd", cluster.bucket);
-    // The writer goes through node 0; node 2 is killed in the middle of the third
-    // push, just before its second part PUT.
-    let victim = cluster.clone();
-    let fault = Arc::new(stores::OnPut::new(
-        cluster.store(0).expect("store"),
-        Box::new(move || victim.kill(2).expect("kill node 2")),
-    ));
     let writer = Remote::with_store(fault.clone(), &url)
         .expect("remote")
         .part_size(PART);
@@ -293,20 +304,12 @@ fn garage_network_stall_mid_upload_is_bounded_by_the_request_timeout() {
 
 #[test]
 fn garage_cluster_losing_the_writers_node_mid_push_fails_clearly_and_another_node_takes_over() {
-    let cluster = match GarageCluster::start(3) {
-        Ok(c) => Arc::new(c),
-        Err(e) => panic!("cannot start a three-node Garage cluster: {e}"),
-    };
+    // The writer goes through node 0, which is killed in the middle of the second
+    // push, just before its second part PUT.
+    let (cluster, fault) = cluster_killing(&[0]);
     let dir = tempfile::tempdir().expect("tmp");
     let mut rec = Recording::new(&dir.path().join("a.rwd"), 45);
     let url = format!("s3://{}/games/writer.rwd", cluster.bucket);
-    // The writer goes through node 0, which is killed in the middle of the second
-    // push, just before its second part PUT.
-    let victim = cluster.clone();
-    let fault = Arc::new(stores::OnPut::new(
-        cluster.store(0).expect("store"),
-        Box::new(move || victim.kill(0).expect("kill node 0")),
-    ));
     // One PUT at a time: the part before the kill has landed when the kill comes.
     let writer = Remote::with_store(fault.clone(), &url)
         .expect("remote")
@@ -372,24 +375,13 @@ fn eventually<T, E: std::fmt::Debug>(what: &str, mut f: impl FnMut() -> Result<T
 
 #[test]
 fn garage_cluster_losing_the_quorum_mid_push_fails_clearly_and_loses_nothing_acknowledged() {
-    let cluster = match GarageCluster::start(3) {
-        Ok(c) => Arc::new(c),
-        Err(e) => panic!("cannot start a three-node Garage cluster: {e}"),
-    };
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut rec = Recording::new(&dir.path().join("a.rwd"), 47);
-    let url = format!("s3://{}/games/quorum.rwd", cluster.bucket);
     // The writer goes through node 0; nodes 1 and 2 are killed in the middle of the
     // second push, just before its second part PUT: one node of three is left, below
     // the write quorum of two.
-    let victims = cluster.clone();
-    let fault = Arc::new(stores::OnPut::new(
-        cluster.store(0).expect("store"),
-        Box::new(move || {
-            victims.kill(1).expect("kill node 1");
-            victims.kill(2).expect("kill node 2");
-        }),
-    ));
+    let (cluster, fault) = cluster_killing(&[1, 2]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rec = Recording::new(&dir.path().join("a.rwd"), 47);
+    let url = format!("s3://{}/games/quorum.rwd", cluster.bucket);
     // One PUT at a time: the part before the kill has landed when the kill comes.
     let writer = Remote::with_store(fault.clone(), &url)
         .expect("remote")
