@@ -2,17 +2,14 @@
 //! cache reused across readers, damaged parts, and the cache's byte budget. Against
 //! an in-memory store wrapped to count requests.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures_util::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    GetOptions, GetResult, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, PutResult, Result,
 };
 use rewind_archive::{Archive, ArchiveError, ArchiveWriter, Durability};
 use rewind_history::{History, HistoryConfig};
@@ -28,14 +25,7 @@ pub(crate) struct Counting {
     gets: AtomicU64,
 }
 
-impl fmt::Display for Counting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Counting({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Counting {
+crate::stores::wrapper_store!(Counting {
     async fn put_opts(
         &self,
         location: &StorePath,
@@ -45,38 +35,11 @@ impl ObjectStore for Counting {
         self.inner.put_opts(location, payload, opts).await
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &StorePath,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
     async fn get_opts(&self, location: &StorePath, options: GetOptions) -> Result<GetResult> {
         self.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.get_opts(location, options).await
     }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<StorePath>>,
-    ) -> BoxStream<'static, Result<StorePath>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&StorePath>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&StorePath>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &StorePath, to: &StorePath, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+});
 
 /// Record `n` frames over 1 MiB of memory, four incompressible pages rewritten per
 /// frame, into `path`; returns the history.

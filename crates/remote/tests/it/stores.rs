@@ -1,16 +1,70 @@
 //! Store wrappers for fault injection: one that fails part requests after N, one that
-//! lets another writer's push land at a chosen moment of a push.
+//! lets another writer's push land at a chosen moment of a push, one that runs an
+//! action (a node killed) mid-push, one that counts part requests in flight. Each
+//! hooks a few methods and passes the rest on ([`wrapper_store`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::stream::BoxStream;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
-};
+use object_store::{GetOptions, GetResult, ObjectStore, PutOptions, PutPayload, PutResult, Result};
+
+/// The Display of a wrapper store `NAME(inner)` and its [`ObjectStore`] impl: the
+/// methods given (the ones it hooks), and every other one passed to `self.inner`.
+macro_rules! wrapper_store {
+    ($name:ident { $($hooked:tt)* }) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.inner)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl object_store::ObjectStore for $name {
+            $($hooked)*
+
+            async fn put_multipart_opts(
+                &self,
+                location: &object_store::path::Path,
+                opts: object_store::PutMultipartOptions,
+            ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+                self.inner.put_multipart_opts(location, opts).await
+            }
+
+            fn delete_stream(
+                &self,
+                locations: futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+            ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+                self.inner.delete_stream(locations)
+            }
+
+            fn list(
+                &self,
+                prefix: Option<&object_store::path::Path>,
+            ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+                self.inner.list(prefix)
+            }
+
+            async fn list_with_delimiter(
+                &self,
+                prefix: Option<&object_store::path::Path>,
+            ) -> object_store::Result<object_store::ListResult> {
+                self.inner.list_with_delimiter(prefix).await
+            }
+
+            async fn copy_opts(
+                &self,
+                from: &object_store::path::Path,
+                to: &object_store::path::Path,
+                options: object_store::CopyOptions,
+            ) -> object_store::Result<()> {
+                self.inner.copy_opts(from, to, options).await
+            }
+        }
+    };
+}
+pub(crate) use wrapper_store;
 
 fn is_head(location: &Path) -> bool {
     location.filename() == Some("head.json")
@@ -49,48 +103,17 @@ impl FailAfter {
     }
 }
 
-impl fmt::Display for FailAfter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FailAfter({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for FailAfter {
+crate::stores::wrapper_store!(FailAfter {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.allow(location)?;
         self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.allow(location)?;
         self.inner.get_opts(location, options).await
     }
-
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+});
 
 /// When another writer's push lands during ours.
 #[derive(Clone, Copy, Debug)]
@@ -117,12 +140,6 @@ impl fmt::Debug for Racing {
     }
 }
 
-impl fmt::Display for Racing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Racing({})", self.inner)
-    }
-}
-
 impl Racing {
     pub(crate) fn new(inner: Arc<dyn ObjectStore>, race: Race, racer: Racer) -> Racing {
         Racing {
@@ -140,21 +157,12 @@ impl Racing {
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for Racing {
+crate::stores::wrapper_store!(Racing {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         if is_head(location) && matches!(self.race, Race::BeforePut) {
             self.run_racer();
         }
         self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -163,23 +171,7 @@ impl ObjectStore for Racing {
         }
         self.inner.get_opts(location, options).await
     }
-
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+});
 
 type Action = Box<dyn FnOnce() + Send>;
 
@@ -193,12 +185,6 @@ pub(crate) struct OnPut {
 }
 
 impl fmt::Debug for OnPut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OnPut({})", self.inner)
-    }
-}
-
-impl fmt::Display for OnPut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OnPut({})", self.inner)
     }
@@ -246,41 +232,16 @@ impl OnPut {
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for OnPut {
+crate::stores::wrapper_store!(OnPut {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.before_put(location);
         self.inner.put_opts(location, payload, opts).await
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.inner.get_opts(location, options).await
     }
-
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+});
 
 /// Passes everything to `inner`, holding each part request for a few milliseconds
 /// (a link's round trip) and recording the most part requests that were in flight
@@ -292,12 +253,6 @@ pub(crate) struct InFlight {
 }
 
 impl fmt::Debug for InFlight {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InFlight({})", self.inner)
-    }
-}
-
-impl fmt::Display for InFlight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "InFlight({})", self.inner)
     }
@@ -330,38 +285,13 @@ impl InFlight {
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for InFlight {
+crate::stores::wrapper_store!(InFlight {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.hold(location, self.inner.put_opts(location, payload, opts))
             .await
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.hold(location, self.inner.get_opts(location, options)).await
     }
-
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+});
