@@ -1,7 +1,8 @@
 //! Core phases of rewind on 64 MiB of memory with 4 KiB pages and 1 % of pages written
 //! per frame: capture with and without a dirty hint, beside one xxh3-128 pass and one
 //! memcpy of the whole memory (the reference points of docs/benchmarks.md); restore
-//! after a 7-frame rollback; blame; the per-iteration GC step with a 600-frame window.
+//! after a 7-frame rollback; blame; the per-iteration GC step with a 600-frame window;
+//! lz4 of single pages.
 //!
 //! Run: `cargo bench -p rewind-bench --bench core`
 #![allow(missing_docs)] // criterion's macros generate undocumented items
@@ -159,5 +160,25 @@ fn blame(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, references, capture, rollback, blame, gc_step);
+/// lz4 of one 4 KiB page, as the store's GC step compresses aged pages and the archive
+/// writer packs them: 256 pages of the workload's memory per iteration.
+fn page_lz4(c: &mut Criterion) {
+    let w = Workload::new(MEM, PAGE, 0.01, Placement::Clustered, 7);
+    let pages: Vec<&[u8]> = w.memory.chunks(PAGE).step_by(61).take(256).collect();
+    let mut scratch = rewind::layers::store::codec::Scratch::default();
+    let mut g = c.benchmark_group("page_lz4");
+    g.throughput(criterion::Throughput::Bytes((pages.len() * PAGE) as u64));
+    g.bench_function("compress_256_pages", |b| {
+        b.iter(|| {
+            for p in &pages {
+                black_box(
+                    rewind::layers::store::codec::compress(black_box(p), &mut scratch).map(<[u8]>::len),
+                );
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, references, capture, rollback, blame, gc_step, page_lz4);
 criterion_main!(benches);

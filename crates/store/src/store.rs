@@ -256,6 +256,9 @@ struct Entry {
     /// writes back, so it is not compressed (and was inflated if it had been) until
     /// it leaves the window.
     hold: u64,
+    /// The length of the lz4 block this page had before it was inflated to be held
+    /// raw (0: never compressed): a delta against its replacement must beat half of it.
+    lz4_len: u32,
 }
 
 /// The content-addressed store of pages of one history.
@@ -480,6 +483,7 @@ impl PageStore {
                     children: Vec::new(),
                     height: 0,
                     hold: 0,
+                    lz4_len: 0,
                 });
                 self.stats.new_objects += 1;
                 self.young.push_back((hash, self.frame));
@@ -541,6 +545,7 @@ impl PageStore {
                 bytes: raw,
             },
         );
+        e.lz4_len = u32::try_from(before.stored_len()).unwrap_or(u32::MAX);
         count_out(stats, &before);
         count_in(stats, &e.object);
         stats.inflated += 1;
@@ -601,11 +606,18 @@ impl PageStore {
         if old_entry.height >= *max_chain {
             return failed;
         }
-        let (old_bytes, limit, raw): (&[u8], usize, bool) = match &old_entry.object {
+        // A delta must beat half of what lz4 makes of the page, when that is known
+        // (the page is compressed, or was before it was held raw): no lz4 is run here,
+        // on the capture, only to compare.
+        let lz4_limit = |len: usize| (*delta_limit).min(len / 2);
+        let (old_bytes, limit): (&[u8], usize) = match &old_entry.object {
             Object::Full {
                 encoding: Encoding::Raw,
                 bytes,
-            } => (bytes, *delta_limit, true),
+            } => match old_entry.lz4_len {
+                0 => (bytes, *delta_limit),
+                len => (bytes, lz4_limit(len as usize)),
+            },
             Object::Full {
                 encoding: Encoding::Lz4,
                 bytes,
@@ -613,7 +625,7 @@ impl PageStore {
                 if codec::decode_full(Encoding::Lz4, bytes, buf_a).is_err() {
                     return failed;
                 }
-                (buf_a.as_slice(), (*delta_limit).min(bytes.len() / 2), false)
+                (buf_a.as_slice(), lz4_limit(bytes.len()))
             }
             Object::Delta { .. } => return Demotion::Gone,
         };
@@ -621,21 +633,14 @@ impl PageStore {
             return failed;
         };
         let runs: Box<[u8]> = runs.into();
-        // A large delta of a raw page is kept only if lz4 does not do much better.
-        if raw && runs.len() > *delta_limit / 2 {
-            let (encoding, packed) = codec::encode_full(old_bytes, scratch);
-            if encoding == Encoding::Lz4 && runs.len() > packed.len() / 2 {
-                return failed;
-            }
-        }
         let old_height = old_entry.height;
         let Some(old_entry) = objects.get_mut(&old) else {
             return Demotion::Gone;
         };
+        let cap = spare_cap(*store_rate_x16, page_size.bytes());
         let before = std::mem::replace(&mut old_entry.object, Object::Delta { parent: new, runs });
         let after_len = old_entry.object.stored_len();
         count_out(stats, &before);
-        let cap = spare_cap(*store_rate_x16, page_size.bytes());
         Self::keep_spare(spare, cap, page_size.bytes(), before);
         stats.objects += 1;
         stats.delta_pages += 1;
@@ -663,24 +668,35 @@ impl PageStore {
         else {
             return false;
         };
-        let page_size = bytes.len();
-        let (encoding, packed) = codec::encode_full(bytes, scratch);
-        if encoding != Encoding::Lz4 {
+        let Some(packed) = codec::compress(bytes, scratch).map(Box::from) else {
             return false;
-        }
-        let saved = (bytes.len() - packed.len()) as u64;
+        };
+        Self::install_lz4(e, packed, stats, spare, spare_cap);
+        true
+    }
+
+    /// Replace a raw entry's bytes by `packed`, their lz4 block; the raw buffer
+    /// becomes a spare.
+    fn install_lz4(
+        e: &mut Entry,
+        packed: Box<[u8]>,
+        stats: &mut StoreStats,
+        spare: &mut Vec<Box<[u8]>>,
+        spare_cap: usize,
+    ) {
+        let packed_len = packed.len();
         let raw = std::mem::replace(
             &mut e.object,
             Object::Full {
-                encoding,
+                encoding: Encoding::Lz4,
                 bytes: packed,
             },
         );
+        let page_size = raw.stored_len();
         Self::keep_spare(spare, spare_cap, page_size, raw);
         stats.raw_pages -= 1;
-        stats.stored_bytes -= saved;
+        stats.stored_bytes -= (page_size - packed_len) as u64;
         stats.compressed += 1;
-        true
     }
 
     /// The most spare page buffers kept: [`SPARE_BYTES`], or more when raw pages are
@@ -787,6 +803,7 @@ impl PageStore {
                 children: Vec::new(),
                 height: 0,
                 hold: 0,
+                lz4_len: 0,
             },
         );
     }
@@ -1478,6 +1495,65 @@ mod tests {
                 ..
             })
         )
+    }
+
+    /// A page that had been compressed, then inflated to be held raw in the window,
+    /// becomes a delta only if the delta beats half of its former lz4 block (as it
+    /// would have had it stayed compressed); a page never compressed takes any delta
+    /// within the 1/4-page bound. No lz4 runs on the capture to decide.
+    #[test]
+    fn a_held_page_becomes_a_delta_only_if_it_beats_half_its_former_lz4_block() {
+        let a = compressible(3);
+        let mut b = a.clone();
+        for i in (0..b.len()).step_by(40) {
+            b[i] ^= 0xA5;
+        }
+        let mut scratch = Scratch::default();
+        let packed = codec::compress(&a, &mut scratch).map(<[u8]>::len).unwrap();
+        let delta = codec::encode_delta(&b, &a, usize::MAX, &mut scratch)
+            .map(<[u8]>::len)
+            .unwrap();
+        assert!(
+            delta > packed / 2 && delta <= 256,
+            "premise: delta {delta}, lz4 {packed}"
+        );
+        for compressed_first in [true, false] {
+            let mut s = PageStore::new(
+                StoreConfig::new(PageSize::new(1024).unwrap())
+                    .seed(4)
+                    .delta_after(2)
+                    .rollback_window(2)
+                    .compress_after(if compressed_first { 1 } else { 100 }),
+            );
+            let ha = s.hash(&a);
+            s.put(ha, &a, PageHash::ZERO).unwrap();
+            s.advance_frame();
+            s.compress_aged();
+            assert_eq!(is_lz4(&s, ha), compressed_first);
+            let hb = s.hash(&b);
+            s.put(hb, &b, ha).unwrap();
+            assert!(is_raw(&s, ha), "held raw in the window");
+            let compressed = s.stats().compressed;
+            for _ in 0..3 {
+                s.advance_frame();
+            }
+            assert_eq!(
+                s.stats().compressed,
+                compressed,
+                "no lz4 on the frames' demotions"
+            );
+            if compressed_first {
+                assert!(is_raw(&s, ha), "no delta: lz4 does more than twice better");
+                s.compress_aged();
+                assert!(is_lz4(&s, ha), "compressed again once out of the window");
+            } else {
+                assert!(matches!(s.get(ha), Some(ObjectRef::Delta { parent, .. }) if parent == hb));
+            }
+            let mut out = vec![0u8; 1024];
+            s.read(ha, &mut out).unwrap();
+            assert_eq!(out, a);
+            assert!(s.verify().is_empty());
+        }
     }
 
     #[test]
