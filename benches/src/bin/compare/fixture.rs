@@ -30,7 +30,7 @@ fn rewind(k: f64, filled: bool) -> Rewind {
         resident: 123_456_789,
         rss_delta: filled.then_some(150_000_000),
         window_frames: if filled { 600 } else { 150 },
-        restored_pages: Vec::new(),
+        restored_pages: if filled { vec![100, 120] } else { Vec::new() },
     }
 }
 
