@@ -66,9 +66,38 @@ fn find_garage(bin: Option<std::ffi::OsString>, path: Option<std::ffi::OsString>
         })
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind a free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+/// `n` distinct free ports on 127.0.0.1: every listener is held until all are chosen,
+/// so no two of them are the same port. Another process may still take one before the
+/// server binds it: [`with_fresh_ports`] starts again then.
+fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind a free port: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Starts that lost a port to another process (tests start servers in parallel)
+/// between choosing it and the server binding it, tried again with fresh ports.
+const START_ATTEMPTS: usize = 3;
+
+/// Run `start` until it does not fail on a port taken meanwhile ("Address already in
+/// use" in the error, which carries the servers' logs), at most [`START_ATTEMPTS`]
+/// times; any other failure is returned at once.
+fn with_fresh_ports<T>(mut start: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut last = String::new();
+    for _ in 0..START_ATTEMPTS {
+        match start() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.contains("Address already in use") => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(format!(
+        "{START_ATTEMPTS} attempts lost a port to another process; the last: {last}"
+    ))
 }
 
 fn random_hex(bytes: usize) -> Result<String, String> {
@@ -142,12 +171,17 @@ struct Ports {
 }
 
 impl Ports {
-    fn free() -> Result<Ports, String> {
-        Ok(Ports {
-            rpc: free_port()?,
-            s3: free_port()?,
-            admin: free_port()?,
-        })
+    /// The ports of `nodes` nodes, all distinct.
+    fn free(nodes: usize) -> Result<Vec<Ports>, String> {
+        let ports = free_ports(3 * nodes)?;
+        Ok(ports
+            .chunks_exact(3)
+            .map(|p| Ports {
+                rpc: p[0],
+                s3: p[1],
+                admin: p[2],
+            })
+            .collect())
     }
 }
 
@@ -272,9 +306,15 @@ fn s3_store(
 impl Garage {
     /// Start a server, lay it out and create a bucket and a key.
     pub fn start() -> Result<Garage, String> {
+        with_fresh_ports(Self::start_once)
+    }
+
+    fn start_once() -> Result<Garage, String> {
         let bin = garage_bin()?;
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let ports = Ports::free()?;
+        let ports = Ports::free(1)?
+            .pop()
+            .ok_or_else(|| "no ports chosen".to_string())?;
         let config = dir.path().join("garage.toml");
         let region = "garage".to_string();
         write_config(&config, dir.path(), 1, ports, &random_hex(32)?, &region)?;
@@ -403,17 +443,20 @@ impl GarageCluster {
         if nodes == 0 {
             return Err("a cluster needs at least one node".into());
         }
+        with_fresh_ports(|| Self::start_once(nodes))
+    }
+
+    fn start_once(nodes: usize) -> Result<GarageCluster, String> {
         let bin = garage_bin()?;
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let secret = random_hex(32)?;
         let region = "garage".to_string();
         let replication = nodes.min(3) as u8;
         let mut list = Vec::with_capacity(nodes);
-        for i in 0..nodes {
+        for (i, ports) in Ports::free(nodes)?.into_iter().enumerate() {
             let d = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
             let config = d.join("garage.toml");
-            let ports = Ports::free()?;
             write_config(&config, &d, replication, ports, &secret, &region)?;
             let log = d.join("server.log");
             let child = spawn(&bin, &config, &log)?;
@@ -597,6 +640,45 @@ mod tests {
         assert_eq!(
             find_garage(None, Some(dir.path().as_os_str().to_owned())),
             Ok(dir.path().join("garage"))
+        );
+    }
+
+    #[test]
+    fn ports_chosen_together_are_distinct() {
+        let ports = free_ports(9).expect("ports");
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 9, "{ports:?}");
+    }
+
+    #[test]
+    fn a_start_that_lost_a_port_is_tried_again_and_other_failures_are_not() {
+        let mut calls = 0;
+        let r = with_fresh_ports(|| {
+            calls += 1;
+            if calls < 3 {
+                Err("node 0 log: S3 API server exited with error: Address already in use".to_string())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r, Ok(3));
+        let mut calls = 0;
+        let r: Result<(), String> = with_fresh_ports(|| {
+            calls += 1;
+            Err("Address already in use".to_string())
+        });
+        assert_eq!(calls, START_ATTEMPTS);
+        assert!(r.expect_err("gave up").contains("3 attempts"));
+        let mut calls = 0;
+        let r: Result<(), String> = with_fresh_ports(|| {
+            calls += 1;
+            Err("garage layout apply: exit status 1".to_string())
+        });
+        assert_eq!(
+            (calls, r),
+            (1, Err("garage layout apply: exit status 1".to_string()))
         );
     }
 }
