@@ -1243,10 +1243,7 @@ mod tests {
         }
         s.advance_frame();
         assert!(matches!(s.get(ha), Some(ObjectRef::Delta { parent, .. }) if parent == hc));
-        let mut out = vec![0u8; 1024];
-        s.read(ha, &mut out).unwrap();
-        assert_eq!(out, a);
-        assert!(s.verify().is_empty());
+        assert_reads_back(&s, ha, &a);
     }
 
     fn page(seed: u8) -> Vec<u8> {
@@ -1389,10 +1386,7 @@ mod tests {
         s.release(v[1].0).unwrap();
         assert!(matches!(s.get(v[0].0), Some(ObjectRef::Delta { parent, .. }) if parent == v[2].0));
         assert_eq!(s.stats().compacted_rebased, 1);
-        let mut out = vec![0u8; 1024];
-        s.read(v[0].0, &mut out).unwrap();
-        assert_eq!(out, v[0].1);
-        assert!(s.verify().is_empty());
+        assert_reads_back(&s, v[0].0, &v[0].1);
     }
 
     #[test]
@@ -1477,6 +1471,13 @@ mod tests {
         (0..1024u32).map(|i| ((i / 32) as u8) ^ tag).collect()
     }
 
+    /// `h` reads back as `page` (through any delta chain) and the store verifies.
+    fn assert_reads_back(s: &PageStore, h: PageHash, page: &[u8]) {
+        let mut out = vec![0u8; page.len()];
+        s.read(h, &mut out).unwrap();
+        assert_eq!(out, page);
+        assert!(s.verify().is_empty());
+    }
     fn is_raw(s: &PageStore, h: PageHash) -> bool {
         matches!(
             s.get(h),
@@ -1549,10 +1550,7 @@ mod tests {
             } else {
                 assert!(matches!(s.get(ha), Some(ObjectRef::Delta { parent, .. }) if parent == hb));
             }
-            let mut out = vec![0u8; 1024];
-            s.read(ha, &mut out).unwrap();
-            assert_eq!(out, a);
-            assert!(s.verify().is_empty());
+            assert_reads_back(&s, ha, &a);
         }
     }
 
@@ -1589,10 +1587,7 @@ mod tests {
         s.advance_frame();
         s.compress_all_aged();
         assert!(matches!(s.get(ha), Some(ObjectRef::Delta { parent, .. }) if parent == hb));
-        let mut out = vec![0u8; 1024];
-        s.read(ha, &mut out).unwrap();
-        assert_eq!(out, a);
-        assert!(s.verify().is_empty());
+        assert_reads_back(&s, ha, &a);
     }
 
     #[test]
@@ -1619,10 +1614,7 @@ mod tests {
             "history that is no delta leaves the window compressed"
         );
         assert!(is_raw(&s, hb), "the newest version stays raw");
-        let mut out = vec![0u8; 1024];
-        s.read(ha, &mut out).unwrap();
-        assert_eq!(out, a);
-        assert!(s.verify().is_empty());
+        assert_reads_back(&s, ha, &a);
     }
 
     #[test]
@@ -1677,10 +1669,7 @@ mod tests {
         s.release(hb).unwrap();
         s.advance_frame();
         assert!(!s.contains(hb) && s.get(hb).is_none());
-        let mut out = vec![0u8; 1024];
-        s.read(ha, &mut out).unwrap();
-        assert_eq!(out, a);
-        assert!(s.verify().is_empty());
+        assert_reads_back(&s, ha, &a);
     }
 
     /// Regression (found by the GC model test): freeing a waiting page whose delta
@@ -1702,10 +1691,7 @@ mod tests {
         s.advance_frame();
         assert!(!s.contains(v[1].0) && s.get(v[1].0).is_none());
         assert!(s.get(v[2].0).is_none());
-        let mut out = vec![0u8; 1024];
-        s.read(v[0].0, &mut out).unwrap();
-        assert_eq!(out, v[0].1);
-        assert!(s.verify().is_empty());
+        assert_reads_back(&s, v[0].0, &v[0].1);
         assert_eq!(s.stats().objects, 1);
     }
 
