@@ -258,7 +258,9 @@ struct Entry {
     hold: u64,
     /// The length of the lz4 block this page had before it was inflated to be held
     /// raw (0: never compressed): a delta against its replacement must beat half of it.
-    lz4_len: u32,
+    /// A block is kept only when smaller than 7/8 of a page of at most 64 KiB, so it
+    /// fits, and the field sits in the padding after `refs` and `height`.
+    lz4_len: u16,
 }
 
 /// The content-addressed store of pages of one history.
@@ -545,7 +547,7 @@ impl PageStore {
                 bytes: raw,
             },
         );
-        e.lz4_len = u32::try_from(before.stored_len()).unwrap_or(u32::MAX);
+        e.lz4_len = u16::try_from(before.stored_len()).unwrap_or(u16::MAX);
         count_out(stats, &before);
         count_in(stats, &e.object);
         stats.inflated += 1;
