@@ -348,8 +348,13 @@ impl Drop for Reap {
     }
 }
 
-fn free_udp_port() -> Result<u16, BoxError> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Two free UDP ports for the peer processes, distinct: both sockets are held until
+/// both ports are chosen (released one at a time, the kernel may hand out the same
+/// port twice).
+fn free_udp_ports() -> Result<(u16, u16), BoxError> {
+    let a = UdpSocket::bind("127.0.0.1:0")?;
+    let b = UdpSocket::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
 
 /// What the coordinator found.
@@ -369,7 +374,7 @@ pub fn coordinate(params: &Params, spawn: impl Fn(&PeerArgs) -> Command) -> Resu
     ra.set_nonblocking(true)?;
     rb.set_nonblocking(true)?;
     let (ra_addr, rb_addr) = (ra.local_addr()?, rb.local_addr()?);
-    let (pa, pb) = (free_udp_port()?, free_udp_port()?);
+    let (pa, pb) = free_udp_ports()?;
     let a: SocketAddr = ([127, 0, 0, 1], pa).into();
     let b: SocketAddr = ([127, 0, 0, 1], pb).into();
     let stop = Arc::new(AtomicBool::new(false));
