@@ -639,10 +639,10 @@ impl PageStore {
         let Some(old_entry) = objects.get_mut(&old) else {
             return Demotion::Gone;
         };
-        let cap = spare_cap(*store_rate_x16, page_size.bytes());
         let before = std::mem::replace(&mut old_entry.object, Object::Delta { parent: new, runs });
         let after_len = old_entry.object.stored_len();
         count_out(stats, &before);
+        let cap = spare_cap(*store_rate_x16, page_size.bytes());
         Self::keep_spare(spare, cap, page_size.bytes(), before);
         stats.objects += 1;
         stats.delta_pages += 1;
@@ -670,23 +670,12 @@ impl PageStore {
         else {
             return false;
         };
-        let Some(packed) = codec::compress(bytes, scratch).map(Box::from) else {
+        let page_size = bytes.len();
+        // `compress` declines a page lz4 does not shrink by 1/8, without allocating.
+        let Some(packed) = codec::compress(bytes, scratch).map(Box::<[u8]>::from) else {
             return false;
         };
-        Self::install_lz4(e, packed, stats, spare, spare_cap);
-        true
-    }
-
-    /// Replace a raw entry's bytes by `packed`, their lz4 block; the raw buffer
-    /// becomes a spare.
-    fn install_lz4(
-        e: &mut Entry,
-        packed: Box<[u8]>,
-        stats: &mut StoreStats,
-        spare: &mut Vec<Box<[u8]>>,
-        spare_cap: usize,
-    ) {
-        let packed_len = packed.len();
+        let saved = (page_size - packed.len()) as u64;
         let raw = std::mem::replace(
             &mut e.object,
             Object::Full {
@@ -694,11 +683,11 @@ impl PageStore {
                 bytes: packed,
             },
         );
-        let page_size = raw.stored_len();
         Self::keep_spare(spare, spare_cap, page_size, raw);
         stats.raw_pages -= 1;
-        stats.stored_bytes -= (page_size - packed_len) as u64;
+        stats.stored_bytes -= saved;
         stats.compressed += 1;
+        true
     }
 
     /// The most spare page buffers kept: [`SPARE_BYTES`], or more when raw pages are
