@@ -242,21 +242,11 @@ fn a_truncated_or_corrupt_part_is_a_clear_error() {
         .expect_err("truncated tail");
     assert!(matches!(e, RemoteError::Read { .. }), "{e}");
     assert!(
-        format!("{:?}", anyhow_chain(&e)).contains("DamagedPart") || anyhow_chain(&e).contains("damaged"),
+        format!("{:?}", rewind::error_chain(&e)).contains("DamagedPart")
+            || rewind::error_chain(&e).contains("damaged"),
         "{}",
-        anyhow_chain(&e)
+        rewind::error_chain(&e)
     );
-}
-
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl Setup {
