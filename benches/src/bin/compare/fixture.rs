@@ -31,6 +31,7 @@ fn rewind(k: f64, filled: bool) -> Rewind {
         rss_delta: filled.then_some(150_000_000),
         window_frames: if filled { 600 } else { 150 },
         restored_pages: if filled { vec![100, 120] } else { Vec::new() },
+        restored_memcpy: if filled { vec![0.02, 0.03] } else { Vec::new() },
     }
 }
 

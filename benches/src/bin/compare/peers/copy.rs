@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use super::{drive, rollbacks, split_first, Peer, PeerRun};
+use super::{drive, rollbacks, split_first, timed, Peer, PeerRun};
 use crate::args::Config;
 use crate::workload::Spec;
 use crate::{Res, WINDOW_600};
@@ -34,11 +34,13 @@ pub fn ring(spec: &Spec, cfg: &Config, hash: bool) -> Res<PeerRun> {
             Ok(())
         },
         |ring, f, mem| {
-            mem.copy_from_slice(&ring[f as usize % slots]);
-            if hash {
-                black_box(xxhash_rust::xxh3::xxh3_128(mem));
-            }
-            Ok(())
+            timed(|| {
+                mem.copy_from_slice(&ring[f as usize % slots]);
+                if hash {
+                    black_box(xxhash_rust::xxh3::xxh3_128(mem));
+                }
+                Ok(())
+            })
         },
     )?;
     Ok(PeerRun {
@@ -78,12 +80,14 @@ pub fn lz4(spec: &Spec, cfg: &Config) -> Res<PeerRun> {
             Ok(())
         },
         |ring, f, mem| {
-            let slot = &ring[f as usize % slots];
-            let n = lz4_flex::block::decompress_into(&slot.0[..slot.1], mem)?;
-            if n != m {
-                return Err(format!("an lz4 frame decompressed to {n} bytes, not the memory's {m}").into());
-            }
-            Ok(())
+            timed(|| {
+                let slot = &ring[f as usize % slots];
+                let n = lz4_flex::block::decompress_into(&slot.0[..slot.1], mem)?;
+                if n != m {
+                    return Err(format!("an lz4 frame decompressed to {n} bytes, not the memory's {m}").into());
+                }
+                Ok(())
+            })
         },
     )?;
     let mean = sizes.iter().sum::<f64>() / sizes.len() as f64;

@@ -27,6 +27,10 @@ pub struct Rewind {
     pub window_frames: usize,
     /// Pages each 7-frame rollback wrote into memory.
     pub restored_pages: Vec<u64>,
+    /// Per rollback, ms of a plain memcpy of exactly the pages it wrote, each to the
+    /// same offset of a full-size buffer (what a full-copy ring's restore of the
+    /// changed pages costs): the floor of a restore, scattered as it is.
+    pub restored_memcpy: Vec<f64>,
 }
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -94,6 +98,9 @@ pub fn run(spec: &Spec, cfg: &Config, hinted: bool) -> Res<(PeerRun, Rewind)> {
     r.rss_delta = rss0.zip(rss_bytes()).map(|(a, b)| b.saturating_sub(a));
     let (first, capture) = split_first(total);
     let mut restored_pages = Vec::new();
+    let mut restored_memcpy = Vec::new();
+    // The floor copy's destination, touched once here so its page faults are not timed.
+    let mut scratch = vec![1u8; src.memory().len()];
     let restore = rollbacks(
         src.as_mut(),
         &mut (h, gc),
@@ -105,12 +112,31 @@ pub fn run(spec: &Spec, cfg: &Config, hinted: bool) -> Res<(PeerRun, Rewind)> {
             Ok(())
         },
         |(h, _), f, mem| {
+            // The pages the rollback writes, found before the timed restore starts.
+            let written = match h.head() {
+                Some(head) => rewind::layers::snapshot::diff(head.snapshot(), h.at(f)?.snapshot()),
+                None => Vec::new(),
+            };
+            let t = Instant::now();
             let report = black_box(h.rollback_to(f, mem, LiveMemory::AtHead)?);
+            let restore = t.elapsed();
             restored_pages.push(report.restored.pages_written as u64);
-            Ok(())
+            // After the restore, so its source pages are as warm as the restore left them
+            // (a bias toward a lower floor, never a higher one).
+            let t = Instant::now();
+            for &i in &written {
+                let at = i as usize * page..(i as usize + 1) * page;
+                if let (Some(d), Some(s)) = (scratch.get_mut(at.clone()), mem.get(at)) {
+                    d.copy_from_slice(s);
+                }
+            }
+            black_box(&scratch);
+            restored_memcpy.push(ms(t.elapsed()));
+            Ok(restore)
         },
     )?;
     r.restored_pages = restored_pages;
+    r.restored_memcpy = restored_memcpy;
     let window_bytes = (r.window_frames >= WINDOW_600).then_some(r.resident as f64);
     Ok((
         PeerRun {

@@ -139,14 +139,15 @@ pub fn drive(
 /// The restore figure: `reps` times, run [`ROLLBACK`] more frames, each kept with `keep`
 /// (given the frame, its memory and its written pages), then time `restore` of the
 /// frame [`ROLLBACK`] back into the memory. `head` is the last frame kept so far;
-/// `state` is what both closures work on. Returns ms per restore.
+/// `state` is what both closures work on; `restore` returns the time of the restore
+/// itself (see [`timed`]), so it may do untimed work around it. Returns ms per restore.
 pub fn rollbacks<S>(
     src: &mut dyn FrameSource,
     state: &mut S,
     mut head: u64,
     reps: usize,
     mut keep: impl FnMut(&mut S, u64, &[u8], &[u32]) -> Res<()>,
-    mut restore: impl FnMut(&mut S, u64, &mut [u8]) -> Res<()>,
+    mut restore: impl FnMut(&mut S, u64, &mut [u8]) -> Res<Duration>,
 ) -> Res<Vec<f64>> {
     let mut out = Vec::with_capacity(reps);
     let mut dirty = Vec::new();
@@ -157,12 +158,17 @@ pub fn rollbacks<S>(
             keep(state, head, src.memory(), &dirty)?;
         }
         let target = head - ROLLBACK;
-        let t = Instant::now();
-        restore(state, target, src.memory_mut())?;
-        out.push(ms(t.elapsed()));
+        out.push(ms(restore(state, target, src.memory_mut())?));
         head = target;
     }
     Ok(out)
+}
+
+/// Run `f` and return how long it took.
+pub fn timed(f: impl FnOnce() -> Res<()>) -> Res<Duration> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed())
 }
 
 /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): exact at the moment of
