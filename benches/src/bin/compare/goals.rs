@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use rewind_bench::Spread;
 
 use crate::peers::{Peer, Pipelined};
-use crate::report::{fmt_bytes, fmt_ms, fmt_ratio, med, p95, p99};
+use crate::report::{fmt_bytes, fmt_ms, fmt_ratio, mean, med, p95, p99};
 use crate::workload::WorkloadResult;
 use crate::WINDOW_600;
 
@@ -310,23 +310,28 @@ fn kept_up(p: &Pipelined) -> String {
 }
 
 /// The pipelined caller's median wall time and CPU time per capture.
-fn caller_wall_cpu(p: &Pipelined) -> (f64, f64) {
+/// The pipelined caller's median wall and CPU ms per capture, and its mean CPU.
+fn caller_wall_cpu(p: &Pipelined) -> (f64, f64, f64) {
     let wall = med(&p.caller);
-    (wall, p.caller_cpu.unwrap_or(wall))
+    if p.caller_cpu.is_empty() {
+        return (wall, wall, wall);
+    }
+    (wall, med(&p.caller_cpu), mean(&p.caller_cpu))
 }
 
 fn pipeline_caller_time(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
     let p = r.pipe.as_ref()?;
-    let (wall, cpu) = caller_wall_cpu(p);
+    let (wall, cpu, cpu_mean) = caller_wall_cpu(p);
     // The floor: a memcpy of the written pages at this run's memcpy speed.
     let floor = med(&r.memcpy) * r.mean_dirty / r.pages.max(1) as f64;
     measured(
         format!(
-            "{} ms CPU, {} ms wall; floor (memcpy of the written pages at this run's memcpy speed) {} ms (synchronous: {} ms CPU, {} ms wall); {}",
+            "{} ms CPU (mean {} ms), {} ms wall; floor (memcpy of the written pages at this run's memcpy speed) {} ms (synchronous: {} ms CPU, {} ms wall); {}",
             fmt_ms(cpu),
+            fmt_ms(cpu_mean),
             fmt_ms(wall),
             fmt_ms(floor),
-            p.sync_cpu.map_or("—".into(), fmt_ms),
+            if p.sync_cpu.is_empty() { "—".into() } else { fmt_ms(med(&p.sync_cpu)) },
             fmt_ms(med(&p.sync)),
             kept_up(p)
         ),
@@ -336,12 +341,13 @@ fn pipeline_caller_time(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
 
 fn pipeline_caller_vs_memcpy(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
     let p = r.pipe.as_ref()?;
-    let (wall, cpu) = caller_wall_cpu(p);
+    let (wall, cpu, cpu_mean) = caller_wall_cpu(p);
     let ratio = cpu / med(&r.memcpy);
     measured(
         format!(
-            "{} ms CPU ({} ms wall) / {} ms = {}; {}",
+            "{} ms CPU (mean {} ms; {} ms wall) / {} ms = {}; {}",
             fmt_ms(cpu),
+            fmt_ms(cpu_mean),
             fmt_ms(wall),
             fmt_ms(med(&r.memcpy)),
             fmt_ratio(ratio),
@@ -353,7 +359,7 @@ fn pipeline_caller_vs_memcpy(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
 
 fn pipeline_worst_capture(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
     let p = r.pipe.as_ref()?;
-    let (wall, _) = caller_wall_cpu(p);
+    let (wall, ..) = caller_wall_cpu(p);
     let worst = Spread::of(&p.caller).max;
     measured(
         format!(

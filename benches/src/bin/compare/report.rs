@@ -67,6 +67,20 @@ pub fn med(v: &[f64]) -> f64 {
     Spread::of(v).median
 }
 
+/// The mean (0 when empty).
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// The median of `v`, or "—" when it is empty.
+fn opt_med(v: &[f64]) -> String {
+    if v.is_empty() {
+        "—".into()
+    } else {
+        fmt_ms(med(v))
+    }
+}
+
 /// The `q` quantile (nearest rank).
 fn percentile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
@@ -168,7 +182,7 @@ fn pipeline_table(s: &mut String, results: &[WorkloadResult]) {
     let _ = writeln!(s, "\n### Capture pipeline\n");
     let _ = writeln!(
         s,
-        "Per capture with the dirty hint, through `Recorder` (capture, GC step). Wall = time on the caller's thread (median / p99); CPU = the caller thread's run time per capture from `/proc/…/schedstat`, summed over the run less a run of the synthetic guest alone (a mean: the scheduler updates a running thread's time only at ticks and switches); on a loaded machine it is the cost itself (wall time also counts the time other processes held the core). Worker = the pipeline worker's busy wall time per frame and its thread's CPU per frame. Frames come at 60 fps (the caller sleeps the rest of each 16.7 ms frame, where a game's guest would run); kept up = no capture blocked on the 64 MiB staging budget (the final drain is the wait for the frames still in flight after the last one). GGRS = per frame, roll back {ROLLBACK}, capture the {ROLLBACK} re-simulated frames and the new one (the head moves on by one), frames at 60 fps too: the caller's rewind time (wall, p50 / p99) and CPU (p50 / p99).\n"
+        "Per capture with the dirty hint, through `Recorder` (capture, GC step). Wall = time on the caller's thread (median / p99); CPU = the caller thread's CPU time of each capture (`CLOCK_THREAD_CPUTIME_ID`, exact per call; median); on a loaded machine it is the cost itself (wall time also counts the time other processes held the core). Total CPU = the caller's mean CPU per capture plus the worker's. Worker = the pipeline worker's busy wall time per frame and its thread's CPU per frame. Frames come at 60 fps (the caller sleeps the rest of each 16.7 ms frame, where a game's guest would run); kept up = no capture blocked on the 64 MiB staging budget (the final drain is the wait for the frames still in flight after the last one). GGRS = per frame, roll back {ROLLBACK}, capture the {ROLLBACK} re-simulated frames and the new one (the head moves on by one), frames at 60 fps too: the caller's rewind time (wall, p50 / p99) and CPU (p50 / p99).\n"
     );
     let _ = writeln!(
         s,
@@ -188,11 +202,11 @@ fn pipeline_table(s: &mut String, results: &[WorkloadResult]) {
             fmt_ms(p99(&p.sync)),
             fmt_ms(med(&p.caller)),
             fmt_ms(p99(&p.caller)),
-            opt_ms(p.sync_cpu),
-            opt_ms(p.caller_cpu),
+            opt_med(&p.sync_cpu),
+            opt_med(&p.caller_cpu),
             fmt_ms(p.worker_busy),
             opt_ms(p.worker_cpu),
-            opt_ms(p.caller_cpu.zip(p.worker_cpu).map(|(a, b)| a + b)),
+            opt_ms(p.worker_cpu.filter(|_| !p.caller_cpu.is_empty()).map(|w| mean(&p.caller_cpu) + w)),
             p.blocked,
             p.frames,
             if p.blocked == 0 { "yes" } else { "no" },

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rewind::LiveMemory;
 
-use super::policy;
+use super::{policy, thread_cpu_clock};
 use crate::args::Config;
 use crate::workload::Spec;
 use crate::{ms, Res, ROLLBACK};
@@ -26,9 +26,9 @@ pub struct Pipelined {
     pub worker_busy: f64,
     /// Worker thread CPU ms per frame.
     pub worker_cpu: Option<f64>,
-    /// Caller-thread CPU ms per capture (mean over the run), pipelined and synchronous.
-    pub caller_cpu: Option<f64>,
-    pub sync_cpu: Option<f64>,
+    /// Caller-thread CPU ms of each capture, pipelined and synchronous.
+    pub caller_cpu: Vec<f64>,
+    pub sync_cpu: Vec<f64>,
     /// Captures that blocked on the staging budget, and the final drain, ms.
     pub blocked: u64,
     pub drain_ms: f64,
@@ -73,19 +73,14 @@ impl Pacer {
     }
 }
 
-/// CPU time of the calling thread, in ns, from `/proc/thread-self/schedstat` (the
-/// scheduler's exact run time: unlike wall time it does not count the time other
-/// processes on this shared machine took the core).
-fn thread_cpu() -> Option<Duration> {
-    schedstat(Path::new("/proc/thread-self/schedstat"))
-}
-
 fn schedstat(path: &Path) -> Option<Duration> {
     let s = std::fs::read_to_string(path).ok()?;
     Some(Duration::from_nanos(s.split_whitespace().next()?.parse().ok()?))
 }
 
-/// CPU time of this process's thread named `name` (the pipeline's worker).
+/// CPU time of this process's thread named `name` (the pipeline's worker), from its
+/// `/proc/self/task/…/schedstat` (updated at ticks and switches: exact in sum over a
+/// run, not per call).
 fn named_thread_cpu(name: &str) -> Option<Duration> {
     std::fs::read_dir("/proc/self/task")
         .ok()?
@@ -111,17 +106,17 @@ fn recorder(page: usize, cfg: &Config, pipelined: bool) -> Res<rewind::Recorder>
     Ok(rewind::Recorder::new(o)?)
 }
 
-/// Frames through a `Recorder`, synchronous or pipelined: per-capture caller ms and the
-/// process / worker CPU over the run.
+/// Frames through a `Recorder`, synchronous or pipelined: per-capture caller wall and
+/// CPU ms, and the worker's CPU over the run.
 fn recorder_run(spec: &Spec, cfg: &Config, pipelined: bool, out: &mut Pipelined) -> Res<Vec<f64>> {
     let mut src = spec.source()?;
     let mut rec = recorder(src.page_size(), cfg, pipelined)?;
     let mut dirty = Vec::new();
     let mut caller = Vec::new();
+    let mut cpu = Vec::new();
     // Frame 0 (the whole memory, no hint: recorded on the caller's thread in both
     // modes) is left out, as everywhere in this harness.
     rec.submit(0, src.memory(), &[], None, None)?;
-    let cpu0 = thread_cpu();
     // Frames come at 60 fps: the caller sleeps the rest of each frame, as a game's
     // guest and renderer would run, so the worker has the time a real frame leaves it.
     let mut pace = Pacer::sixty_fps();
@@ -129,21 +124,17 @@ fn recorder_run(spec: &Spec, cfg: &Config, pipelined: bool, out: &mut Pipelined)
         if !src.next_frame(&mut dirty) {
             break;
         }
-        let t = Instant::now();
+        let (c, t) = (thread_cpu_clock(), Instant::now());
         rec.submit(f as u64, src.memory(), &[], Some(&dirty), None)?;
         caller.push(ms(t.elapsed()));
+        cpu.push(ms(thread_cpu_clock().saturating_sub(c)));
         pace.wait();
     }
     let t = Instant::now();
     rec.settle()?;
     let drain = t.elapsed();
-    let (cpu1, worker_cpu) = (thread_cpu(), named_thread_cpu(WORKER));
+    let worker_cpu = named_thread_cpu(WORKER);
     let n = caller.len().max(1) as f64;
-    // The scheduler updates a running thread's run time only at ticks and switches, so
-    // CPU is taken over the whole run (accurate in sum), less what the synthetic guest's
-    // own writes cost in a run without captures.
-    let guest = guest_cpu(spec, caller.len())?;
-    let cpu = cpu0.zip(cpu1).map(|(a, b)| (cpu_ms(a, b) - guest).max(0.0) / n);
     if pipelined {
         let st = rec.pipeline_stats();
         out.worker_busy = ms(st.worker_time) / st.worker_frames.max(1) as f64;
@@ -156,19 +147,6 @@ fn recorder_run(spec: &Spec, cfg: &Config, pipelined: bool, out: &mut Pipelined)
         out.sync_cpu = cpu;
     }
     Ok(caller)
-}
-
-/// CPU ms of `frames` frames of the synthetic guest alone (no capture).
-fn guest_cpu(spec: &Spec, frames: usize) -> Res<f64> {
-    let mut src = spec.source()?;
-    let mut dirty = Vec::new();
-    let c0 = thread_cpu();
-    for _ in 0..frames {
-        if !src.next_frame(&mut dirty) {
-            break;
-        }
-    }
-    Ok(c0.zip(thread_cpu()).map_or(0.0, |(a, b)| cpu_ms(a, b)))
 }
 
 /// The GGRS pattern: after a warm-up of 8 frames, every frame rolls back 7 frames,
@@ -195,30 +173,23 @@ fn ggrs_run(spec: &Spec, cfg: &Config, pipelined: bool, frames: usize, out: &mut
     // frame, where a game's guest would simulate and render.
     let mut pace = Pacer::sixty_fps();
     for _ in 0..frames {
-        let c0 = thread_cpu();
-        let t = Instant::now();
+        let (c, t) = (thread_cpu_clock(), Instant::now());
         rec.rollback_to(head - ROLLBACK, src.memory_mut(), LiveMemory::AtHead)?;
-        let mut spent = t.elapsed();
+        let (mut spent, mut spent_cpu) = (t.elapsed(), thread_cpu_clock().saturating_sub(c));
         // The 7 re-simulated frames, then the new one: the head moves on by one.
         for it in head - ROLLBACK + 1..=head + 1 {
             src.next_frame(&mut dirty);
-            let t = Instant::now();
+            let (c, t) = (thread_cpu_clock(), Instant::now());
             rec.submit(it, src.memory(), &[], Some(&dirty), None)?;
             spent += t.elapsed();
+            spent_cpu += thread_cpu_clock().saturating_sub(c);
         }
         head += 1;
         times.push(ms(spent));
-        // The caller's CPU over the frame; the guest's writes come off below.
-        if let Some(c) = c0.zip(thread_cpu()).map(|(a, b)| cpu_ms(a, b)) {
-            cpu.push(c);
-        }
+        cpu.push(ms(spent_cpu));
         pace.wait();
     }
     let n = frames.max(1) as f64;
-    let guest = guest_cpu(spec, (ROLLBACK as usize + 1) * frames)? / n;
-    for c in &mut cpu {
-        *c = (*c - guest).max(0.0);
-    }
     let wait = ms(rec.pipeline_stats().wait_time.saturating_sub(wait0)) / n;
     rec.settle()?;
     if pipelined {
