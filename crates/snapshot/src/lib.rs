@@ -413,6 +413,9 @@ fn capture_candidates<'m>(
     let hasher = *store.hasher();
     let mut new_changes = Vec::new();
     let mut prev_focus = prev.pages.focus();
+    // Candidates come in increasing order: a focus keeps the current leaf chunk, so
+    // neighbouring slots are set without a walk from the root each.
+    let mut slots = pages.focus_mut();
     let mut hashed = 0;
     for (k, &i) in candidates.iter().enumerate() {
         if i as usize >= n {
@@ -430,7 +433,7 @@ fn capture_candidates<'m>(
                 }
                 return Err(e.into());
             }
-            pages.set(i as usize, h);
+            slots.set(i as usize, h);
             new_changes.push(PageChange {
                 index: i,
                 old,

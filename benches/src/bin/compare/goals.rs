@@ -409,7 +409,8 @@ fn ggrs_frame(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
 fn restore_vs_memcpy(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
     let hint = r.peer(Peer::Hint)?;
     let h = &r.hinted;
-    if hint.restore.is_empty() || h.restored_pages.is_empty() || h.restored_memcpy.is_empty() || r.memory == 0 {
+    if hint.restore.is_empty() || h.restored_pages.is_empty() || h.restored_memcpy.is_empty() || r.memory == 0
+    {
         return None;
     }
     let pages = h.restored_pages.iter().sum::<u64>() as f64 / h.restored_pages.len() as f64;

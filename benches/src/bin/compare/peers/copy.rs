@@ -84,7 +84,9 @@ pub fn lz4(spec: &Spec, cfg: &Config) -> Res<PeerRun> {
                 let slot = &ring[f as usize % slots];
                 let n = lz4_flex::block::decompress_into(&slot.0[..slot.1], mem)?;
                 if n != m {
-                    return Err(format!("an lz4 frame decompressed to {n} bytes, not the memory's {m}").into());
+                    return Err(
+                        format!("an lz4 frame decompressed to {n} bytes, not the memory's {m}").into(),
+                    );
                 }
                 Ok(())
             })
