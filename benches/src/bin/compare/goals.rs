@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use rewind_bench::Spread;
 
 use crate::peers::{Peer, Pipelined};
-use crate::report::{fmt_bytes, fmt_ms, fmt_ratio, mean, med, p95, p99};
+use crate::report::{fmt_bytes, fmt_ms, fmt_ratio, mean, med, opt_med, p95, p99};
 use crate::workload::WorkloadResult;
 use crate::WINDOW_600;
 
@@ -309,7 +309,6 @@ fn kept_up(p: &Pipelined) -> String {
     }
 }
 
-/// The pipelined caller's median wall time and CPU time per capture.
 /// The pipelined caller's median wall and CPU ms per capture, and its mean CPU.
 fn caller_wall_cpu(p: &Pipelined) -> (f64, f64, f64) {
     let wall = med(&p.caller);
@@ -331,7 +330,7 @@ fn pipeline_caller_time(r: &WorkloadResult, _: Ctx) -> Option<Measured> {
             fmt_ms(cpu_mean),
             fmt_ms(wall),
             fmt_ms(floor),
-            if p.sync_cpu.is_empty() { "—".into() } else { fmt_ms(med(&p.sync_cpu)) },
+            opt_med(&p.sync_cpu),
             fmt_ms(med(&p.sync)),
             kept_up(p)
         ),

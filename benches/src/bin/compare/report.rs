@@ -73,7 +73,7 @@ pub fn mean(v: &[f64]) -> f64 {
 }
 
 /// The median of `v`, or "—" when it is empty.
-fn opt_med(v: &[f64]) -> String {
+pub fn opt_med(v: &[f64]) -> String {
     if v.is_empty() {
         "—".into()
     } else {
