@@ -1469,6 +1469,7 @@ mod tests {
         assert_eq!(out, page);
         assert!(s.verify().is_empty());
     }
+
     fn is_raw(s: &PageStore, h: PageHash) -> bool {
         matches!(
             s.get(h),

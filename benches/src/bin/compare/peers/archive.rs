@@ -10,7 +10,7 @@ use rewind::Collector;
 use rewind::History;
 use rewind_archive::{AppendReport, Archive, ArchiveWriter, Durability};
 
-use super::{drive, history, policy, split_first, thread_cpu_clock, GitRun, Peer, PeerRun};
+use super::{drive, history, policy, split_first, wall_cpu, GitRun, Peer, PeerRun};
 use crate::args::Config;
 use crate::workload::Spec;
 use crate::{ms, Res};
@@ -229,11 +229,8 @@ fn timed_append(
     w: &mut ArchiveWriter,
     h: &rewind::layers::history::History,
 ) -> Res<(f64, f64, AppendReport)> {
-    let (c0, t) = (thread_cpu_clock(), Instant::now());
-    let rep = w.append(h)?;
-    let wall = t.elapsed();
-    let cpu = thread_cpu_clock().saturating_sub(c0);
-    Ok((ms(wall), ms(cpu), rep))
+    let (rep, wall, cpu) = wall_cpu(|| Ok(w.append(h)?))?;
+    Ok((wall, cpu, rep))
 }
 
 /// One `COMPARE_TRACE` line: a frame's time, its append (wall, CPU ms) and what the

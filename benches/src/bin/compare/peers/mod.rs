@@ -171,6 +171,14 @@ pub fn timed(f: impl FnOnce() -> Res<()>) -> Res<Duration> {
     Ok(t.elapsed())
 }
 
+/// Run `f`: what it returned, and the wall ms and the calling thread's CPU ms
+/// ([`thread_cpu_clock`]) it took.
+pub fn wall_cpu<T>(f: impl FnOnce() -> Res<T>) -> Res<(T, f64, f64)> {
+    let (c, t) = (thread_cpu_clock(), Instant::now());
+    let v = f()?;
+    Ok((v, ms(t.elapsed()), ms(thread_cpu_clock().saturating_sub(c))))
+}
+
 /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): exact at the moment of
 /// the call (the kernel adds the running slice), unlike `/proc/thread-self/schedstat`,
 /// which the scheduler updates only at ticks and switches. So it times one short call

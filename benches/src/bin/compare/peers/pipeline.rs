@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rewind::LiveMemory;
 
-use super::{policy, thread_cpu_clock};
+use super::{policy, wall_cpu};
 use crate::args::Config;
 use crate::workload::Spec;
 use crate::{ms, Res, ROLLBACK};
@@ -124,10 +124,9 @@ fn recorder_run(spec: &Spec, cfg: &Config, pipelined: bool, out: &mut Pipelined)
         if !src.next_frame(&mut dirty) {
             break;
         }
-        let (c, t) = (thread_cpu_clock(), Instant::now());
-        rec.submit(f as u64, src.memory(), &[], Some(&dirty), None)?;
-        caller.push(ms(t.elapsed()));
-        cpu.push(ms(thread_cpu_clock().saturating_sub(c)));
+        let (_, wall, c) = wall_cpu(|| Ok(rec.submit(f as u64, src.memory(), &[], Some(&dirty), None)?))?;
+        caller.push(wall);
+        cpu.push(c);
         pace.wait();
     }
     let t = Instant::now();
@@ -173,20 +172,18 @@ fn ggrs_run(spec: &Spec, cfg: &Config, pipelined: bool, frames: usize, out: &mut
     // frame, where a game's guest would simulate and render.
     let mut pace = Pacer::sixty_fps();
     for _ in 0..frames {
-        let (c, t) = (thread_cpu_clock(), Instant::now());
-        rec.rollback_to(head - ROLLBACK, src.memory_mut(), LiveMemory::AtHead)?;
-        let (mut spent, mut spent_cpu) = (t.elapsed(), thread_cpu_clock().saturating_sub(c));
+        let (_, mut spent, mut spent_cpu) =
+            wall_cpu(|| Ok(rec.rollback_to(head - ROLLBACK, src.memory_mut(), LiveMemory::AtHead)?))?;
         // The 7 re-simulated frames, then the new one: the head moves on by one.
         for it in head - ROLLBACK + 1..=head + 1 {
             src.next_frame(&mut dirty);
-            let (c, t) = (thread_cpu_clock(), Instant::now());
-            rec.submit(it, src.memory(), &[], Some(&dirty), None)?;
-            spent += t.elapsed();
-            spent_cpu += thread_cpu_clock().saturating_sub(c);
+            let (_, wall, c) = wall_cpu(|| Ok(rec.submit(it, src.memory(), &[], Some(&dirty), None)?))?;
+            spent += wall;
+            spent_cpu += c;
         }
         head += 1;
-        times.push(ms(spent));
-        cpu.push(ms(spent_cpu));
+        times.push(spent);
+        cpu.push(spent_cpu);
         pace.wait();
     }
     let n = frames.max(1) as f64;
